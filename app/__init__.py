@@ -1,0 +1,67 @@
+"""Model-serving API: the application factory."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from app.config import ENV_PREFIX, DefaultConfig, environment_overrides
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the app: defaults -> environment -> test overrides, then wire everything up."""
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.from_object(DefaultConfig)
+    app.config.update(environment_overrides())
+    app.config.from_prefixed_env(ENV_PREFIX)
+    if test_config:
+        app.config.update(test_config)
+    app.json.sort_keys = app.config["JSON_SORT_KEYS"]
+
+    configure_logging(app)
+    register_extensions(app)
+    register_blueprints(app)
+    register_error_handlers(app)
+    register_commands(app)
+    return app
+
+
+def configure_logging(app: Flask) -> None:
+    """Send the app's logs to stderr at the configured level."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("app").setLevel(app.config["LOG_LEVEL"])
+
+
+def register_extensions(app: Flask) -> None:
+    """Database engine and model registry, kept in app.extensions."""
+    from app import db
+    from app.models.registry import ModelRegistry
+
+    db.init_app(app)
+    only = {n.strip() for n in str(app.config["MODELS"]).split(",") if n.strip()}
+    app.extensions["model_registry"] = ModelRegistry(app.config["MODEL_DIR"], only)
+
+
+def register_blueprints(app: Flask) -> None:
+    """Attach the API blueprints."""
+    from app.api.health import bp as health_bp
+    from app.api.review import bp as review_bp
+
+    app.register_blueprint(health_bp)
+    app.register_blueprint(review_bp)
+
+
+def register_error_handlers(app: Flask) -> None:
+    """One JSON error handler for everything."""
+    from app.errors import register_error_handlers as register
+
+    register(app)
+
+
+def register_commands(app: Flask) -> None:
+    """`flask train ...`, `flask evaluate ...`, `flask feedback ...`."""
+    from app.training.cli import evaluate_cli, feedback_cli, train_cli
+
+    app.cli.add_command(train_cli)
+    app.cli.add_command(evaluate_cli)
+    app.cli.add_command(feedback_cli)

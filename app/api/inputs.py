@@ -1,0 +1,56 @@
+"""Reading request fields: form or JSON body, with clear 4xx errors."""
+from __future__ import annotations
+
+from flask import current_app, request
+
+from app.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, Unprocessable
+
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def request_fields() -> dict:
+    """The request's fields, from a JSON object or a form; anything else is a 415."""
+    mimetype = request.mimetype
+    if mimetype == "application/json" or mimetype.endswith("+json"):
+        body = request.get_json(silent=True)
+        if body is None:
+            raise BadRequest("request body is not valid JSON (or not UTF-8)")
+        if not isinstance(body, dict):
+            raise BadRequest("JSON body must be an object")
+        return body
+    if mimetype in FORM_TYPES:
+        return request.form.to_dict()
+    raise UnsupportedMediaType(
+        f"unsupported content type {mimetype or '(none)'!r}; send a form or application/json"
+    )
+
+
+def text_field(fields: dict, name: str) -> str:
+    """A required, non-blank text field no longer than MAX_TEXT_CHARS."""
+    if name not in fields:
+        raise BadRequest(f"missing field {name!r}")
+    value = fields[name]
+    if not isinstance(value, str):
+        raise BadRequest(f"field {name!r} must be a string")
+    if "\ufffd" in value and request.mimetype in FORM_TYPES and _raw_body_not_utf8():
+        raise BadRequest("request body is not valid UTF-8")
+    if not value.strip():
+        raise Unprocessable(f"field {name!r} is empty")
+    limit = current_app.config["MAX_TEXT_CHARS"]
+    if len(value) > limit:
+        raise PayloadTooLarge(f"field {name!r} has {len(value)} characters; the limit is {limit}")
+    return value
+
+
+def _raw_body_not_utf8() -> bool:
+    """True when the raw form body does not decode as UTF-8 (Werkzeug replaced bytes)."""
+    from urllib.parse import unquote_to_bytes
+
+    raw = request.get_data(cache=True)
+    if request.mimetype == "application/x-www-form-urlencoded":
+        raw = unquote_to_bytes(raw.replace(b"+", b" "))
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False

@@ -1,0 +1,59 @@
+"""Movie-review sentiment: POST /review, POST /review/feedback."""
+from __future__ import annotations
+
+import sqlalchemy as sa
+from flask import Blueprint, current_app, url_for
+
+from app.api.inputs import request_fields, text_field
+from app.db import get_engine, review_feedback
+from app.errors import BadRequest
+
+bp = Blueprint("review", __name__, url_prefix="/review")
+
+REVIEW_MODEL = "review_sentiment"
+
+
+def registry():
+    """The app's model registry."""
+    return current_app.extensions["model_registry"]
+
+
+@bp.get("")
+def describe():
+    """What the endpoint takes and returns, and the model behind it."""
+    model = registry().get(REVIEW_MODEL)
+    return {
+        "endpoint": "POST /review",
+        "accepts": "form field `review`, or JSON {\"review\": \"...\"}",
+        "returns": {"label": "positive | negative", "probability_positive": "0..1", "model": "{name, version}"},
+        "feedback": f"POST {url_for('review.feedback')} with `review` and `label` (positive | negative)",
+        "model": model.describe(),
+    }
+
+
+@bp.post("")
+def classify_review():
+    """Predict the sentiment of one review."""
+    review = text_field(request_fields(), "review")
+    model = registry().get(REVIEW_MODEL)
+    prediction = model.predict([review])[0]
+    return {
+        "label": prediction["label"],
+        "probability_positive": prediction["probabilities"]["positive"],
+        "model": {"name": model.name, "version": model.version},
+    }
+
+
+@bp.post("/feedback")
+def feedback():
+    """Store a review with its correct label, for `flask feedback learn`."""
+    fields = request_fields()
+    review = text_field(fields, "review")
+    label = fields.get("label")
+    if label not in ("positive", "negative"):
+        raise BadRequest("field 'label' must be 'positive' or 'negative'")
+    with get_engine().begin() as conn:
+        row_id = conn.execute(
+            sa.insert(review_feedback).values(review=review, label=label, model=REVIEW_MODEL)
+        ).inserted_primary_key[0]
+    return {"id": row_id, "stored": True, "label": label}, 201

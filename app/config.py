@@ -1,0 +1,43 @@
+"""Every setting in one place, with its default.
+
+Settings are read from environment variables named ``MODELSERVE_<NAME>``
+(values are parsed as JSON when they can be, so ``MODELSERVE_MAX_TEXT_CHARS=20000``
+is an int). ``DATABASE_URL`` and ``PORT`` are also read under their usual
+names because Heroku and App Engine set them. The README documents each one.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ENV_PREFIX = "MODELSERVE"
+
+
+class DefaultConfig:
+    """Defaults; overridden by the environment, then by a test config."""
+
+    # Where model versions live: <MODEL_DIR>/<name>/<version>/manifest.json.
+    MODEL_DIR = str(PROJECT_ROOT / "saved_models")
+    # Comma-separated model names to load; empty means every model found.
+    MODELS = ""
+    # Embedded SQLite by default, so the server runs with no external service.
+    DATABASE_URL = "sqlite:///" + str(PROJECT_ROOT / "instance" / "modelserve.db")
+    # Largest request body accepted, in bytes (Flask answers 413 beyond it).
+    MAX_CONTENT_LENGTH = 10 * 1024 * 1024
+    # Longest review accepted, in characters (the longest IMDb review is 13,704).
+    MAX_TEXT_CHARS = 50_000
+    # Where training data is read from by the `flask train` commands.
+    DATA_DIR = str(PROJECT_ROOT.parent / "shared" / "data")
+    # Log level of the app's loggers.
+    LOG_LEVEL = "INFO"
+    # Keep JSON keys in insertion order (more readable responses).
+    JSON_SORT_KEYS = False
+
+
+def environment_overrides() -> dict:
+    """Settings that come from un-prefixed conventional variables (DATABASE_URL)."""
+    overrides = {}
+    if os.environ.get("DATABASE_URL"):
+        overrides["DATABASE_URL"] = os.environ["DATABASE_URL"]
+    return overrides

@@ -1,0 +1,93 @@
+"""API errors and the one handler that turns every error into JSON."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class APIError(Exception):
+    """An error with an HTTP status and a message safe to show the client."""
+
+    status = 400
+
+    def __init__(self, message: str, status: int | None = None, **extra):
+        """Store the message, an optional status override and extra JSON fields."""
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        self.extra = extra
+
+
+class BadRequest(APIError):
+    """The request is malformed (missing field, undecodable body)."""
+
+    status = 400
+
+
+class NotFound(APIError):
+    """The named resource does not exist."""
+
+    status = 404
+
+
+class PayloadTooLarge(APIError):
+    """The payload is over a configured limit."""
+
+    status = 413
+
+
+class UnsupportedMediaType(APIError):
+    """The body's content type is not one this endpoint reads."""
+
+    status = 415
+
+
+class Unprocessable(APIError):
+    """The request is well formed but its content cannot be used (empty text, not an image)."""
+
+    status = 422
+
+
+class ModelNotFound(NotFound):
+    """No model with that name (or version) is registered."""
+
+
+class ModelNotReady(APIError):
+    """The model exists but is not loaded (still loading, or refused at load)."""
+
+    status = 503
+
+
+def error_response(status: int, message: str, **extra):
+    """The single JSON shape of every error: {"error": message, ...}."""
+    body = {"error": message, **extra}
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Answer APIError, HTTPException and anything unexpected with JSON."""
+
+    @app.errorhandler(APIError)
+    def handle_api_error(err: APIError):
+        return error_response(err.status, err.message, **err.extra)
+
+    @app.errorhandler(HTTPException)
+    def handle_http_exception(err: HTTPException):
+        message = err.description or err.name
+        if err.code == 413:
+            limit = app.config.get("MAX_CONTENT_LENGTH")
+            message = f"request body is larger than the limit of {limit} bytes"
+        return error_response(err.code or 500, message)
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(err: Exception):
+        # Never leak a stack trace to the client; keep it in the log.
+        log.exception("unhandled error")
+        return error_response(500, "internal server error")

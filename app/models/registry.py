@@ -1,0 +1,143 @@
+"""Loads every model version in the model directory once per worker.
+
+Layout: ``<MODEL_DIR>/<name>/<version>/manifest.json`` plus the artifacts the
+manifest lists with their SHA-256. A version whose files fail verification is
+refused with a log line and never served.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from app.errors import ModelNotFound, ModelNotReady
+from app.models.base import MANIFEST_NAME, Manifest, ManifestError, Model
+
+log = logging.getLogger(__name__)
+
+
+def runtime_classes() -> dict[str, type[Model]]:
+    """Map a manifest's ``runtime`` to the class that serves it (imported lazily)."""
+    from app.models.text import SklearnTextModel
+
+    runtimes: dict[str, type[Model]] = {"sklearn-text": SklearnTextModel}
+    try:
+        from app.models.onnx_image import OnnxImageModel
+    except ImportError:  # onnxruntime not installed: image models are refused at load
+        pass
+    else:
+        runtimes["onnx-image"] = OnnxImageModel
+    return runtimes
+
+
+def discover(model_dir: Path, only: set[str] | None = None) -> list[Manifest]:
+    """Every readable manifest under model_dir, sorted by name then numeric version."""
+    manifests = []
+    for manifest_path in sorted(Path(model_dir).glob(f"*/*/{MANIFEST_NAME}")):
+        name_dir, version_dir = manifest_path.parent.parent.name, manifest_path.parent.name
+        if only and name_dir not in only:
+            continue
+        if not version_dir.isdigit():
+            log.warning("ignoring %s: version folder must be a positive integer", manifest_path.parent)
+            continue
+        try:
+            manifest = Manifest.read(manifest_path)
+        except ManifestError as exc:
+            log.error("refusing model in %s: %s", manifest_path.parent, exc)
+            continue
+        if manifest.name != name_dir or manifest.version != version_dir:
+            log.error("refusing %s: manifest says %s v%s", manifest_path.parent, manifest.name, manifest.version)
+            continue
+        manifests.append(manifest)
+    return sorted(manifests, key=lambda m: (m.name, int(m.version)))
+
+
+class ModelRegistry:
+    """Per-app (per-worker) table of loaded models: name -> version -> Model."""
+
+    def __init__(self, model_dir: Path, only: set[str] | None = None):
+        """Store where to look; nothing is read until load_all()."""
+        self.model_dir = Path(model_dir)
+        self.only = only or None
+        self._models: dict[str, dict[str, Model]] = {}
+        self.refused: dict[str, str] = {}  # "name/version" -> reason
+        self.load_seconds: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self.loaded = False
+
+    def load_all(self) -> None:
+        """Load every model version found; models already loaded are kept as they are."""
+        with self._lock:
+            runtimes = runtime_classes()
+            table = {name: dict(versions) for name, versions in self._models.items()}
+            for manifest in discover(self.model_dir, self.only):
+                key = f"{manifest.name}/{manifest.version}"
+                if manifest.version in table.get(manifest.name, {}):
+                    continue
+                model = self._load_one(manifest, runtimes, key)
+                if model is not None:
+                    table.setdefault(manifest.name, {})[manifest.version] = model
+            self._models = table  # swap in one assignment: readers see old or new, never half
+            self.loaded = True
+
+    def _load_one(self, manifest: Manifest, runtimes: dict, key: str) -> Model | None:
+        """Load one version, or log why it is refused and return None."""
+        cls = runtimes.get(manifest.runtime)
+        if cls is None:
+            reason = f"no runtime {manifest.runtime!r} available in this server"
+        else:
+            started = time.perf_counter()
+            try:
+                model = cls(manifest)
+                model.load()
+            except ManifestError as exc:
+                reason = f"verification failed: {exc}"
+            except Exception as exc:  # any load error refuses the model, never the server
+                reason = f"load failed: {type(exc).__name__}: {exc}"
+            else:
+                self.load_seconds[key] = time.perf_counter() - started
+                self.refused.pop(key, None)
+                log.info("loaded model %s in %.2fs", key, self.load_seconds[key])
+                return model
+        self.refused[key] = reason
+        log.error("refusing model %s: %s", key, reason)
+        return None
+
+    def ensure_loaded(self) -> None:
+        """Load on first use (the server entry point loads eagerly)."""
+        if not self.loaded:
+            self.load_all()
+
+    def names(self) -> list[str]:
+        """Names of every model with at least one servable version."""
+        self.ensure_loaded()
+        return sorted(self._models)
+
+    def versions(self, name: str) -> list[str]:
+        """Loaded versions of a model, oldest first."""
+        self.ensure_loaded()
+        return sorted(self._models.get(name, {}), key=int)
+
+    def get(self, name: str, version: str | None = None) -> Model:
+        """The model of that name (newest version by default), or a 404/503 APIError."""
+        self.ensure_loaded()
+        versions = self._models.get(name)
+        if not versions:
+            refused = [k for k in self.refused if k.split("/")[0] == name]
+            if refused:
+                raise ModelNotReady(f"model {name!r} is not available: {self.refused[refused[-1]]}")
+            raise ModelNotFound(f"unknown model {name!r}", available=self.names())
+        if version is None:
+            version = max(versions, key=int)
+        model = versions.get(str(version))
+        if model is None:
+            raise ModelNotFound(f"model {name!r} has no version {version!r}", versions=sorted(versions, key=int))
+        if not model.ready:
+            raise ModelNotReady(f"model {name!r} version {version} is not ready")
+        return model
+
+    def all_models(self) -> list[Model]:
+        """Every loaded model version."""
+        self.ensure_loaded()
+        return [m for versions in self._models.values() for m in versions.values()]

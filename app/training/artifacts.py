@@ -1,0 +1,47 @@
+"""Writing a model version folder: artifacts, plots and a manifest with hashes."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+from app.models.base import MANIFEST_NAME, installed_versions, sha256_of
+
+
+def next_version(model_root: Path) -> int:
+    """1 + the highest existing numeric version folder (1 for a new model)."""
+    existing = [int(p.name) for p in Path(model_root).glob("*") if p.is_dir() and p.name.isdigit()]
+    return max(existing, default=0) + 1
+
+
+def staging_dir(model_root: Path, version: int) -> Path:
+    """An empty hidden folder to write a version into before it is published."""
+    staging = Path(model_root) / f".staging-{version}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def publish_version(staging: Path, manifest: dict, libraries: list[str]) -> Path:
+    """Hash every file in staging, write manifest.json, and rename the folder into place.
+
+    The rename is atomic, so a server scanning the model folder never sees a
+    half-written version.
+    """
+    artifacts = {
+        f.name: {"sha256": sha256_of(f), "bytes": f.stat().st_size}
+        for f in sorted(staging.iterdir())
+        if f.is_file() and f.name != MANIFEST_NAME
+    }
+    manifest = {
+        **manifest,
+        "artifacts": artifacts,
+        "libraries": installed_versions(libraries),
+        "created": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+    }
+    (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    final = staging.parent / str(manifest["version"])
+    staging.rename(final)
+    return final

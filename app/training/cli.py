@@ -1,0 +1,111 @@
+"""`flask train ...`, `flask evaluate ...` and `flask feedback ...` commands.
+
+Heavy imports (TensorFlow, matplotlib, tqdm) happen inside the commands, so
+the server never loads them.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import sqlalchemy as sa
+from flask import current_app
+from flask.cli import AppGroup
+
+train_cli = AppGroup("train", help="Train a model on the real data and write a new model version.")
+evaluate_cli = AppGroup("evaluate", help="Re-measure a saved model on its held-out test data.")
+feedback_cli = AppGroup("feedback", help="Online learning from user feedback.")
+
+
+def data_option(func):
+    """--data: the shared data folder (default: MODELSERVE_DATA_DIR)."""
+    return click.option(
+        "--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+        help="Folder holding imdb/, malaria/ and stopwords/ (default: the DATA_DIR setting).",
+    )(func)
+
+
+def resolve_data_dir(data_dir: Path | None) -> Path:
+    """The --data folder, or the configured default; it must exist."""
+    path = Path(data_dir or current_app.config["DATA_DIR"])
+    if not path.is_dir():
+        raise click.ClickException(f"data folder {path} does not exist (give --data or set MODELSERVE_DATA_DIR)")
+    return path
+
+
+def data_dir_for_review(data_dir: Path | None) -> Path:
+    """Accept either the shared data folder or its imdb/ subfolder for --data."""
+    path = resolve_data_dir(data_dir)
+    return path.parent if (path / "train.csv.gz").exists() else path
+
+
+@train_cli.command("review")
+@data_option
+@click.option("--seed", default=0, show_default=True, help="Seed for shuffling and cross-validation.")
+def train_review(data_dir, seed):
+    """Movie-review sentiment model (IMDb train split; figures from the test split)."""
+    from app.training.review import train_review_model
+
+    out = train_review_model(data_dir_for_review(data_dir), Path(current_app.config["MODEL_DIR"]), seed=seed)
+    click.echo(f"wrote {out}")
+    click.echo(json.dumps(json.loads((out / "manifest.json").read_text())["metrics"], indent=2))
+
+
+@evaluate_cli.command("review")
+@data_option
+@click.option("--version", default=None, help="Model version (default: newest).")
+def evaluate_review(data_dir, version):
+    """Measure the saved sentiment model on the IMDb test split and compare with its manifest."""
+    from app.training.review import MODEL_NAME, evaluate_text_model
+
+    model = current_app.extensions["model_registry"].get(MODEL_NAME, version)
+    metrics = evaluate_text_model(model, data_dir_for_review(data_dir))
+    recorded = model.manifest.data.get("metrics", {}).get("accuracy")
+    click.echo(json.dumps(metrics, indent=2))
+    click.echo(f"accuracy now {metrics['accuracy']:.5f}, recorded in manifest {recorded}")
+
+
+@feedback_cli.command("learn")
+@data_option
+@click.option("--model", "model_name", default="review_sentiment", show_default=True)
+def learn(data_dir, model_name):
+    """partial_fit the newest model version on unused feedback; write it as a new version."""
+    from app.db import get_engine, review_feedback
+    from app.training.review import learn_from_feedback
+
+    engine = get_engine()
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(review_feedback.c.id, review_feedback.c.review, review_feedback.c.label)
+            .where(review_feedback.c.model == model_name, review_feedback.c.learned_in_version.is_(None))
+            .order_by(review_feedback.c.id)
+        ).all()
+    if not rows:
+        click.echo("no new feedback; nothing to learn")
+        return
+    model = current_app.extensions["model_registry"].get(model_name)
+    data = Path(data_dir or current_app.config["DATA_DIR"])
+    out = learn_from_feedback(model, [r.review for r in rows], [r.label for r in rows], data if data.is_dir() else None)
+    new_version = out.name
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(review_feedback)
+            .where(review_feedback.c.id.in_([r.id for r in rows]))
+            .values(learned_in_version=new_version)
+        )
+    click.echo(f"learned {len(rows)} feedback rows into {model_name} version {new_version} ({out})")
+
+
+@feedback_cli.command("list")
+def list_feedback():
+    """Show stored feedback counts by label and learning state."""
+    from app.db import get_engine, review_feedback
+
+    with get_engine().connect() as conn:
+        rows = conn.execute(
+            sa.select(review_feedback.c.label, review_feedback.c.learned_in_version, sa.func.count())
+            .group_by(review_feedback.c.label, review_feedback.c.learned_in_version)
+        ).all()
+    for label, version, count in rows:
+        click.echo(f"{label:9s} {'learned in v' + version if version else 'not learned yet':20s} {count}")

@@ -1,0 +1,24 @@
+"""The one gunicorn configuration used by Procfile, app.yaml, Docker and `make serve`.
+
+Every value can be overridden from the environment (PORT, WEB_CONCURRENCY,
+GUNICORN_THREADS, GUNICORN_TIMEOUT).
+"""
+import os
+
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
+# One process per core: inference is CPU-bound and holds the GIL.
+workers = int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 2))
+# A few threads per worker overlap network I/O (uploads, slow clients) with compute.
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = 30
+keepalive = 5
+# Never preload: models are loaded in each worker after fork (main.py), which is
+# what ML runtimes with their own thread pools need.
+preload_app = False
+# Recycle workers now and then so slow leaks cannot grow without bound.
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "20000"))
+max_requests_jitter = max_requests // 10
+accesslog = "-"
+errorlog = "-"
