@@ -1,6 +1,8 @@
 """Reading request fields: form or JSON body, with clear 4xx errors."""
 from __future__ import annotations
 
+from urllib.parse import unquote_to_bytes
+
 from flask import current_app, request
 
 from app.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, Unprocessable
@@ -18,6 +20,8 @@ def request_fields() -> dict:
         if not isinstance(body, dict):
             raise BadRequest("JSON body must be an object")
         return body
+    if mimetype == "application/x-www-form-urlencoded" and not _urlencoded_body_is_utf8():
+        raise BadRequest("request body is not valid UTF-8")
     if mimetype in FORM_TYPES:
         return request.form.to_dict()
     raise UnsupportedMediaType(
@@ -32,8 +36,6 @@ def text_field(fields: dict, name: str) -> str:
     value = fields[name]
     if not isinstance(value, str):
         raise BadRequest(f"field {name!r} must be a string")
-    if "\ufffd" in value and request.mimetype in FORM_TYPES and _raw_body_not_utf8():
-        raise BadRequest("request body is not valid UTF-8")
     if not value.strip():
         raise Unprocessable(f"field {name!r} is empty")
     limit = current_app.config["MAX_TEXT_CHARS"]
@@ -42,15 +44,14 @@ def text_field(fields: dict, name: str) -> str:
     return value
 
 
-def _raw_body_not_utf8() -> bool:
-    """True when the raw form body does not decode as UTF-8 (Werkzeug replaced bytes)."""
-    from urllib.parse import unquote_to_bytes
+def _urlencoded_body_is_utf8() -> bool:
+    """Whether the percent-decoded form body is UTF-8 (Werkzeug would silently replace bad bytes).
 
-    raw = request.get_data(cache=True)
-    if request.mimetype == "application/x-www-form-urlencoded":
-        raw = unquote_to_bytes(raw.replace(b"+", b" "))
+    The body is cached, so the form parser reads the same bytes afterwards.
+    """
+    raw = request.get_data(cache=True, parse_form_data=False)
     try:
-        raw.decode("utf-8")
+        unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
     except UnicodeDecodeError:
-        return True
-    return False
+        return False
+    return True

@@ -52,6 +52,22 @@ def train_review(data_dir, seed):
     click.echo(json.dumps(json.loads((out / "manifest.json").read_text())["metrics"], indent=2))
 
 
+@train_cli.command("malaria")
+@data_option
+@click.option("--seed", default=0, show_default=True, help="Seed for the patient split, weights and augmentation.")
+@click.option("--epochs", default=40, show_default=True)
+def train_malaria(data_dir, seed, epochs):
+    """Malaria cell CNN (TensorFlow), exported to ONNX; figures from held-out patients."""
+    from app.training.malaria import train_malaria_model
+
+    path = resolve_data_dir(data_dir)
+    if (path / "MANIFEST.csv").exists():  # accept the malaria/ folder itself too
+        path = path.parent
+    out = train_malaria_model(path, Path(current_app.config["MODEL_DIR"]), seed=seed, epochs=epochs)
+    click.echo(f"wrote {out}")
+    click.echo(json.dumps(json.loads((out / "manifest.json").read_text())["metrics"], indent=2))
+
+
 @evaluate_cli.command("review")
 @data_option
 @click.option("--version", default=None, help="Model version (default: newest).")

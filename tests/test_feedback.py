@@ -1,0 +1,62 @@
+"""Feedback round trip: store it, learn it with partial_fit into a new version."""
+import json
+
+import sqlalchemy as sa
+
+from app.db import review_feedback
+
+REVIEW = "An astonishing, wonderful, brilliant film with a superb cast."
+
+
+def test_feedback_is_stored(client, app):
+    response = client.post("/review/feedback", data={"review": REVIEW, "label": "negative"})
+    assert response.status_code == 201
+    assert response.json["stored"] is True
+    with app.extensions["db_engine"].connect() as conn:
+        rows = conn.execute(sa.select(review_feedback)).all()
+    assert [(r.review, r.label, r.learned_in_version) for r in rows] == [(REVIEW, "negative", None)]
+
+
+def test_feedback_rejects_bad_label(client):
+    response = client.post("/review/feedback", json={"review": REVIEW, "label": "meh"})
+    assert response.status_code == 400
+    assert "label" in response.json["error"]
+
+
+def test_feedback_requires_review(client):
+    response = client.post("/review/feedback", json={"label": "positive"})
+    assert response.status_code == 400
+
+
+def test_learn_writes_new_version_and_keeps_old(app_with_model_dir, model_dir, tmp_path):
+    app = app_with_model_dir
+    client = app.test_client()
+    before = client.post("/review", data={"review": REVIEW}).json
+    for _ in range(30):
+        assert client.post("/review/feedback", data={"review": REVIEW, "label": "negative"}).status_code == 201
+
+    result = app.test_cli_runner().invoke(args=["feedback", "learn", "--data", str(tmp_path / "no-data")])
+    assert result.exit_code == 0, result.output
+    assert "learned 30 feedback rows into review_sentiment version 2" in result.output
+
+    assert (model_dir / "review_sentiment" / "1" / "manifest.json").exists()
+    manifest = json.loads((model_dir / "review_sentiment" / "2" / "manifest.json").read_text())
+    assert manifest["version"] == 2
+    assert manifest["training"]["online_update"] == {
+        "from_version": "1", "feedback_examples": 30, "method": "SGDClassifier.partial_fit"}
+
+    with app.extensions["db_engine"].connect() as conn:
+        versions = conn.execute(sa.select(review_feedback.c.learned_in_version)).scalars().all()
+    assert set(versions) == {"2"}
+
+    # A fresh worker serves the new version by default; it moved towards the feedback.
+    from app import create_app
+
+    fresh = create_app({"TESTING": True, "MODEL_DIR": str(model_dir),
+                        "DATABASE_URL": app.config["DATABASE_URL"]})
+    after = fresh.test_client().post("/review", data={"review": REVIEW}).json
+    assert after["model"]["version"] == "2"
+    assert after["probability_positive"] < before["probability_positive"]
+
+    again = app.test_cli_runner().invoke(args=["feedback", "learn"])
+    assert "no new feedback" in again.output

@@ -1,0 +1,70 @@
+"""Text preprocessing units: normalisation, tokenizer, stopword pickle, NB scaling."""
+import pickle
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from app.preprocessing.text import (
+    LogCountRatioScaler, ReviewTokenizer, build_vectorizer, load_stopwords, normalize_text,
+    read_stopword_list, save_stopwords,
+)
+
+
+def test_normalize_strips_html_lowercases_and_keeps_emoticons():
+    text = "This <br /><b>GREAT</b> film :-) ends well ;) but :( once"
+    normalized = normalize_text(text)
+    assert "<" not in normalized and "great" in normalized and "GREAT" not in normalized
+    assert normalized.split()[-3:] == [":)", ";)", ":("]
+
+
+def test_tokenizer_drops_stopwords_and_punctuation():
+    tokens = ReviewTokenizer({"the", "is", "a"})("The plot is a mess!!! Really.")
+    assert tokens == ["plot", "mess", "really"]
+
+
+def test_vectorizer_is_deterministic_and_uses_bigrams():
+    vec = build_vectorizer(["the"])
+    a = vec.transform(["great acting"])
+    b = vec.transform(["great acting"])
+    assert (a != b).nnz == 0
+    assert a.nnz == 3  # "great", "acting", "great acting"
+    assert a.shape[1] == 2**21
+
+
+def test_stopword_pickle_round_trip(tmp_path, shared_data):
+    words = read_stopword_list(shared_data / "stopwords" / "english.txt")
+    assert len(words) == 179 and "not" in words
+    save_stopwords(words, tmp_path / "stop.pkl")
+    assert load_stopwords(tmp_path / "stop.pkl") == sorted(set(words))
+
+
+class _Exploit:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo pwned",))
+
+
+def test_stopword_loader_refuses_pickles_that_run_code(tmp_path):
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps(_Exploit()))
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        load_stopwords(path)
+
+
+def test_stopword_loader_refuses_non_list(tmp_path):
+    path = tmp_path / "dict.pkl"
+    path.write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(ValueError):
+        load_stopwords(path)
+
+
+def test_log_count_ratio_weights_separating_features():
+    X = sp.csr_matrix(np.array([[1, 0, 1], [1, 0, 1], [0, 1, 1], [0, 1, 1]], dtype=np.float32))
+    y = np.array([1, 1, 0, 0])
+    scaler = LogCountRatioScaler().fit(X, y)
+    assert scaler.ratio_[0] > 0 > scaler.ratio_[1]
+    assert abs(scaler.ratio_[2]) < 1e-6  # appears equally in both classes
+    out = scaler.transform(X)
+    assert np.allclose(out.toarray()[:, 0], X.toarray()[:, 0] * scaler.ratio_[0])

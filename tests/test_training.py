@@ -1,0 +1,29 @@
+"""The committed sentiment model is what `flask train review` produces."""
+import json
+
+import joblib
+import numpy as np
+
+from tests.conftest import SAVED_MODELS
+
+
+def test_train_review_reproduces_committed_model(tmp_path, shared_data):
+    from app import create_app
+
+    app = create_app({"TESTING": True, "MODEL_DIR": str(tmp_path / "models"),
+                      "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}"})
+    result = app.test_cli_runner().invoke(args=["train", "review", "--data", str(shared_data), "--seed", "0"])
+    assert result.exit_code == 0, result.output
+
+    new_dir = tmp_path / "models" / "review_sentiment" / "1"
+    new = json.loads((new_dir / "manifest.json").read_text())
+    committed = json.loads((SAVED_MODELS / "review_sentiment" / "1" / "manifest.json").read_text())
+    assert new["metrics"] == committed["metrics"]
+    assert new["metrics"]["accuracy"] >= 0.900
+    assert new["training"] == committed["training"]
+    assert (new_dir / "evaluation.png").stat().st_size > 10_000
+
+    fresh = joblib.load(new_dir / "estimator.joblib")
+    saved = joblib.load(SAVED_MODELS / "review_sentiment" / "1" / "estimator.joblib")
+    np.testing.assert_allclose(fresh[-1].coef_, saved[-1].coef_, rtol=1e-6, atol=1e-9)
+    assert new["artifacts"]["stopwords.pkl"] == committed["artifacts"]["stopwords.pkl"]
