@@ -39,16 +39,19 @@ def register_extensions(app: Flask) -> None:
 
     db.init_app(app)
     only = {n.strip() for n in str(app.config["MODELS"]).split(",") if n.strip()}
-    app.extensions["model_registry"] = ModelRegistry(app.config["MODEL_DIR"], only)
+    options = {"onnx_threads": app.config["ONNX_THREADS"]}
+    app.extensions["model_registry"] = ModelRegistry(app.config["MODEL_DIR"], only, options)
 
 
 def register_blueprints(app: Flask) -> None:
     """Attach the API blueprints."""
     from app.api.health import bp as health_bp
+    from app.api.classify import bp as classify_bp
     from app.api.review import bp as review_bp
 
     app.register_blueprint(health_bp)
     app.register_blueprint(review_bp)
+    app.register_blueprint(classify_bp)
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -27,6 +27,10 @@ class DefaultConfig:
     MAX_CONTENT_LENGTH = 10 * 1024 * 1024
     # Longest review accepted, in characters (the longest IMDb review is 13,704).
     MAX_TEXT_CHARS = 50_000
+    # Largest decoded image accepted, in pixels (checked from the header, before decoding).
+    MAX_IMAGE_PIXELS = 4_000_000
+    # ONNX Runtime intra-op threads per worker (1 per worker is fastest with one worker per core).
+    ONNX_THREADS = 1
     # Where training data is read from by the `flask train` commands.
     DATA_DIR = str(PROJECT_ROOT.parent / "shared" / "data")
     # Log level of the app's loggers.

@@ -106,9 +106,10 @@ class Model:
     (a list of inputs -> a list of plain JSON-able dicts).
     """
 
-    def __init__(self, manifest: Manifest):
-        """Store the manifest; no I/O here."""
+    def __init__(self, manifest: Manifest, options: dict | None = None):
+        """Store the manifest and runtime options (thread counts...); no I/O here."""
         self.manifest = manifest
+        self.options = dict(options or {})
         self.ready = False
 
     @property

@@ -56,10 +56,11 @@ def discover(model_dir: Path, only: set[str] | None = None) -> list[Manifest]:
 class ModelRegistry:
     """Per-app (per-worker) table of loaded models: name -> version -> Model."""
 
-    def __init__(self, model_dir: Path, only: set[str] | None = None):
-        """Store where to look; nothing is read until load_all()."""
+    def __init__(self, model_dir: Path, only: set[str] | None = None, options: dict | None = None):
+        """Store where to look and the runtime options; nothing is read until load_all()."""
         self.model_dir = Path(model_dir)
         self.only = only or None
+        self.options = dict(options or {})
         self._models: dict[str, dict[str, Model]] = {}
         self.refused: dict[str, str] = {}  # "name/version" -> reason
         self.load_seconds: dict[str, float] = {}
@@ -89,7 +90,7 @@ class ModelRegistry:
         else:
             started = time.perf_counter()
             try:
-                model = cls(manifest)
+                model = cls(manifest, self.options)
                 model.load()
             except ManifestError as exc:
                 reason = f"verification failed: {exc}"

@@ -46,7 +46,9 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"image refused as a decompression bomb: {exc}", too_large=True) from exc
+        raise ImageError(
+            f"image refused as a decompression bomb: more than {max_pixels:,} pixels ({exc})", too_large=True
+        ) from exc
     except UnidentifiedImageError as exc:
         raise ImageError("the file is not a PNG or JPEG image") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:

@@ -163,6 +163,20 @@ def onnx_probabilities(onnx_path: Path, images: np.ndarray) -> np.ndarray:
     return np.concatenate([session.run(None, {name: images[i:i + 256]})[0] for i in range(0, len(images), 256)])
 
 
+def export_onnx(model, path: Path, images: np.ndarray, keras_probs: np.ndarray | None = None,
+                tolerance: float = 1e-4) -> tuple[np.ndarray, float]:
+    """Export with Keras 3's ONNX exporter and check ONNX Runtime agrees with Keras on ``images``."""
+    model.export(str(path), format="onnx", verbose=False)
+    if keras_probs is None:
+        keras_probs = model.predict(images, batch_size=256, verbose=0)
+    onnx_probs = onnx_probabilities(path, images)
+    max_diff = float(np.abs(onnx_probs - keras_probs).max())
+    print(f"ONNX vs Keras on {len(images)} images: max abs difference {max_diff:.2e}")
+    if max_diff > tolerance:
+        raise RuntimeError(f"ONNX export disagrees with Keras (max abs diff {max_diff})")
+    return onnx_probs, max_diff
+
+
 def measure(probabilities: np.ndarray, y_true: np.ndarray, patients: int) -> tuple[dict, dict]:
     """Accuracy, ROC AUC (Parasitized as the positive class) and confusion matrix."""
     from sklearn.metrics import accuracy_score, confusion_matrix, roc_auc_score, roc_curve
@@ -202,12 +216,7 @@ def train_malaria_model(data_dir: Path, model_dir: Path, seed: int = 0, epochs: 
     root = Path(model_dir) / MODEL_NAME
     version = next_version(root)
     staging = staging_dir(root, version)
-    model.export(str(staging / ONNX_FILE), format="onnx", verbose=False)
-    onnx_probs = onnx_probabilities(staging / ONNX_FILE, x_test)
-    max_diff = float(np.abs(onnx_probs - keras_probs).max())
-    print(f"ONNX vs Keras on {len(x_test)} test images: max abs difference {max_diff:.2e}")
-    if max_diff > 1e-4:
-        raise RuntimeError(f"ONNX export disagrees with Keras (max abs diff {max_diff})")
+    onnx_probs, max_diff = export_onnx(model, staging / ONNX_FILE, x_test, keras_probs)
 
     metrics, curves = measure(onnx_probs, y_test, len(split["test"]))
     val_metrics, _ = measure(model.predict(arrays["validation"][0], batch_size=256, verbose=0),

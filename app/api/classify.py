@@ -1,0 +1,59 @@
+"""Malaria cell classification: POST /classify (multipart field `image`)."""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, request
+
+from app.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, Unprocessable
+from app.preprocessing.image import ImageError, prepare_image
+
+bp = Blueprint("classify", __name__, url_prefix="/classify")
+
+CELL_MODEL = "malaria_cell"
+
+
+def registry():
+    """The app's model registry."""
+    return current_app.extensions["model_registry"]
+
+
+def image_from_request(model) -> "np.ndarray":  # noqa: F821 - annotation only
+    """The uploaded `image` file, decoded and preprocessed for the model, or a 4xx APIError."""
+    if request.mimetype != "multipart/form-data":
+        raise UnsupportedMediaType(
+            f"send the image as multipart/form-data with the field 'image' (got {request.mimetype or 'no content type'!r})"
+        )
+    upload = request.files.get("image")
+    if upload is None:
+        received = sorted(set(request.files) | set(request.form))
+        raise BadRequest("missing file field 'image'", received_fields=received)
+    data = upload.read()
+    try:
+        return prepare_image(data, model.input_size, current_app.config["MAX_IMAGE_PIXELS"])
+    except ImageError as exc:
+        raise (PayloadTooLarge if exc.too_large else Unprocessable)(exc.reason) from exc
+
+
+@bp.get("")
+def describe():
+    """What the endpoint takes and returns, and the model behind it."""
+    model = registry().get(CELL_MODEL)
+    return {
+        "endpoint": "POST /classify",
+        "accepts": "multipart/form-data with a PNG or JPEG file in the field `image`",
+        "returns": {"label": " | ".join(model.labels), "probabilities": "{label: 0..1}", "model": "{name, version}"},
+        "limits": {"max_bytes": current_app.config["MAX_CONTENT_LENGTH"],
+                   "max_pixels": current_app.config["MAX_IMAGE_PIXELS"]},
+        "model": model.describe(),
+    }
+
+
+@bp.post("")
+def classify_cell():
+    """Classify one thin-smear cell crop as Parasitized or Uninfected."""
+    model = registry().get(CELL_MODEL)
+    prediction = model.predict([image_from_request(model)])[0]
+    return {
+        "label": prediction["label"],
+        "probabilities": prediction["probabilities"],
+        "model": {"name": model.name, "version": model.version},
+    }
