@@ -4,6 +4,12 @@ Every value can be overridden from the environment (PORT, WEB_CONCURRENCY,
 GUNICORN_THREADS, GUNICORN_TIMEOUT).
 """
 import os
+import shutil
+import tempfile
+
+# Prometheus multiprocess mode: each worker writes its metrics to files here and
+# /metrics aggregates them. Set before any worker imports prometheus_client.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), f"modelserve-metrics-{os.getpid()}"))
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 # One process per core: inference is CPU-bound and holds the GIL.
@@ -22,3 +28,17 @@ max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "20000"))
 max_requests_jitter = max_requests // 10
 accesslog = "-"
 errorlog = "-"
+
+
+def on_starting(server):
+    """Start with an empty metrics folder (stale files would add old counts)."""
+    path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path, exist_ok=True)
+
+
+def child_exit(server, worker):
+    """Drop a dead worker's live gauges."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

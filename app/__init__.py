@@ -27,9 +27,14 @@ def create_app(test_config: dict | None = None) -> Flask:
 
 
 def configure_logging(app: Flask) -> None:
-    """Send the app's logs to stderr at the configured level."""
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("app").setLevel(app.config["LOG_LEVEL"])
+    """Structured JSON logs on stderr (or plain text with LOG_FORMAT=text)."""
+    if app.config["LOG_FORMAT"] == "json":
+        from app.observability import configure_json_logging
+
+        configure_json_logging(app.config["LOG_LEVEL"])
+    else:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("app").setLevel(app.config["LOG_LEVEL"])
 
 
 def register_extensions(app: Flask) -> None:
@@ -37,7 +42,10 @@ def register_extensions(app: Flask) -> None:
     from app import db
     from app.models.registry import ModelRegistry
 
+    from app import observability
+
     db.init_app(app)
+    observability.init_app(app)
     only = {n.strip() for n in str(app.config["MODELS"]).split(",") if n.strip()}
     options = {"onnx_threads": app.config["ONNX_THREADS"]}
     app.extensions["model_registry"] = ModelRegistry(app.config["MODEL_DIR"], only, options)
@@ -47,11 +55,17 @@ def register_blueprints(app: Flask) -> None:
     """Attach the API blueprints."""
     from app.api.health import bp as health_bp
     from app.api.classify import bp as classify_bp
+    from app.api.docs import bp as docs_bp
+    from app.api.predict import bp as predict_bp
     from app.api.review import bp as review_bp
+    from app.api.v2 import bp as v2_bp
 
     app.register_blueprint(health_bp)
     app.register_blueprint(review_bp)
     app.register_blueprint(classify_bp)
+    app.register_blueprint(v2_bp)
+    app.register_blueprint(predict_bp)
+    app.register_blueprint(docs_bp)
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -35,6 +35,8 @@ class DefaultConfig:
     DATA_DIR = str(PROJECT_ROOT.parent / "shared" / "data")
     # Log level of the app's loggers.
     LOG_LEVEL = "INFO"
+    # "json" (one object per line, with request ids) or "text".
+    LOG_FORMAT = "json"
     # Keep JSON keys in insertion order (more readable responses).
     JSON_SORT_KEYS = False
 

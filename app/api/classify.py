@@ -35,7 +35,16 @@ def image_from_request(model) -> "np.ndarray":  # noqa: F821 - annotation only
 
 @bp.get("")
 def describe():
-    """What the endpoint takes and returns, and the model behind it."""
+    """What the endpoint takes and returns, and the model behind it.
+    ---
+    get:
+      summary: Describe the cell classification endpoint and its model
+      tags: [classify]
+      responses:
+        200:
+          description: description
+          content: {application/json: {schema: {$ref: "#/components/schemas/ModelDescription"}}}
+    """
     model = registry().get(CELL_MODEL)
     return {
         "endpoint": "POST /classify",
@@ -49,9 +58,34 @@ def describe():
 
 @bp.post("")
 def classify_cell():
-    """Classify one thin-smear cell crop as Parasitized or Uninfected."""
+    """Classify one thin-smear cell crop as Parasitized or Uninfected.
+    ---
+    post:
+      summary: Classify a malaria cell image
+      tags: [classify]
+      requestBody:
+        required: true
+        content:
+          multipart/form-data:
+            schema:
+              type: object
+              required: [image]
+              properties: {image: {type: string, format: binary, description: PNG or JPEG file}}
+      responses:
+        200:
+          description: prediction
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [label, probabilities, model]
+                properties:
+                  label: {type: string, enum: [Parasitized, Uninfected]}
+                  probabilities: {type: object, additionalProperties: {type: number}}
+                  model: {$ref: "#/components/schemas/ModelRef"}
+    """
     model = registry().get(CELL_MODEL)
-    prediction = model.predict([image_from_request(model)])[0]
+    prediction = model.run([image_from_request(model)])[0]
     return {
         "label": prediction["label"],
         "probabilities": prediction["probabilities"],

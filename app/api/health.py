@@ -8,13 +8,34 @@ bp = Blueprint("health", __name__)
 
 @bp.get("/health/live")
 def live():
-    """The process answers HTTP."""
+    """The process answers HTTP.
+    ---
+    get:
+      summary: Liveness
+      tags: [health]
+      responses:
+        200:
+          description: alive
+          content: {application/json: {schema: {type: object, properties: {live: {type: boolean}}}}}
+    """
     return {"live": True}
 
 
 @bp.get("/health/ready")
 def ready():
-    """200 once every model is loaded and warmed up; 503 before, or if none could be loaded."""
+    """200 once every model is loaded and warmed up; 503 before, or if none could be loaded.
+    ---
+    get:
+      summary: Readiness with the list of loaded and refused models
+      tags: [health]
+      responses:
+        200:
+          description: ready
+          content: {application/json: {schema: {$ref: "#/components/schemas/Readiness"}}}
+        503:
+          description: not ready
+          content: {application/json: {schema: {$ref: "#/components/schemas/Readiness"}}}
+    """
     registry = current_app.extensions["model_registry"]
     models = [f"{m.name}/{m.version}" for m in registry.all_models() if m.ready] if registry.loaded else []
     is_ready = registry.loaded and bool(models)

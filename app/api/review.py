@@ -20,7 +20,16 @@ def registry():
 
 @bp.get("")
 def describe():
-    """What the endpoint takes and returns, and the model behind it."""
+    """What the endpoint takes and returns, and the model behind it.
+    ---
+    get:
+      summary: Describe the review endpoint and its model
+      tags: [review]
+      responses:
+        200:
+          description: description
+          content: {application/json: {schema: {$ref: "#/components/schemas/ModelDescription"}}}
+    """
     model = registry().get(REVIEW_MODEL)
     return {
         "endpoint": "POST /review",
@@ -33,10 +42,33 @@ def describe():
 
 @bp.post("")
 def classify_review():
-    """Predict the sentiment of one review."""
+    """Predict the sentiment of one review.
+    ---
+    post:
+      summary: Sentiment of one movie review
+      tags: [review]
+      requestBody:
+        required: true
+        content:
+          application/x-www-form-urlencoded: {schema: {$ref: "#/components/schemas/ReviewInput"}}
+          multipart/form-data: {schema: {$ref: "#/components/schemas/ReviewInput"}}
+          application/json: {schema: {$ref: "#/components/schemas/ReviewInput"}}
+      responses:
+        200:
+          description: prediction
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [label, probability_positive, model]
+                properties:
+                  label: {type: string, enum: [positive, negative]}
+                  probability_positive: {type: number, minimum: 0, maximum: 1}
+                  model: {$ref: "#/components/schemas/ModelRef"}
+    """
     review = text_field(request_fields(), "review")
     model = registry().get(REVIEW_MODEL)
-    prediction = model.predict([review])[0]
+    prediction = model.run([review])[0]
     return {
         "label": prediction["label"],
         "probability_positive": prediction["probabilities"]["positive"],
@@ -46,7 +78,26 @@ def classify_review():
 
 @bp.post("/feedback")
 def feedback():
-    """Store a review with its correct label, for `flask feedback learn`."""
+    """Store a review with its correct label, for `flask feedback learn`.
+    ---
+    post:
+      summary: Store the correct label of a review (online learning)
+      tags: [review]
+      requestBody:
+        required: true
+        content:
+          application/x-www-form-urlencoded: {schema: {$ref: "#/components/schemas/FeedbackInput"}}
+          multipart/form-data: {schema: {$ref: "#/components/schemas/FeedbackInput"}}
+          application/json: {schema: {$ref: "#/components/schemas/FeedbackInput"}}
+      responses:
+        201:
+          description: stored
+          content:
+            application/json:
+              schema:
+                type: object
+                properties: {id: {type: integer}, stored: {type: boolean}, label: {type: string}}
+    """
     fields = request_fields()
     review = text_field(fields, "review")
     label = fields.get("label")

@@ -147,6 +147,13 @@ class Model:
         """Predict a batch of already-validated inputs (subclasses)."""
         raise NotImplementedError
 
+    def run(self, batch: list) -> list[dict]:
+        """predict() with latency, item count and in-flight metrics: what the views call."""
+        from app.observability import track_inference
+
+        with track_inference(self.name, self.version, len(batch)):
+            return self.predict(batch)
+
     def describe(self) -> dict:
         """Public summary: name, version, task, labels, inputs and metrics."""
         data = self.manifest.data

@@ -98,6 +98,9 @@ class ModelRegistry:
                 reason = f"load failed: {type(exc).__name__}: {exc}"
             else:
                 self.load_seconds[key] = time.perf_counter() - started
+                from app.observability import record_model_load
+
+                record_model_load(manifest.name, manifest.version, self.load_seconds[key])
                 self.refused.pop(key, None)
                 log.info("loaded model %s in %.2fs", key, self.load_seconds[key])
                 return model

@@ -52,6 +52,19 @@ def train_review(data_dir, seed):
     click.echo(json.dumps(json.loads((out / "manifest.json").read_text())["metrics"], indent=2))
 
 
+@train_cli.command("trio")
+@data_option
+@click.option("--seed", default=0, show_default=True)
+@click.option("--only", multiple=True, help="Train only this member (repeatable).")
+def train_trio_command(data_dir, seed, only):
+    """Logistic regression, linear SVC and decision tree on the hashed IMDb features."""
+    from app.training.sklearn_trio import train_trio
+
+    for out in train_trio(data_dir_for_review(data_dir), Path(current_app.config["MODEL_DIR"]), seed, set(only)):
+        metrics = json.loads((out / "manifest.json").read_text())["metrics"]
+        click.echo(f"wrote {out}: test accuracy {metrics['accuracy']:.4f}, ROC AUC {metrics['roc_auc']:.4f}")
+
+
 @train_cli.command("malaria")
 @data_option
 @click.option("--seed", default=0, show_default=True, help="Seed for the patient split, weights and augmentation.")

@@ -28,6 +28,7 @@ MODEL_NAME = "review_sentiment"
 LABELS = ["negative", "positive"]
 ALPHAS = (1e-5, 3e-6, 1e-6, 3e-7)
 LIBRARIES = ["scikit-learn", "numpy", "scipy", "joblib"]
+DESCRIPTION = "Movie-review sentiment (IMDb): hashed word 1-2-grams, NB log-count-ratio scaling, logistic-loss SGD."
 TEST_SET = "IMDb official test split (25,000 reviews; never used for training or model selection)"
 
 
@@ -93,20 +94,20 @@ def select_alpha(features, y: np.ndarray, seed: int, alphas=ALPHAS) -> tuple[flo
     return best, scores
 
 
-def base_manifest(version: int) -> dict:
-    """Manifest fields every version of the sentiment model shares."""
+def base_manifest(name: str, version: int, description: str, has_probabilities: bool = True) -> dict:
+    """Manifest fields every hashed-text model shares."""
+    score_output = ({"name": "probabilities", "datatype": "FP64", "shape": [-1, 2]} if has_probabilities
+                    else {"name": "decision_score", "datatype": "FP64", "shape": [-1],
+                          "description": "signed distance from the separating hyperplane; > 0 means positive"})
     return {
-        "name": MODEL_NAME,
+        "name": name,
         "version": version,
         "task": "text-classification",
         "runtime": "sklearn-text",
-        "description": "Movie-review sentiment (IMDb): hashed word 1-2-grams, NB log-count-ratio scaling, logistic-loss SGD.",
+        "description": description,
         "labels": LABELS,
         "inputs": [{"name": "review", "datatype": "BYTES", "shape": [-1], "description": "review text, UTF-8, any length up to the server's MAX_TEXT_CHARS"}],
-        "outputs": [
-            {"name": "label", "datatype": "BYTES", "shape": [-1]},
-            {"name": "probabilities", "datatype": "FP64", "shape": [-1, 2]},
-        ],
+        "outputs": [{"name": "label", "datatype": "BYTES", "shape": [-1]}, score_output],
         "preprocessing": {
             "tokenizer": "app.preprocessing.text.ReviewTokenizer: strip HTML, keep emoticons, lowercase, split on non-word characters, drop NLTK English stopwords (stopwords.pkl)",
             "vectorizer": VECTORIZER_SETTINGS,
@@ -114,38 +115,47 @@ def base_manifest(version: int) -> dict:
     }
 
 
-def save_plot(directory: Path, version: int, metrics: dict, curves: dict) -> None:
+def save_plot(directory: Path, name: str, version: int, metrics: dict, curves: dict) -> None:
     """Confusion matrix and ROC curve PNG beside the model."""
     from app.training.plots import save_evaluation_plot
 
     save_evaluation_plot(
         directory / "evaluation.png",
-        f"{MODEL_NAME} v{version}: IMDb test accuracy {metrics['accuracy']:.2%}",
+        f"{name} v{version}: IMDb test accuracy {metrics['accuracy']:.2%}",
         LABELS, curves["matrix"], curves["fpr"], curves["tpr"], metrics["roc_auc"],
     )
 
 
+def publish_text_model(model_dir: Path, manifest: dict, estimator, stopwords: list[str], curves: dict) -> Path:
+    """Write estimator, stopword pickle, plot and manifest as the next version of manifest['name']."""
+    root = Path(model_dir) / manifest["name"]
+    version = next_version(root)
+    staging = staging_dir(root, version)
+    joblib.dump(estimator, staging / ESTIMATOR_FILE, compress=3)
+    save_stopwords(stopwords, staging / STOPWORDS_FILE)
+    save_plot(staging, manifest["name"], version, manifest["metrics"], curves)
+    return publish_version(staging, {**manifest, "version": version}, LIBRARIES)
+
+
+def load_hashed_imdb(data_dir: Path) -> tuple[list[str], object, np.ndarray, object, np.ndarray]:
+    """Stopwords, and the hashed IMDb train and test splits with their labels."""
+    stopwords = read_stopwords_with_nltk(Path(data_dir) / "stopwords")
+    vectorizer = build_vectorizer(stopwords)
+    train_texts, y_train = read_imdb_split(Path(data_dir) / "imdb", "train")
+    test_texts, y_test = read_imdb_split(Path(data_dir) / "imdb", "test")
+    x_train = hash_texts(vectorizer, train_texts, "hashing train")
+    x_test = hash_texts(vectorizer, test_texts, "hashing test")
+    return stopwords, x_train, y_train, x_test, y_test
+
+
 def train_review_model(data_dir: Path, model_dir: Path, seed: int = 0) -> Path:
     """Train on the IMDb train split, measure on the test split, write a new model version."""
-    data_dir = Path(data_dir)
-    stopwords = read_stopwords_with_nltk(data_dir / "stopwords")
-    vectorizer = build_vectorizer(stopwords)
-    train_texts, y_train = read_imdb_split(data_dir / "imdb", "train")
-    x_train = hash_texts(vectorizer, train_texts, "hashing train")
+    stopwords, x_train, y_train, x_test, y_test = load_hashed_imdb(data_dir)
     alpha, validation = select_alpha(x_train, y_train, seed)
     log.info("validation accuracy by alpha: %s; chose %g", validation, alpha)
     pipeline = make_pipeline(alpha, seed).fit(x_train, y_train)
-
-    test_texts, y_test = read_imdb_split(data_dir / "imdb", "test")
-    metrics, curves = measure(pipeline, hash_texts(vectorizer, test_texts, "hashing test"), y_test)
-
-    root = Path(model_dir) / MODEL_NAME
-    version = next_version(root)
-    staging = staging_dir(root, version)
-    joblib.dump(pipeline, staging / ESTIMATOR_FILE, compress=3)
-    save_stopwords(stopwords, staging / STOPWORDS_FILE)
-    save_plot(staging, version, metrics, curves)
-    manifest = base_manifest(version)
+    metrics, curves = measure(pipeline, x_test, y_test)
+    manifest = base_manifest(MODEL_NAME, 0, DESCRIPTION)
     manifest["metrics"] = metrics
     manifest["training"] = {
         "data": "IMDb official train split (25,000 reviews), shuffled by SGD with the seed below",
@@ -153,7 +163,7 @@ def train_review_model(data_dir: Path, model_dir: Path, seed: int = 0) -> Path:
         "hyperparameters": {"alpha": alpha, "loss": "log_loss", "max_iter": 200, "tol": 1e-6},
         "model_selection": {"method": "5-fold stratified cross-validation on the train split", "cv_accuracy_by_alpha": validation},
     }
-    return publish_version(staging, manifest, LIBRARIES)
+    return publish_text_model(model_dir, manifest, pipeline, stopwords, curves)
 
 
 def evaluate_text_model(model: SklearnTextModel, data_dir: Path) -> dict:
@@ -183,7 +193,7 @@ def learn_from_feedback(model: SklearnTextModel, texts: list[str], labels: list[
     if data_dir is not None and (Path(data_dir) / "imdb" / "test.csv.gz").exists():
         test_texts, y_test = read_imdb_split(Path(data_dir) / "imdb", "test")
         metrics, curves = measure(model.estimator, hash_texts(model.vectorizer, test_texts, "hashing test"), y_test)
-        save_plot(staging, version, metrics, curves)
+        save_plot(staging, model.name, version, metrics, curves)
         manifest["metrics"] = metrics
     else:
         manifest["metrics"] = {"note": f"not re-measured after the online update (no test data); version {model.version} measured {model.manifest.data.get('metrics', {}).get('accuracy')}"}

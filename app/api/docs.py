@@ -1,0 +1,168 @@
+"""OpenAPI 3 description generated from the routes and their view docstrings, and a docs page.
+
+Each view documents its operations in YAML after a ``---`` line in its
+docstring (apispec's convention); this module walks the app's URL map, so a
+route without documentation shows up at once (a test checks every route).
+Path parameters come from the URL rules themselves.
+"""
+from __future__ import annotations
+
+from apispec import APISpec, yaml_utils
+from apispec_webframeworks.flask import FlaskPlugin
+from flask import Blueprint, Flask, current_app, render_template_string, send_from_directory
+from swagger_ui_bundle import swagger_ui_path
+
+bp = Blueprint("docs", __name__)
+
+UNDOCUMENTED_ENDPOINTS = {"static", "docs.swagger_asset"}
+
+COMPONENT_SCHEMAS = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {"type": "string", "description": "what was wrong, safe to show a user"}},
+        "additionalProperties": True,
+    },
+    "ModelRef": {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "version": {"type": "string"}},
+        "required": ["name", "version"],
+    },
+    "ReviewInput": {
+        "type": "object",
+        "required": ["review"],
+        "properties": {"review": {"type": "string", "minLength": 1, "description": "the review text"}},
+    },
+    "ModelDescription": {"type": "object", "additionalProperties": True},
+    "FeedbackInput": {
+        "type": "object",
+        "required": ["review", "label"],
+        "properties": {"review": {"type": "string", "minLength": 1},
+                       "label": {"type": "string", "enum": ["positive", "negative"]}},
+    },
+    "PredictInput": {
+        "type": "object",
+        "required": ["review"],
+        "properties": {"review": {"type": "string", "minLength": 1},
+                       "model": {"type": "string", "description": "model name; logistic_regression by default"}},
+    },
+    "Readiness": {
+        "type": "object",
+        "properties": {"ready": {"type": "boolean"}, "models": {"type": "array", "items": {"type": "string"}},
+                       "refused": {"type": "object", "additionalProperties": {"type": "string"}}},
+    },
+    "V2Tensor": {
+        "type": "object",
+        "required": ["name", "datatype", "shape"],
+        "properties": {
+            "name": {"type": "string"},
+            "datatype": {"type": "string", "enum": ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16",
+                                                    "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES"]},
+            "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+            "parameters": {"type": "object", "additionalProperties": True},
+            "data": {"type": "array", "items": {}},
+        },
+    },
+    "V2InferenceRequest": {
+        "type": "object",
+        "required": ["inputs"],
+        "properties": {
+            "id": {"type": "string"},
+            "parameters": {"type": "object", "additionalProperties": True},
+            "inputs": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/V2Tensor"}},
+            "outputs": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
+                "name": {"type": "string"}, "parameters": {"type": "object", "additionalProperties": True}}}},
+        },
+    },
+    "V2InferenceResponse": {
+        "type": "object",
+        "required": ["model_name", "outputs"],
+        "properties": {
+            "model_name": {"type": "string"},
+            "model_version": {"type": "string"},
+            "id": {"type": "string"},
+            "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/V2Tensor"}},
+        },
+    },
+}
+
+ERROR_RESPONSE = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def build_spec(app: Flask) -> dict:
+    """The OpenAPI document of every route of ``app``."""
+    spec = APISpec(
+        title="modelserve",
+        version="1.0.0",
+        openapi_version="3.0.3",
+        info={"description": "Model-serving API: movie-review sentiment, malaria cell classification, "
+                             "models by name and the Open Inference Protocol (KServe V2)."},
+    )
+    for name, schema in COMPONENT_SCHEMAS.items():
+        spec.components.schema(name, schema)
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        if rule.endpoint in UNDOCUMENTED_ENDPOINTS:
+            continue
+        view = app.view_functions[rule.endpoint]
+        documented = yaml_utils.load_operations_from_docstring(view.__doc__ or "")
+        methods = {m.lower() for m in rule.methods - {"HEAD", "OPTIONS"}}
+        operations = {m: dict(op) for m, op in documented.items() if m in methods}
+        for operation in operations.values():
+            operation.setdefault("responses", {}).setdefault("default", ERROR_RESPONSE)
+            operation.setdefault("operationId", f"{rule.endpoint}.{rule.rule}".replace("/", "_").replace("<", "").replace(">", ""))
+        parameters = [{"in": "path", "name": arg, "required": True, "schema": {"type": "string"}}
+                      for arg in sorted(rule.arguments)]
+        spec.path(path=FlaskPlugin.flaskpath2openapi(rule.rule), operations=operations, parameters=parameters)
+    return spec.to_dict()
+
+
+@bp.get("/openapi.json")
+def openapi_json():
+    """The OpenAPI 3 description of this API.
+    ---
+    get:
+      summary: OpenAPI description
+      tags: [docs]
+      responses:
+        200:
+          description: the OpenAPI 3 document
+          content:
+            application/json:
+              schema: {type: object}
+    """
+    if "openapi" not in current_app.extensions:
+        current_app.extensions["openapi"] = build_spec(current_app)
+    return current_app.extensions["openapi"]
+
+
+DOCS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>modelserve API</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" href="{{ url_for('docs.swagger_asset', filename='swagger-ui.css') }}"></head>
+<body><div id="swagger-ui"></div>
+<script src="{{ url_for('docs.swagger_asset', filename='swagger-ui-bundle.js') }}"></script>
+<script>window.ui = SwaggerUIBundle({url: "{{ url_for('docs.openapi_json') }}", dom_id: "#swagger-ui"});</script>
+</body></html>"""
+
+
+@bp.get("/docs")
+def docs_page():
+    """Interactive API documentation (Swagger UI, served locally: no CDN).
+    ---
+    get:
+      summary: Interactive API docs
+      tags: [docs]
+      responses:
+        200:
+          description: HTML page
+          content:
+            text/html:
+              schema: {type: string}
+    """
+    return render_template_string(DOCS_PAGE)
+
+
+@bp.get("/docs/assets/<path:filename>")
+def swagger_asset(filename: str):
+    """Swagger UI's static files, from the swagger-ui-bundle package."""
+    return send_from_directory(swagger_ui_path, filename)

@@ -1,0 +1,102 @@
+"""Text models chosen by name: GET /predict lists them, POST /predict runs one."""
+from __future__ import annotations
+
+from flask import Blueprint, current_app
+
+from app.api.inputs import request_fields, text_field
+from app.errors import BadRequest, ModelNotFound
+
+bp = Blueprint("predict", __name__, url_prefix="/predict")
+
+DEFAULT_MODEL = "logistic_regression"
+NO_PROBABILITY_NOTE = ("this model has no probabilities; decision_score is its signed distance from the "
+                       "separating hyperplane (> 0 means positive), not a calibrated probability")
+
+
+def text_models() -> dict:
+    """Newest version of every loaded text-classification model, by name."""
+    registry = current_app.extensions["model_registry"]
+    models = {}
+    for name in registry.names():
+        model = registry.get(name)
+        if model.manifest.data.get("task") == "text-classification":
+            models[name] = model
+    return models
+
+
+@bp.get("")
+def welcome():
+    """A welcome message and the models that can be named.
+    ---
+    get:
+      summary: List the text models that POST /predict can use
+      tags: [predict]
+      responses:
+        200:
+          description: welcome and models
+          content:
+            application/json:
+              schema:
+                type: object
+                properties:
+                  message: {type: string}
+                  default_model: {type: string}
+                  models: {type: array, items: {type: object, additionalProperties: true}}
+    """
+    models = text_models()
+    return {
+        "message": "Welcome! POST a review as JSON {\"review\": \"...\", \"model\": \"<name>\"} to get its sentiment.",
+        "default_model": DEFAULT_MODEL,
+        "models": [
+            {"name": m.name, "version": m.version, "description": m.manifest.data.get("description"),
+             "test_accuracy": m.manifest.data.get("metrics", {}).get("accuracy"),
+             "reports": "probability_positive" if m.has_probabilities else "decision_score"}
+            for m in models.values()
+        ],
+    }
+
+
+@bp.post("")
+def predict():
+    """Sentiment of `review` by the model named in `model` (logistic regression by default).
+    ---
+    post:
+      summary: Sentiment by a named model
+      tags: [predict]
+      requestBody:
+        required: true
+        content:
+          application/json: {schema: {$ref: "#/components/schemas/PredictInput"}}
+          application/x-www-form-urlencoded: {schema: {$ref: "#/components/schemas/PredictInput"}}
+      responses:
+        200:
+          description: prediction (probability_positive, or decision_score and a note)
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [label, model]
+                properties:
+                  label: {type: string, enum: [positive, negative]}
+                  model: {$ref: "#/components/schemas/ModelRef"}
+                  probability_positive: {type: number}
+                  decision_score: {type: number}
+                  note: {type: string}
+    """
+    fields = request_fields()
+    review = text_field(fields, "review")
+    name = fields.get("model") or DEFAULT_MODEL
+    if not isinstance(name, str):
+        raise BadRequest("field 'model' must be a string")
+    models = text_models()
+    if name not in models:
+        raise ModelNotFound(f"unknown model {name!r}", available=sorted(models))
+    model = models[name]
+    prediction = model.run([review])[0]
+    body = {"label": prediction["label"], "model": {"name": model.name, "version": model.version}}
+    if "probabilities" in prediction:
+        body["probability_positive"] = prediction["probabilities"]["positive"]
+    else:
+        body["decision_score"] = prediction["decision_score"]
+        body["note"] = NO_PROBABILITY_NOTE
+    return body

@@ -1,0 +1,183 @@
+"""Open Inference Protocol (KServe V2) REST endpoints for every registered model."""
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, request
+
+from app.codecs.adapters import image_batch, output_tensors, text_batch
+from app.codecs.v2 import HEADER_LENGTH, ProtocolError, decode_request, encode_response
+from app.errors import BadRequest
+from app.models.base import Model
+
+bp = Blueprint("v2", __name__, url_prefix="/v2")
+
+SERVER_NAME = "modelserve"
+SERVER_VERSION = "1.0.0"
+EXTENSIONS = ["binary_tensor_data"]
+PLATFORMS = {"onnx-image": "onnxruntime_onnx", "sklearn-text": "sklearn"}
+
+
+def registry():
+    """The app's model registry."""
+    return current_app.extensions["model_registry"]
+
+
+@bp.get("")
+def server_metadata():
+    """Server name, version and the protocol extensions it supports.
+    ---
+    get:
+      summary: V2 server metadata
+      tags: [v2]
+      responses:
+        200:
+          description: metadata
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [name, version, extensions]
+                properties: {name: {type: string}, version: {type: string}, extensions: {type: array, items: {type: string}}}
+    """
+    return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS}
+
+
+@bp.get("/health/live")
+def server_live():
+    """200 while the process answers.
+    ---
+    get:
+      summary: V2 server liveness
+      tags: [v2]
+      responses:
+        200:
+          description: live
+          content: {application/json: {schema: {type: object, properties: {live: {type: boolean}}}}}
+    """
+    return {"live": True}
+
+
+@bp.get("/health/ready")
+def server_ready():
+    """200 once every model found is loaded and warmed up; 503 otherwise.
+    ---
+    get:
+      summary: V2 server readiness
+      tags: [v2]
+      responses:
+        200:
+          description: ready
+          content: {application/json: {schema: {type: object, properties: {ready: {type: boolean}}}}}
+        503:
+          description: not ready
+          content: {application/json: {schema: {type: object, properties: {ready: {type: boolean}}}}}
+    """
+    reg = registry()
+    ready = reg.loaded and not reg.refused and bool(reg.all_models()) and all(m.ready for m in reg.all_models())
+    return {"ready": ready}, (200 if ready else 503)
+
+
+@bp.get("/models/<name>")
+@bp.get("/models/<name>/versions/<version>")
+def model_metadata(name: str, version: str | None = None):
+    """Name, versions, platform, inputs and outputs of a model.
+    ---
+    get:
+      summary: V2 model metadata
+      tags: [v2]
+      responses:
+        200:
+          description: metadata
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [name, platform, inputs, outputs]
+                properties:
+                  name: {type: string}
+                  versions: {type: array, items: {type: string}}
+                  platform: {type: string}
+                  inputs: {type: array, items: {$ref: "#/components/schemas/V2Tensor"}}
+                  outputs: {type: array, items: {$ref: "#/components/schemas/V2Tensor"}}
+    """
+    model = registry().get(name, version)
+    data = model.manifest.data
+    return {
+        "name": model.name,
+        "versions": registry().versions(model.name),
+        "platform": PLATFORMS.get(model.manifest.runtime, model.manifest.runtime),
+        "inputs": [_tensor_metadata(t) for t in data.get("inputs", [])],
+        "outputs": [_tensor_metadata(t) for t in data.get("outputs", [])],
+        "parameters": {"labels": ",".join(model.labels), "task": data.get("task", "")},
+    }
+
+
+def _tensor_metadata(spec: dict) -> dict:
+    """name, datatype, shape of one tensor description."""
+    return {"name": spec["name"], "datatype": spec["datatype"], "shape": spec["shape"]}
+
+
+@bp.get("/models/<name>/ready")
+@bp.get("/models/<name>/versions/<version>/ready")
+def model_ready(name: str, version: str | None = None):
+    """200 with ready=true when the model (version) can serve.
+    ---
+    get:
+      summary: V2 model readiness
+      tags: [v2]
+      responses:
+        200:
+          description: ready
+          content: {application/json: {schema: {type: object, properties: {name: {type: string}, ready: {type: boolean}}}}}
+    """
+    model = registry().get(name, version)
+    return {"name": model.name, "ready": model.ready}
+
+
+@bp.post("/models/<name>/infer")
+@bp.post("/models/<name>/versions/<version>/infer")
+def model_infer(name: str, version: str | None = None):
+    """Run inference; JSON or binary tensor data in, the same out.
+    ---
+    post:
+      summary: V2 inference (JSON, or JSON header plus binary tensor data)
+      tags: [v2]
+      parameters:
+        - in: header
+          name: Inference-Header-Content-Length
+          required: false
+          schema: {type: integer, minimum: 1}
+          description: length of the JSON header when binary tensor data follows it
+      requestBody:
+        required: true
+        content:
+          application/json: {schema: {$ref: "#/components/schemas/V2InferenceRequest"}}
+          application/octet-stream: {schema: {type: string, format: binary}}
+      responses:
+        200:
+          description: outputs (binary ones follow the JSON header)
+          content:
+            application/json: {schema: {$ref: "#/components/schemas/V2InferenceResponse"}}
+            application/octet-stream: {schema: {type: string, format: binary}}
+    """
+    model = registry().get(name, version)
+    try:
+        infer = decode_request(request.get_data(cache=False), request.headers.get(HEADER_LENGTH))
+        outputs = output_tensors(model, model.run(list(_model_batch(model, infer.inputs))))
+        if infer.requested_outputs is not None:
+            known = {t.name: t for t in outputs}
+            unknown = [n for n in infer.requested_outputs if n not in known]
+            if unknown:
+                raise ProtocolError(f"unknown output(s) {unknown}; model {model.name!r} has {sorted(known)}")
+            outputs = [known[n] for n in infer.requested_outputs]
+    except ProtocolError as exc:
+        raise BadRequest(str(exc)) from exc
+    body, headers = encode_response(model.name, model.version, infer, outputs)
+    return Response(body, status=200, headers=headers)
+
+
+def _model_batch(model: Model, inputs):
+    """The model's batch from the request tensors."""
+    config = current_app.config
+    if model.manifest.runtime == "onnx-image":
+        return image_batch(model, inputs, config["MAX_IMAGE_PIXELS"])
+    return text_batch(model, inputs, config["MAX_TEXT_CHARS"])

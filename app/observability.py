@@ -1,0 +1,116 @@
+"""Request ids, structured JSON logs and Prometheus metrics (multiprocess-safe under gunicorn).
+
+Under gunicorn, gunicorn.conf.py sets PROMETHEUS_MULTIPROC_DIR before any worker
+imports prometheus_client, so every worker writes its samples to files there and
+/metrics aggregates them; without it, the process-local registry is used.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+import uuid
+from contextlib import contextmanager
+
+from flask import Flask, Response, g, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess,
+)
+from pythonjsonlogger.json import JsonFormatter
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+REQUESTS = Counter("modelserve_http_requests_total", "HTTP requests by route, method and status",
+                   ["route", "method", "status"])
+REQUEST_SECONDS = Histogram("modelserve_http_request_duration_seconds", "HTTP request latency by route",
+                            ["route", "method"], buckets=LATENCY_BUCKETS)
+ERRORS = Counter("modelserve_http_errors_total", "HTTP responses with status >= 400, by status", ["status"])
+INFERENCE_SECONDS = Histogram("modelserve_inference_duration_seconds", "Model inference latency (one batch)",
+                              ["model", "version"], buckets=LATENCY_BUCKETS)
+INFERENCE_ITEMS = Counter("modelserve_inference_items_total", "Items (texts, images) predicted",
+                          ["model", "version"])
+IN_FLIGHT = Gauge("modelserve_inference_in_flight", "Inferences running now", ["model", "version"],
+                  multiprocess_mode="livesum")
+MODEL_LOAD_SECONDS = Gauge("modelserve_model_load_seconds", "Time to load, verify and warm a model version",
+                           ["model", "version"], multiprocess_mode="max")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+log = logging.getLogger("app.access")
+
+
+@contextmanager
+def track_inference(name: str, version: str, items: int):
+    """Time one inference batch and count it, with an in-flight gauge around it."""
+    gauge = IN_FLIGHT.labels(name, version)
+    gauge.inc()
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        INFERENCE_SECONDS.labels(name, version).observe(time.perf_counter() - started)
+        INFERENCE_ITEMS.labels(name, version).inc(items)
+        gauge.dec()
+
+
+def record_model_load(name: str, version: str, seconds: float) -> None:
+    """Export how long a model version took to become ready."""
+    MODEL_LOAD_SECONDS.labels(name, version).set(seconds)
+
+
+def configure_json_logging(level: str) -> None:
+    """One JSON object per log line on stderr, for the app's loggers."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
+                                       rename_fields={"asctime": "time", "levelname": "level", "name": "logger"}))
+    logger = logging.getLogger("app")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(level)
+
+
+def metrics_response() -> Response:
+    """The Prometheus exposition of every worker's metrics.
+    ---
+    get:
+      summary: Prometheus metrics
+      tags: [health]
+      responses:
+        200:
+          description: metrics in the Prometheus text format
+          content: {text/plain: {schema: {type: string}}}
+    """
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+def init_app(app: Flask) -> None:
+    """Request id on every response, a JSON access log line and HTTP metrics per request."""
+
+    @app.before_request
+    def start_request():
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def finish_request(response: Response):
+        request_id = getattr(g, "request_id", None) or uuid.uuid4().hex
+        response.headers["X-Request-ID"] = request_id
+        route = request.url_rule.rule if request.url_rule else "(unmatched)"
+        elapsed = time.perf_counter() - getattr(g, "started", time.perf_counter())
+        REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+        REQUEST_SECONDS.labels(route, request.method).observe(elapsed)
+        if response.status_code >= 400:
+            ERRORS.labels(str(response.status_code)).inc()
+        if route != "/metrics":
+            log.info("request", extra={"request_id": request_id, "method": request.method, "path": request.path,
+                                       "route": route, "status": response.status_code,
+                                       "duration_ms": round(elapsed * 1000, 2)})
+        return response
+
+    app.add_url_rule("/metrics", "metrics", metrics_response)
