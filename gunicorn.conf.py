@@ -26,6 +26,10 @@ preload_app = False
 # Recycle workers now and then so slow leaks cannot grow without bound.
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "20000"))
 max_requests_jitter = max_requests // 10
+# `flask models reload` finds the master here and sends it SIGHUP: gunicorn starts
+# new workers (which load every model version, the new ones included), then stops
+# the old ones gracefully, so in-flight requests finish and none is dropped.
+pidfile = os.environ.get("GUNICORN_PIDFILE", os.path.join(tempfile.gettempdir(), f"modelserve-gunicorn-{os.environ.get('PORT', '8000')}.pid"))
 accesslog = "-"
 errorlog = "-"
 

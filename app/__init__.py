@@ -44,8 +44,16 @@ def register_extensions(app: Flask) -> None:
 
     from app import observability
 
+    from app.jobs.store import JobStore
+
     db.init_app(app)
     observability.init_app(app)
+    app.extensions["job_store"] = JobStore(
+        app.extensions["db_engine"],
+        lease_seconds=app.config["JOB_LEASE_SECONDS"],
+        max_attempts=app.config["JOB_MAX_ATTEMPTS"],
+        retention_seconds=app.config["JOB_RETENTION_SECONDS"],
+    )
     only = {n.strip() for n in str(app.config["MODELS"]).split(",") if n.strip()}
     options = {"onnx_threads": app.config["ONNX_THREADS"]}
     app.extensions["model_registry"] = ModelRegistry(app.config["MODEL_DIR"], only, options)
@@ -55,6 +63,8 @@ def register_blueprints(app: Flask) -> None:
     """Attach the API blueprints."""
     from app.api.health import bp as health_bp
     from app.api.classify import bp as classify_bp
+    from app.api.compat import bp as compat_bp
+    from app.api.jobs import bp as jobs_bp
     from app.api.docs import bp as docs_bp
     from app.api.predict import bp as predict_bp
     from app.api.review import bp as review_bp
@@ -66,6 +76,8 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(v2_bp)
     app.register_blueprint(predict_bp)
     app.register_blueprint(docs_bp)
+    app.register_blueprint(jobs_bp)
+    app.register_blueprint(compat_bp)
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -77,8 +89,10 @@ def register_error_handlers(app: Flask) -> None:
 
 def register_commands(app: Flask) -> None:
     """`flask train ...`, `flask evaluate ...`, `flask feedback ...`."""
-    from app.training.cli import evaluate_cli, feedback_cli, train_cli
+    from app.training.cli import evaluate_cli, feedback_cli, models_cli, train_cli, worker_command
 
     app.cli.add_command(train_cli)
     app.cli.add_command(evaluate_cli)
     app.cli.add_command(feedback_cli)
+    app.cli.add_command(models_cli)
+    app.cli.add_command(worker_command)

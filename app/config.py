@@ -31,6 +31,18 @@ class DefaultConfig:
     MAX_IMAGE_PIXELS = 4_000_000
     # ONNX Runtime intra-op threads per worker (1 per worker is fastest with one worker per core).
     ONNX_THREADS = 1
+    # Job queue: lease length (renewed by heartbeats), attempts before a job fails,
+    # how long finished jobs keep their payload and result, and the long-poll cap.
+    JOB_LEASE_SECONDS = 60
+    JOB_MAX_ATTEMPTS = 3
+    JOB_RETENTION_SECONDS = 86400
+    JOB_MAX_WAIT_SECONDS = 20
+    # Model name given to tasks that arrive through the AzureMLDeploy-compatible /api/*_v0 endpoints.
+    COMPAT_MODEL = "compat"
+    # Bearer token the pull workers must present (empty: worker endpoints are open).
+    WORKER_TOKEN = ""
+    # Comma-separated API keys for the job client endpoints (empty: open).
+    API_KEYS = ""
     # Where training data is read from by the `flask train` commands.
     DATA_DIR = str(PROJECT_ROOT.parent / "shared" / "data")
     # Log level of the app's loggers.

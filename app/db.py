@@ -25,6 +25,32 @@ review_feedback = sa.Table(
 )
 
 
+# Asynchronous jobs; see app/jobs/store.py for the state machine.
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("model", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=True),
+    sa.Column("content_type", sa.String(128), nullable=False),
+    sa.Column("result", sa.LargeBinary, nullable=True),
+    sa.Column("result_content_type", sa.String(128), nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("max_attempts", sa.Integer, nullable=False),
+    sa.Column("lease_id", sa.String(32), nullable=True),
+    sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("worker", sa.String(128), nullable=True),
+    sa.Column("source", sa.String(16), nullable=False, server_default="api"),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_jobs_status_created", "status", "created_at"),
+)
+
+
 def make_engine(url: str) -> sa.Engine:
     """Create an engine; SQLite gets WAL mode and a busy timeout so several workers can share it."""
     if url.startswith("sqlite:///"):
@@ -33,24 +59,31 @@ def make_engine(url: str) -> sa.Engine:
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):
+            dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (below)
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
+        @sa.event.listens_for(engine, "begin")
+        def _begin_immediate(conn):
+            # Take the write lock at BEGIN, so two processes leasing the same job
+            # queue behind each other instead of failing on a stale snapshot.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
         return engine
-    if url.startswith("postgres://"):  # Heroku's spelling
-        url = "postgresql://" + url.removeprefix("postgres://")
+    for prefix in ("postgres://", "postgresql://"):  # Heroku's spelling, and the driver we ship (psycopg 3)
+        if url.startswith(prefix):
+            url = "postgresql+psycopg://" + url.removeprefix(prefix)
     return sa.create_engine(url, pool_pre_ping=True)
 
 
 def init_app(app: Flask) -> None:
-    """Create the engine and the tables (idempotent), and keep the engine on the app."""
+    """Create the engine, bring the schema to the newest migration, keep the engine on the app."""
+    from app.migrations import upgrade_database
+
     engine = make_engine(app.config["DATABASE_URL"])
-    try:
-        metadata.create_all(engine)
-    except sa.exc.OperationalError as exc:  # another worker created them at the same moment
-        log.info("create_all raced with another process: %s", exc)
+    upgrade_database(engine)
     app.extensions["db_engine"] = engine
 
 

@@ -1,7 +1,17 @@
 """Shared fixtures: app, client, runner, the real data folder, a private model folder."""
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -59,3 +69,99 @@ def app_with_model_dir(tmp_path, model_dir):
     })
     yield app
     app.extensions["db_engine"].dispose()
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get_json(url: str, data: bytes | None = None, headers: dict | None = None):
+    """(status, parsed JSON body) of a request, for 4xx/5xx too."""
+    request = urllib.request.Request(url, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+@contextmanager
+def run_gunicorn(tmp_path: Path, env_overrides: dict | None = None, port: int | None = None):
+    """gunicorn main:app on a loopback port; yields (base_url, process). Stopped with SIGTERM afterwards."""
+    port = port or free_port()
+    env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": "2",
+           "DATABASE_URL": f"sqlite:///{tmp_path / 'server.db'}",
+           "GUNICORN_PIDFILE": str(tmp_path / f"gunicorn-{port}.pid"), **(env_overrides or {})}
+    log_file = open(tmp_path / f"gunicorn-{port}.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "main:app"],
+                            cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if get_json(base + "/v2/health/ready")[0] == 200:
+                break
+        except OSError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail("server did not become ready: " + (tmp_path / f"gunicorn-{port}.log").read_text()[-3000:])
+        time.sleep(0.2)
+    try:
+        yield base, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+        log_file.close()
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory):
+    """gunicorn main:app on a free loopback port, started once per test session."""
+    with run_gunicorn(tmp_path_factory.mktemp("server")) as (base, _):
+        yield base
+
+
+POSTGRES_URL = os.environ.get("MODELSERVE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def postgres_url_or_fail() -> str:
+    """The test PostgreSQL URL; the suite fails (not skips) when it cannot be reached."""
+    import sqlalchemy as sa
+
+    from app.db import make_engine
+
+    engine = make_engine(POSTGRES_URL)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at {POSTGRES_URL} is not reachable ({exc.orig}); start it, or point "
+                    "MODELSERVE_TEST_POSTGRES_URL at one")
+    finally:
+        engine.dispose()
+    return POSTGRES_URL
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> str:
+    """A clean database of each kind: a new SQLite file, or the test PostgreSQL with empty tables."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'jobs.db'}"
+    url = postgres_url_or_fail()
+    import sqlalchemy as sa
+
+    from app.db import make_engine
+    from app.migrations import upgrade_database
+
+    engine = make_engine(url)
+    upgrade_database(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM jobs"))
+        conn.execute(sa.text("DELETE FROM review_feedback"))
+    engine.dispose()
+    return url

@@ -51,6 +51,17 @@ COMPONENT_SCHEMAS = {
         "properties": {"ready": {"type": "boolean"}, "models": {"type": "array", "items": {"type": "string"}},
                        "refused": {"type": "object", "additionalProperties": {"type": "string"}}},
     },
+    "Job": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"}, "model": {"type": "string"},
+            "status": {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "canceled", "expired"]},
+            "attempts": {"type": "integer"}, "max_attempts": {"type": "integer"},
+            "result": {"description": "the result, when it is JSON"}, "error": {"type": "string"},
+            "links": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+        "additionalProperties": True,
+    },
     "V2Tensor": {
         "type": "object",
         "required": ["name", "datatype", "shape"],

@@ -16,6 +16,7 @@ from flask.cli import AppGroup
 train_cli = AppGroup("train", help="Train a model on the real data and write a new model version.")
 evaluate_cli = AppGroup("evaluate", help="Re-measure a saved model on its held-out test data.")
 feedback_cli = AppGroup("feedback", help="Online learning from user feedback.")
+models_cli = AppGroup("models", help="Inspect the model folder and reload running servers.")
 
 
 def data_option(func):
@@ -138,3 +139,49 @@ def list_feedback():
         ).all()
     for label, version, count in rows:
         click.echo(f"{label:9s} {'learned in v' + version if version else 'not learned yet':20s} {count}")
+
+
+@models_cli.command("list")
+def list_models():
+    """Every model version in MODEL_DIR: verified and loadable, or refused and why."""
+    registry = current_app.extensions["model_registry"]
+    registry.load_all()
+    for model in registry.all_models():
+        metrics = model.manifest.data.get("metrics", {})
+        click.echo(f"{model.name:22s} v{model.version:3s} ok       accuracy {metrics.get('accuracy')}")
+    for key, reason in sorted(registry.refused.items()):
+        click.echo(f"{key:26s} REFUSED  {reason}")
+    if registry.refused:
+        raise SystemExit(1)
+
+
+@models_cli.command("reload")
+@click.option("--pidfile", default=None, help="gunicorn pidfile (default: the one gunicorn.conf.py writes for $PORT).")
+def reload_models(pidfile):
+    """Make a running gunicorn load new model versions without dropping requests (SIGHUP)."""
+    import os
+    import signal
+    import tempfile
+
+    path = Path(pidfile or os.environ.get("GUNICORN_PIDFILE") or
+                Path(tempfile.gettempdir()) / f"modelserve-gunicorn-{os.environ.get('PORT', '8000')}.pid")
+    if not path.exists():
+        raise click.ClickException(f"no gunicorn pidfile at {path}; is the server running?")
+    pid = int(path.read_text().strip())
+    os.kill(pid, signal.SIGHUP)
+    click.echo(f"sent SIGHUP to gunicorn master {pid}: new workers load the models, old ones finish their requests")
+
+
+@click.command("worker")
+@click.option("--server", required=True, help="Base URL of the server, e.g. http://host:8000")
+@click.option("--token", envvar="MODELSERVE_WORKER_TOKEN", default="", help="Worker bearer token.")
+@click.option("--model", "models", multiple=True, help="Model to serve (repeatable; default: all).")
+@click.option("--wait", default=20.0, show_default=True, help="Long-poll seconds per lease request.")
+@click.option("--max-jobs", default=None, type=int, help="Stop after this many jobs.")
+def worker_command(server, token, models, wait, max_jobs):
+    """Pull jobs from a server and run them on this machine's models."""
+    from app.jobs.worker import Server, run_worker
+
+    registry = current_app.extensions["model_registry"]
+    count = run_worker(Server(server, token), registry, list(models) or None, wait, max_jobs)
+    click.echo(f"processed {count} jobs")

@@ -1,0 +1,164 @@
+"""The AzureMLDeploy function-app protocol, mapped onto the same durable job store.
+
+Its Ajax page and notebook worker loop work unchanged with only the host
+changed. The page posts JSON text with jQuery's default form content type, so
+bodies are parsed as JSON whatever the Content-Type says. Payloads and results
+travel as base64 text, as in the original.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+from flask import Blueprint, Response, current_app, request
+
+from app.api.jobs import store
+from app.auth import require_client, require_worker
+from app.errors import BadRequest
+from app.jobs.store import JobNotFound, LeaseConflict
+
+bp = Blueprint("compat", __name__, url_prefix="/api")
+
+
+def json_body() -> dict:
+    """The body as a JSON object regardless of Content-Type ({} when empty)."""
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest("body must be JSON text") from None
+    if not isinstance(body, dict):
+        raise BadRequest("body must be a JSON object")
+    return body
+
+
+def plain(text: str, status: int = 200) -> Response:
+    """A plain-text answer, as the original functions gave."""
+    return Response(text, status=status, mimetype="text/plain")
+
+
+def b64decode(value, field: str) -> bytes:
+    """Strict base64 of a field."""
+    if not isinstance(value, str):
+        raise BadRequest(f"'{field}' must be a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(f"'{field}' is not valid base64") from None
+
+
+@bp.post("/predict_v0")
+def predict_v0():
+    """Queue a task: JSON {"payload": <base64>} (or ?payload=); answers the task id as text.
+    ---
+    post:
+      summary: AzureMLDeploy compatibility, submit a task
+      tags: [compat]
+      parameters:
+        - {in: query, name: payload, required: false, schema: {type: string}, description: base64 payload}
+      requestBody:
+        content:
+          application/json: {schema: {type: object, properties: {payload: {type: string}}}}
+          application/x-www-form-urlencoded: {schema: {type: string, description: JSON text sent with jQuery's default content type}}
+      responses:
+        200:
+          description: the task id
+          content: {text/plain: {schema: {type: string}}}
+    """
+    require_client()
+    payload = request.args.get("payload")
+    if payload is None:
+        payload = json_body().get("payload")
+    if payload is None:
+        raise BadRequest("send {\"payload\": \"<base64>\"} as the body or ?payload=<base64>")
+    data = b64decode(payload, "payload")
+    job = store().submit(current_app.config["COMPAT_MODEL"], data, "application/octet-stream", source="compat")
+    return plain(job["id"])
+
+
+@bp.post("/getnexttask_v0")
+def get_next_task_v0():
+    """Lease the next compat task: answers "<task_id>|<base64 payload>", or empty text when none.
+    ---
+    post:
+      summary: AzureMLDeploy compatibility, take the next task (worker)
+      tags: [compat]
+      responses:
+        200:
+          description: "'<task_id>|<base64 payload>', or empty when the queue is empty"
+          content: {text/plain: {schema: {type: string}}}
+    """
+    require_worker()
+    lease = store().lease("compat-worker", [current_app.config["COMPAT_MODEL"]], 0)
+    if lease is None:
+        return plain("")
+    payload = base64.b64encode(lease.job["payload"]).decode("ascii")
+    # The original protocol has no lease id: the task id stands for it (see put_task_result_v0).
+    return plain(f"{lease.job['id']}|{payload}")
+
+
+@bp.post("/puttaskresult_v0")
+def put_task_result_v0():
+    """Store a task's result: JSON {"task_id": ..., "result": <base64>}; answers the task id.
+    ---
+    post:
+      summary: AzureMLDeploy compatibility, post a result (worker)
+      tags: [compat]
+      requestBody:
+        content:
+          application/json: {schema: {type: object, required: [task_id, result], properties: {task_id: {type: string}, result: {type: string}}}}
+      responses:
+        200:
+          description: the task id
+          content: {text/plain: {schema: {type: string}}}
+    """
+    require_worker()
+    body = json_body()
+    task_id = body.get("task_id")
+    if not isinstance(task_id, str):
+        raise BadRequest("'task_id' is required")
+    result = b64decode(body.get("result"), "result")
+    try:
+        job = store().get(task_id)
+    except JobNotFound:
+        raise BadRequest(f"unknown task_id {task_id!r}") from None
+    if job["lease_id"] is None:
+        raise BadRequest(f"task {task_id} is not being processed (status {job['status']})")
+    try:
+        store().complete(task_id, job["lease_id"], result, "application/octet-stream")
+    except LeaseConflict as exc:
+        from app.api.jobs import Conflict
+
+        raise Conflict(str(exc)) from None
+    return plain(task_id)
+
+
+@bp.post("/getresult_v0")
+def get_result_v0():
+    """A task's result as base64 text (empty while it is not done).
+    ---
+    post:
+      summary: AzureMLDeploy compatibility, fetch a result
+      tags: [compat]
+      requestBody:
+        content:
+          application/json: {schema: {type: object, required: [task_id], properties: {task_id: {type: string}}}}
+      responses:
+        200:
+          description: base64 result, or empty text while the task is queued or running
+          content: {text/plain: {schema: {type: string}}}
+    """
+    require_client()
+    task_id = json_body().get("task_id") or request.args.get("task_id")
+    if not isinstance(task_id, str):
+        raise BadRequest("'task_id' is required")
+    try:
+        job = store().get(task_id)
+    except JobNotFound:
+        raise BadRequest(f"unknown task_id {task_id!r}") from None
+    if job["status"] != "succeeded":
+        return plain("")
+    return plain(base64.b64encode(job["result"]).decode("ascii"))

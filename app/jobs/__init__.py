@@ -1,0 +1,1 @@
+"""Durable job queue with leases: the store (no HTTP) and the worker loop."""

@@ -1,0 +1,209 @@
+"""The job store: one implementation over SQLAlchemy Core for SQLite and PostgreSQL.
+
+A job is queued, then leased by one worker at a time. A lease has an id and an
+expiry; the worker renews it with heartbeats. A job whose lease expires goes
+back to the queue (or fails after max_attempts). Results and failures are only
+accepted from the current lease, so a late or repeated post from a stale
+worker never overwrites a newer outcome. Finished jobs expire after the
+retention period: their payload and result are deleted and the status says so.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from app.db import jobs
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED, EXPIRED = "queued", "running", "succeeded", "failed", "canceled", "expired"
+FINISHED = (SUCCEEDED, FAILED, CANCELED)
+
+
+class JobNotFound(LookupError):
+    """No job with that id."""
+
+
+class LeaseConflict(Exception):
+    """The caller's lease is not the job's current lease (stale, expired or finished)."""
+
+
+def utcnow() -> dt.datetime:
+    """Timezone-aware now (UTC)."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    """SQLite returns naive datetimes; they are UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.timezone.utc)
+    return value
+
+
+@dataclass
+class Lease:
+    """What a worker gets: the job and the lease it must quote."""
+
+    job: dict
+    lease_id: str
+    expires_at: dt.datetime
+
+
+class JobStore:
+    """Queue operations over one SQLAlchemy engine."""
+
+    def __init__(self, engine: sa.Engine, lease_seconds: float = 60, max_attempts: int = 3,
+                 retention_seconds: float = 86400):
+        """Store the engine and the queue settings."""
+        self.engine = engine
+        self.lease_seconds = lease_seconds
+        self.max_attempts = max_attempts
+        self.retention = dt.timedelta(seconds=retention_seconds)
+        self.postgres = engine.dialect.name == "postgresql"
+
+    # -- clients -----------------------------------------------------------
+    def submit(self, model: str, payload: bytes, content_type: str, source: str = "api") -> dict:
+        """Queue a job and return it."""
+        now = utcnow()
+        row = {"id": uuid.uuid4().hex, "model": model, "status": QUEUED, "payload": payload,
+               "content_type": content_type, "attempts": 0, "max_attempts": self.max_attempts,
+               "source": source, "created_at": now, "updated_at": now}
+        with self.engine.begin() as conn:
+            conn.execute(sa.insert(jobs).values(**row))
+        return self.get(row["id"])
+
+    def get(self, job_id: str) -> dict:
+        """The job as a dict (expired first if its retention has passed)."""
+        self.expire_finished()
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().first()
+        if row is None:
+            raise JobNotFound(job_id)
+        return {k: _aware(v) if isinstance(v, dt.datetime) else v for k, v in row.items()}
+
+    def cancel(self, job_id: str) -> dict:
+        """Cancel a queued or running job; finished jobs are left as they are."""
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status.in_([QUEUED, RUNNING]))
+                         .values(status=CANCELED, lease_id=None, finished_at=utcnow(), updated_at=utcnow()))
+        return self.get(job_id)
+
+    # -- workers -----------------------------------------------------------
+    def lease(self, worker: str, models: list[str] | None = None, wait_seconds: float = 0,
+              poll_interval: float = 0.2) -> Lease | None:
+        """The oldest queued job for one of ``models``, leased to ``worker``; long-polls up to wait_seconds."""
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            leased = self._lease_once(worker, models)
+            if leased is not None or time.monotonic() >= deadline:
+                return leased
+            time.sleep(min(poll_interval, max(0.0, deadline - time.monotonic())))
+
+    def _lease_once(self, worker: str, models: list[str] | None) -> Lease | None:
+        """One atomic attempt: requeue expired leases, then claim the oldest queued job."""
+        now = utcnow()
+        lease_id = uuid.uuid4().hex
+        expires = now + dt.timedelta(seconds=self.lease_seconds)
+        with self.engine.begin() as conn:
+            self._requeue_expired(conn, now)
+            query = sa.select(jobs.c.id).where(jobs.c.status == QUEUED).order_by(jobs.c.created_at, jobs.c.id).limit(1)
+            if models:
+                query = query.where(jobs.c.model.in_(models))
+            if self.postgres:
+                query = query.with_for_update(skip_locked=True)
+            job_id = conn.execute(query).scalar()
+            if job_id is None:
+                return None
+            updated = conn.execute(
+                sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status == QUEUED)
+                .values(status=RUNNING, lease_id=lease_id, lease_expires_at=expires, worker=worker,
+                        attempts=jobs.c.attempts + 1, started_at=now, updated_at=now)
+            ).rowcount
+            if updated != 1:
+                return None
+        return Lease(self.get(job_id), lease_id, expires)
+
+    def _requeue_expired(self, conn, now: dt.datetime) -> None:
+        """Running jobs whose lease ran out: back to the queue, or failed after max_attempts."""
+        stale = sa.and_(jobs.c.status == RUNNING, jobs.c.lease_expires_at < now)
+        conn.execute(sa.update(jobs).where(stale, jobs.c.attempts >= jobs.c.max_attempts).values(
+            status=FAILED, lease_id=None, finished_at=now, updated_at=now,
+            error=sa.literal("lease expired on every attempt (worker lost or too slow); attempts: ")
+            + sa.cast(jobs.c.attempts, sa.String)))
+        conn.execute(sa.update(jobs).where(stale).values(status=QUEUED, lease_id=None, updated_at=now))
+
+    def heartbeat(self, job_id: str, lease_id: str) -> dt.datetime:
+        """Extend a live lease; LeaseConflict if it is not the current one."""
+        now = utcnow()
+        expires = now + dt.timedelta(seconds=self.lease_seconds)
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                sa.update(jobs).where(jobs.c.id == job_id, jobs.c.lease_id == lease_id, jobs.c.status == RUNNING,
+                                      jobs.c.lease_expires_at >= now)
+                .values(lease_expires_at=expires, updated_at=now)
+            ).rowcount
+        if updated != 1:
+            self._raise_conflict(job_id, lease_id)
+        return expires
+
+    def complete(self, job_id: str, lease_id: str, result: bytes, content_type: str) -> tuple[dict, bool]:
+        """Record a result; returns (job, newly_recorded). A repeat from the same lease is accepted idempotently."""
+        return self._finish(job_id, lease_id, SUCCEEDED, {"result": result, "result_content_type": content_type})
+
+    def fail(self, job_id: str, lease_id: str, reason: str, retry: bool = True) -> tuple[dict, bool]:
+        """Record a failure: requeued while attempts remain (and retry is true), else failed."""
+        now = utcnow()
+        if retry:
+            with self.engine.begin() as conn:
+                updated = conn.execute(
+                    sa.update(jobs).where(jobs.c.id == job_id, jobs.c.lease_id == lease_id,
+                                          jobs.c.status == RUNNING, jobs.c.attempts < jobs.c.max_attempts)
+                    .values(status=QUEUED, lease_id=None, error=reason, updated_at=now)
+                ).rowcount
+            if updated == 1:
+                return self.get(job_id), True
+        return self._finish(job_id, lease_id, FAILED, {"error": reason})
+
+    def _finish(self, job_id: str, lease_id: str, status: str, values: dict) -> tuple[dict, bool]:
+        """Move a job from RUNNING under this lease to a final status, exactly once."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                sa.update(jobs).where(jobs.c.id == job_id, jobs.c.lease_id == lease_id, jobs.c.status == RUNNING)
+                .values(status=status, finished_at=now, updated_at=now, **values)
+            ).rowcount
+        job = self.get(job_id)
+        if updated == 1:
+            return job, True
+        if job["lease_id"] == lease_id and job["status"] == status:
+            return job, False  # the same worker posting the same outcome again
+        self._raise_conflict(job_id, lease_id, job)
+        raise AssertionError("unreachable")
+
+    def _raise_conflict(self, job_id: str, lease_id: str, job: dict | None = None) -> None:
+        """Explain why a lease is not (or no longer) valid."""
+        job = job or self.get(job_id)
+        if job["status"] in FINISHED or job["status"] == EXPIRED:
+            raise LeaseConflict(f"job {job_id} is already {job['status']}; this lease's post was ignored")
+        if job["lease_id"] != lease_id:
+            raise LeaseConflict(f"lease {lease_id} is no longer the lease of job {job_id} (it expired and the job "
+                                f"was handed out again); this post was ignored")
+        raise LeaseConflict(f"lease {lease_id} of job {job_id} has expired")
+
+    # -- housekeeping ---------------------------------------------------------
+    def expire_finished(self) -> int:
+        """Drop payloads and results of jobs finished longer ago than the retention."""
+        cutoff = utcnow() - self.retention
+        with self.engine.begin() as conn:
+            return conn.execute(
+                sa.update(jobs).where(jobs.c.status.in_(FINISHED), jobs.c.finished_at < cutoff)
+                .values(status=EXPIRED, payload=None, result=None, updated_at=utcnow())
+            ).rowcount
+
+    def counts(self) -> dict[str, int]:
+        """Number of jobs by status."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status)).all()
+        return {status: count for status, count in rows}

@@ -1,0 +1,121 @@
+"""The built-in pull worker: lease a job over HTTP, run a local model, post the result.
+
+Runs anywhere that can reach the server (a laptop, a GPU box behind NAT): only
+outgoing HTTP is needed. Start it with ``flask worker --server URL --token T``
+or ``python -m app.worker --server URL --token T``.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+
+from app.jobs.execute import JobInputError, execute
+from app.models.registry import ModelRegistry
+
+log = logging.getLogger(__name__)
+
+
+class Server:
+    """Tiny JSON-over-HTTP client for the worker endpoints."""
+
+    def __init__(self, base_url: str, token: str = "", timeout: float = 60):
+        """Store the address and the bearer token."""
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    def post(self, path: str, body: dict) -> tuple[int, dict | None]:
+        """POST JSON; returns (status, parsed body or None)."""
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(self.base_url + path, json.dumps(body).encode(), headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                data = response.read()
+                return response.status, (json.loads(data) if data else None)
+        except urllib.error.HTTPError as err:
+            data = err.read()
+            try:
+                return err.code, json.loads(data)
+            except ValueError:
+                return err.code, {"error": data.decode(errors="replace")}
+
+
+def _heartbeat(server: Server, job_id: str, lease_id: str, every: float, done: threading.Event) -> None:
+    """Renew the lease until the job is done (or the lease is lost)."""
+    while not done.wait(every):
+        status, body = server.post(f"/jobs/{job_id}/heartbeat", {"lease_id": lease_id})
+        if status != 200:
+            log.warning("lost the lease of job %s: %s", job_id, (body or {}).get("error"))
+            return
+
+
+def post_until_answered(server: Server, path: str, body: dict, tries: int = 5) -> tuple[int, dict | None]:
+    """POST with retries on network errors; safe because results are idempotent per lease."""
+    for attempt in range(tries):
+        try:
+            return server.post(path, body)
+        except OSError as exc:
+            log.warning("posting to %s failed (%s); retrying", path, exc)
+            time.sleep(min(2 ** attempt, 10))
+    return server.post(path, body)
+
+
+def process_one(server: Server, registry: ModelRegistry, leased: dict, heartbeat_every: float,
+                heatmap: bool = True) -> str:
+    """Run one leased job and post its outcome; returns the final status word."""
+    job, lease_id = leased["job"], leased["lease_id"]
+    done = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(server, job["id"], lease_id, heartbeat_every, done), daemon=True)
+    beat.start()
+    try:
+        model = registry.get(job["model"])
+        result = execute(model, base64.b64decode(job["payload_base64"]), job["content_type"], heatmap=heatmap)
+    except JobInputError as exc:
+        outcome = ("failure", {"lease_id": lease_id, "error": str(exc), "retry": False})
+    except Exception as exc:  # any model error: report it, the server decides about retries
+        log.exception("job %s failed", job["id"])
+        outcome = ("failure", {"lease_id": lease_id, "error": f"{type(exc).__name__}: {exc}", "retry": True})
+    else:
+        outcome = ("result", {"lease_id": lease_id, "result": result})
+    finally:
+        done.set()
+    status, body = post_until_answered(server, f"/jobs/{job['id']}/{outcome[0]}", outcome[1])
+    if status != 200:
+        log.warning("server did not take the %s of job %s: %s", outcome[0], job["id"], (body or {}).get("error"))
+    return outcome[0]
+
+
+def run_worker(server: Server, registry: ModelRegistry, models: list[str] | None = None, wait: float = 20,
+               max_jobs: int | None = None, name: str | None = None, heartbeat_every: float = 15,
+               stop: threading.Event | None = None, heatmap: bool = True) -> int:
+    """Lease and run jobs until stopped (or max_jobs done); returns how many were processed."""
+    registry.load_all()
+    models = models or registry.names()
+    name = name or f"{socket.gethostname()}-{threading.get_ident()}"
+    stop = stop or threading.Event()
+    processed = 0
+    log.info("worker %s serving %s from %s", name, ", ".join(models), server.base_url)
+    while not stop.is_set() and (max_jobs is None or processed < max_jobs):
+        try:
+            status, body = server.post("/jobs/lease", {"worker": name, "models": models, "wait": wait})
+        except OSError as exc:
+            log.warning("cannot reach %s (%s); retrying in 2 s", server.base_url, exc)
+            stop.wait(2)
+            continue
+        if status == 204:
+            continue
+        if status != 200:
+            log.error("lease refused (%s): %s", status, (body or {}).get("error"))
+            stop.wait(2)
+            continue
+        process_one(server, registry, body, heartbeat_every, heatmap)
+        processed += 1
+    return processed

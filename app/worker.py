@@ -1,0 +1,30 @@
+"""`python -m app.worker --server URL --token T [--model NAME ...]`: the built-in pull worker."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from app.config import DefaultConfig
+from app.jobs.worker import Server, run_worker
+from app.models.registry import ModelRegistry
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments and run the worker loop."""
+    parser = argparse.ArgumentParser(description="Pull jobs from a modelserve server and run them on local models.")
+    parser.add_argument("--server", required=True, help="base URL of the server, e.g. http://host:8000")
+    parser.add_argument("--token", default=os.environ.get("MODELSERVE_WORKER_TOKEN", ""), help="worker bearer token")
+    parser.add_argument("--model", action="append", dest="models", help="model to serve (repeatable; default: all)")
+    parser.add_argument("--model-dir", default=os.environ.get("MODELSERVE_MODEL_DIR", DefaultConfig.MODEL_DIR))
+    parser.add_argument("--wait", type=float, default=20, help="long-poll seconds per lease request")
+    parser.add_argument("--max-jobs", type=int, default=None, help="stop after this many jobs")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    registry = ModelRegistry(args.model_dir, set(args.models) if args.models else None)
+    run_worker(Server(args.server, args.token), registry, args.models, args.wait, args.max_jobs)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,123 @@
+"""/classify under gunicorn at concurrency 1, 8 and 32, beside raw ONNX Runtime throughput.
+
+Usage: python benchmarks/classify_bench.py [--duration 10] [--out benchmarks/results/classify.md]
+Needs `wrk` (Debian package) as the loopback load generator. Everything runs on
+this machine in one go, so the figures are comparable with each other; the load
+generator shares the CPU with the server, as a sidecar or reverse proxy would.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.serverctl import ROOT, gunicorn_server  # noqa: E402
+
+MODEL_DIR = ROOT / "saved_models" / "malaria_cell" / "1"
+DATA = ROOT.parent / "shared" / "data" / "malaria"
+
+
+def sample_image() -> Path:
+    """A real held-out cell image (median size)."""
+    split = json.loads((MODEL_DIR / "split.json").read_text())
+    rows = [line.split(",") for line in (DATA / "MANIFEST.csv").read_text().splitlines()[1:]]
+    rows = [r for r in rows if r[2] in set(split["test"])]
+    rows.sort(key=lambda r: int(r[3]))
+    return DATA / rows[len(rows) // 2][0]
+
+
+def raw_runtime(threads: int, batch: int, seconds: float = 3.0) -> float:
+    """Images/s of ONNX Runtime alone on preprocessed input."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(MODEL_DIR / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    size = json.loads((MODEL_DIR / "manifest.json").read_text())["preprocessing"]["input_size"]
+    x = np.random.default_rng(0).random((batch, size, size, 3), dtype=np.float32)
+    name = session.get_inputs()[0].name
+    session.run(None, {name: x})
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        session.run(None, {name: x})
+        count += batch
+    return count / (time.perf_counter() - started)
+
+
+def decode_cost(image: Path, seconds: float = 2.0) -> float:
+    """Seconds per image for prepare_image (decode, pad, resize, scale)."""
+    from app.preprocessing.image import prepare_image
+
+    data = image.read_bytes()
+    size = json.loads((MODEL_DIR / "manifest.json").read_text())["preprocessing"]["input_size"]
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        prepare_image(data, size)
+        count += 1
+    return (time.perf_counter() - started) / count
+
+
+def run_wrk(url: str, image: Path, connections: int, duration: int) -> dict:
+    """One wrk run; requests/s, p50, p99 (ms) and errors."""
+    threads = min(connections, 2)
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s",
+         "-s", str(ROOT / "benchmarks" / "multipart.lua"), url],
+        env={**os.environ, "BENCH_IMAGE": str(image)}, capture_output=True, text=True, check=True,
+    ).stdout
+    fields = dict(re.findall(r"(\w+)=(\d+)", out.split("RESULT", 1)[1]))
+    seconds = int(fields["duration_us"]) / 1e6
+    return {
+        "rps": int(fields["requests"]) / seconds,
+        "p50_ms": int(fields["p50_us"]) / 1000,
+        "p99_ms": int(fields["p99_us"]) / 1000,
+        "errors": int(fields["non2xx"]) + int(fields["errors"]),
+    }
+
+
+def main() -> None:
+    """Run everything and print (and save) a markdown table."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+
+    image = sample_image()
+    lines = [f"image: {image.name} ({image.stat().st_size} bytes); CPU cores: {os.cpu_count()}", ""]
+    lines += ["| raw ONNX Runtime | images/s |", "| --- | --- |"]
+    raw = {}
+    for threads in (1, 2):
+        for batch in (1, 32):
+            raw[(threads, batch)] = raw_runtime(threads, batch)
+            lines.append(f"| {threads} thread(s), batch {batch} | {raw[(threads, batch)]:.0f} |")
+    decode = decode_cost(image)
+    lines.append(f"| decode + preprocess alone (1 core) | {1 / decode:.0f} |")
+    # What 2 cores could do end to end at batch 1: each image costs decode + 1-thread inference on one core.
+    ceiling = os.cpu_count() / (decode + 1 / raw[(1, 1)])
+    lines += ["", f"hardware ceiling for /classify (decode + batch-1 inference on every core): {ceiling:.0f} images/s", ""]
+    lines += ["| server (2 workers x 4 threads) | concurrency | req/s | p50 ms | p99 ms | errors | % of ceiling |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for onnx_threads in ("1", "2"):
+        with gunicorn_server({"WEB_CONCURRENCY": "2", "MODELSERVE_ONNX_THREADS": onnx_threads}) as (base, _, _):
+            for connections in (1, 8, 32):
+                result = run_wrk(base + "/classify", image, connections, args.duration)
+                lines.append(f"| ONNX threads {onnx_threads} | {connections} | {result['rps']:.0f} | "
+                             f"{result['p50_ms']:.1f} | {result['p99_ms']:.1f} | {result['errors']} | "
+                             f"{100 * result['rps'] / ceiling:.0f} % |")
+    report = "\n".join(lines)
+    print(report)
+    if args.out:
+        Path(args.out).write_text(report + "\n")
+
+
+if __name__ == "__main__":
+    main()

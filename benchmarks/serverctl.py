@@ -1,0 +1,48 @@
+"""Start and stop `gunicorn main:app` on a free loopback port for benchmarks."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def gunicorn_server(env_overrides: dict[str, str] | None = None, python: str = sys.executable):
+    """Yield (base_url, master_pid) of a ready server; stop it afterwards."""
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "MODELSERVE_LOG_LEVEL": "WARNING",
+           "DATABASE_URL": f"sqlite:////tmp/modelserve-bench-{port}.db", **(env_overrides or {})}
+    proc = subprocess.Popen([python, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--access-logfile", "/dev/null",
+                             "main:app"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/v2/health/ready", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.05)
+            if time.monotonic() - started > 120:
+                raise RuntimeError("server did not become ready")
+        time.sleep(1.0)  # let every worker finish loading
+        yield base, proc.pid, time.monotonic() - started
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)

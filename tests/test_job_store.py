@@ -1,0 +1,115 @@
+"""The job store on SQLite and PostgreSQL: leasing, expiry, retries, idempotent results, retention."""
+import threading
+import time
+
+import pytest
+
+from app.db import make_engine
+from app.jobs.store import JobStore, LeaseConflict
+from app.migrations import upgrade_database
+
+
+@pytest.fixture
+def store(database_url):
+    engine = make_engine(database_url)
+    upgrade_database(engine)
+    yield JobStore(engine, lease_seconds=30, max_attempts=2, retention_seconds=3600)
+    engine.dispose()
+
+
+def test_submit_lease_complete(store):
+    job = store.submit("m", b"payload", "text/plain")
+    assert job["status"] == "queued"
+    lease = store.lease("w1")
+    assert lease.job["id"] == job["id"] and lease.job["status"] == "running" and lease.job["attempts"] == 1
+    done, recorded = store.complete(job["id"], lease.lease_id, b'{"ok": 1}', "application/json")
+    assert recorded and done["status"] == "succeeded" and done["result"] == b'{"ok": 1}'
+    assert store.lease("w1") is None
+
+
+def test_oldest_first_and_model_filter(store):
+    first = store.submit("a", b"1", "text/plain")
+    store.submit("b", b"2", "text/plain")
+    assert store.lease("w", ["b"]).job["model"] == "b"
+    assert store.lease("w", ["a", "b"]).job["id"] == first["id"]
+
+
+def test_concurrent_leasers_never_share_a_job(store):
+    ids = {store.submit("m", b"x", "text/plain")["id"] for _ in range(60)}
+    got, lock = [], threading.Lock()
+
+    def take():
+        while (lease := store.lease(threading.current_thread().name)) is not None:
+            with lock:
+                got.append(lease.job["id"])
+
+    threads = [threading.Thread(target=take, name=f"w{i}") for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == len(set(got)) == 60 and set(got) == ids
+
+
+def test_expired_lease_requeues_and_stale_result_is_refused(store):
+    store.lease_seconds = 0.2
+    job = store.submit("m", b"x", "text/plain")
+    old = store.lease("slow-worker")
+    time.sleep(0.4)
+    store.lease_seconds = 30
+    new = store.lease("fast-worker")
+    assert new.job["id"] == job["id"] and new.job["attempts"] == 2
+    with pytest.raises(LeaseConflict, match="no longer the lease"):
+        store.heartbeat(job["id"], old.lease_id)
+    store.complete(job["id"], new.lease_id, b"new", "text/plain")
+    with pytest.raises(LeaseConflict, match="already succeeded"):
+        store.complete(job["id"], old.lease_id, b"old", "text/plain")
+    assert store.get(job["id"])["result"] == b"new"
+
+
+def test_fails_after_max_attempts_with_reason(store):
+    store.lease_seconds = 0.1
+    job = store.submit("m", b"x", "text/plain")
+    store.lease("w")
+    time.sleep(0.2)
+    store.lease("w")
+    time.sleep(0.2)
+    assert store.lease("w") is None
+    failed = store.get(job["id"])
+    assert failed["status"] == "failed" and "lease expired" in failed["error"]
+
+
+def test_worker_failure_retries_then_fails(store):
+    job = store.submit("m", b"x", "text/plain")
+    lease = store.lease("w")
+    requeued, _ = store.fail(job["id"], lease.lease_id, "out of memory")
+    assert requeued["status"] == "queued" and requeued["error"] == "out of memory"
+    lease = store.lease("w")
+    failed, _ = store.fail(job["id"], lease.lease_id, "out of memory again")
+    assert failed["status"] == "failed"
+
+
+def test_repeated_result_is_idempotent(store):
+    job = store.submit("m", b"x", "text/plain")
+    lease = store.lease("w")
+    _, first = store.complete(job["id"], lease.lease_id, b"r", "text/plain")
+    again, second = store.complete(job["id"], lease.lease_id, b"r", "text/plain")
+    assert first is True and second is False and again["result"] == b"r"
+
+
+def test_canceled_job_refuses_results(store):
+    job = store.submit("m", b"x", "text/plain")
+    lease = store.lease("w")
+    assert store.cancel(job["id"])["status"] == "canceled"
+    with pytest.raises(LeaseConflict, match="already canceled"):
+        store.complete(job["id"], lease.lease_id, b"r", "text/plain")
+
+
+def test_finished_jobs_expire_after_retention(store):
+    store.retention = store.retention * 0
+    job = store.submit("m", b"x", "text/plain")
+    lease = store.lease("w")
+    store.complete(job["id"], lease.lease_id, b"r", "text/plain")
+    time.sleep(0.05)
+    expired = store.get(job["id"])
+    assert expired["status"] == "expired" and expired["payload"] is None and expired["result"] is None
