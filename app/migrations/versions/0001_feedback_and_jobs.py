@@ -15,6 +15,15 @@ depends_on = None
 
 def upgrade():
     """Create review_feedback and jobs."""
+    # Databases made before migrations existed already have review_feedback.
+    existing = sa.inspect(op.get_bind()).get_table_names()
+    if "review_feedback" not in existing:
+        _create_review_feedback()
+    _create_jobs()
+
+
+def _create_review_feedback():
+    """The feedback table."""
     op.create_table(
         "review_feedback",
         sa.Column("id", sa.Integer, primary_key=True),
@@ -24,6 +33,10 @@ def upgrade():
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
         sa.Column("learned_in_version", sa.String(16), nullable=True),
     )
+
+
+def _create_jobs():
+    """The job queue table."""
     op.create_table(
         "jobs",
         sa.Column("id", sa.String(32), primary_key=True),
