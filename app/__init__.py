@@ -65,6 +65,7 @@ def register_blueprints(app: Flask) -> None:
     from app.api.classify import bp as classify_bp
     from app.api.compat import bp as compat_bp
     from app.api.jobs import bp as jobs_bp
+    from app.web import bp as web_bp
     from app.api.docs import bp as docs_bp
     from app.api.predict import bp as predict_bp
     from app.api.review import bp as review_bp
@@ -78,6 +79,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(docs_bp)
     app.register_blueprint(jobs_bp)
     app.register_blueprint(compat_bp)
+    app.register_blueprint(web_bp)
 
 
 def register_error_handlers(app: Flask) -> None:
