@@ -84,7 +84,11 @@ def register_error_handlers(app: Flask) -> None:
         if err.code == 413:
             limit = app.config.get("MAX_CONTENT_LENGTH")
             message = f"request body is larger than the limit of {limit} bytes"
-        return error_response(err.code or 500, message)
+        response = error_response(err.code or 500, message)
+        valid_methods = getattr(err, "valid_methods", None)
+        if valid_methods:  # RFC 9110: a 405 lists what is allowed
+            response.headers["Allow"] = ", ".join(valid_methods)
+        return response
 
     @app.errorhandler(Exception)
     def handle_unexpected(err: Exception):

@@ -33,6 +33,7 @@ def test_wrong_method_is_json_405(client):
     response = client.delete("/review")
     assert response.status_code == 405
     assert response.is_json and "error" in response.json
+    assert set(response.headers["Allow"].split(", ")) >= {"GET", "POST"}
 
 
 def test_unexpected_exception_is_json_500_without_traceback(app):
