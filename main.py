@@ -3,7 +3,17 @@
 Imported in each gunicorn worker after fork (no --preload), so every worker
 loads, verifies and warms its own copy of the models before serving.
 """
+import io
+
 from app import create_app
 
 app = create_app()
 app.extensions["model_registry"].load_all()
+
+
+def handle(request):
+    """Google Cloud Functions entry point (functions-framework): the same Flask app serves the request."""
+    body = request.get_data()  # the framework may have read the stream already; hand the app a fresh one
+    environ = {**request.environ, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}
+    with app.request_context(environ):
+        return app.full_dispatch_request()

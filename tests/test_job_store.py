@@ -107,6 +107,7 @@ def test_canceled_job_refuses_results(store):
 
 def test_finished_jobs_expire_after_retention(store):
     store.retention = store.retention * 0
+    store.sweep_interval = 0
     job = store.submit("m", b"x", "text/plain")
     lease = store.lease("w")
     store.complete(job["id"], lease.lease_id, b"r", "text/plain")

@@ -62,6 +62,9 @@ class JobStore:
         self.max_attempts = max_attempts
         self.retention = dt.timedelta(seconds=retention_seconds)
         self.postgres = engine.dialect.name == "postgresql"
+        # Retention is coarse (hours), so the sweep runs at most this often per process.
+        self.sweep_interval = min(60.0, retention_seconds / 10)
+        self._last_sweep = float("-inf")
 
     # -- clients -----------------------------------------------------------
     def submit(self, model: str, payload: bytes, content_type: str, source: str = "api") -> dict:
@@ -76,7 +79,8 @@ class JobStore:
 
     def get(self, job_id: str) -> dict:
         """The job as a dict (expired first if its retention has passed)."""
-        self.expire_finished()
+        if time.monotonic() - self._last_sweep >= self.sweep_interval:
+            self.expire_finished()
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().first()
         if row is None:
@@ -195,6 +199,7 @@ class JobStore:
     # -- housekeeping ---------------------------------------------------------
     def expire_finished(self) -> int:
         """Drop payloads and results of jobs finished longer ago than the retention."""
+        self._last_sweep = time.monotonic()
         cutoff = utcnow() - self.retention
         with self.engine.begin() as conn:
             return conn.execute(

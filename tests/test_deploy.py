@@ -1,0 +1,55 @@
+"""Deploy files: Dockerfile lint, Kubernetes schemas, Procfile/app.yaml, Cloud Functions entry point."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import yaml
+
+from app.config import PROJECT_ROOT
+
+GUNICORN = "gunicorn -c gunicorn.conf.py main:app"
+
+
+def test_dockerfile_passes_hadolint():
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    result = subprocess.run([hadolint, "Dockerfile"], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_is_lean_and_non_root():
+    text = (PROJECT_ROOT / "Dockerfile").read_text()
+    assert "requirements.txt" in text and "requirements-train" not in text
+    assert "USER 10001" in text and "HEALTHCHECK" in text and "/v2/health/ready" in text
+    assert '["gunicorn", "-c", "gunicorn.conf.py", "main:app"]' in text
+
+
+def test_kubernetes_manifests_validate():
+    files = sorted((PROJECT_ROOT / "deploy" / "k8s").glob("*.yaml"))
+    kinds = set()
+    for path in files:
+        for doc in yaml.safe_load_all(path.read_text()):
+            kubernetes_validate.validate(doc, "1.31", strict=True)
+            kinds.add(doc["kind"])
+    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "ConfigMap", "Secret"} <= kinds
+    web = yaml.safe_load((PROJECT_ROOT / "deploy" / "k8s" / "deployment.yaml").read_text())
+    container = web["spec"]["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+
+
+def test_procfile_and_app_yaml_run_the_same_server():
+    assert (PROJECT_ROOT / "Procfile").read_text().strip() == f"web: {GUNICORN}"
+    app_yaml = yaml.safe_load((PROJECT_ROOT / "app.yaml").read_text())
+    assert app_yaml["entrypoint"] == GUNICORN and app_yaml["runtime"] == "python311"
+
+
+def test_cloud_functions_entry_point_serves_review():
+    from functions_framework import create_app
+
+    client = create_app(target="handle", source=str(PROJECT_ROOT / "main.py")).test_client()
+    response = client.post("/review", data={"review": "A beautiful, touching film."})
+    assert response.status_code == 200
+    assert response.get_json()["label"] == "positive"
+    assert client.get("/v2/health/ready").status_code == 200
