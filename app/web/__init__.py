@@ -1,9 +1,89 @@
 """Server-rendered pages (no CDN, no front-end build)."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, render_template
+from flask import Blueprint, abort, current_app, render_template, send_from_directory
 
 bp = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/static/web")
+
+
+def registry():
+    """The app's model registry."""
+    return current_app.extensions["model_registry"]
+
+
+def plot_files(model) -> list[str]:
+    """PNG artifacts listed (and hashed) in a model's manifest."""
+    return sorted(name for name in model.manifest.data.get("artifacts", {}) if name.endswith(".png"))
+
+
+@bp.get("/")
+def home():
+    """Home page with links to every page.
+    ---
+    get:
+      summary: Home page
+      tags: [web]
+      responses:
+        200: {description: HTML page, content: {text/html: {schema: {type: string}}}}
+    """
+    return render_template("home.html")
+
+
+@bp.get("/ui/classify")
+def classify_page():
+    """Upload a cell image and see the prediction with probabilities.
+    ---
+    get:
+      summary: Cell classification page
+      tags: [web]
+      responses:
+        200: {description: HTML page, content: {text/html: {schema: {type: string}}}}
+    """
+    return render_template("classify.html")
+
+
+@bp.get("/ui/review")
+def review_page():
+    """Type a review, see its sentiment, send correct/incorrect feedback.
+    ---
+    get:
+      summary: Review sentiment page
+      tags: [web]
+      responses:
+        200: {description: HTML page, content: {text/html: {schema: {type: string}}}}
+    """
+    return render_template("review.html")
+
+
+@bp.get("/ui/models")
+def models_page():
+    """Every model with its version, held-out metrics and training plots.
+    ---
+    get:
+      summary: Model catalogue page
+      tags: [web]
+      responses:
+        200: {description: HTML page, content: {text/html: {schema: {type: string}}}}
+    """
+    models = sorted(registry().all_models(), key=lambda m: (m.name, int(m.version)))
+    plots = {f"{m.name}/{m.version}": plot_files(m) for m in models}
+    return render_template("models.html", models=models, plots=plots)
+
+
+@bp.get("/ui/models/<name>/<version>/<filename>")
+def model_plot(name: str, version: str, filename: str):
+    """A plot PNG listed in a model's manifest (nothing else in the model folder is served).
+    ---
+    get:
+      summary: A model's evaluation or training plot
+      tags: [web]
+      responses:
+        200: {description: PNG image, content: {image/png: {schema: {type: string, format: binary}}}}
+    """
+    model = registry().get(name, version)
+    if filename not in plot_files(model):
+        abort(404)
+    return send_from_directory(model.manifest.directory, filename, mimetype="image/png")
 
 
 @bp.get("/ui/jobs")
@@ -18,8 +98,7 @@ def jobs_page():
           description: HTML page
           content: {text/html: {schema: {type: string}}}
     """
-    registry = current_app.extensions["model_registry"]
-    return render_template("jobs.html", models=registry.names())
+    return render_template("jobs.html", models=registry().names())
 
 
 @bp.after_app_request
