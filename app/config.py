@@ -43,6 +43,14 @@ class DefaultConfig:
     WORKER_TOKEN = ""
     # Comma-separated API keys for the job client endpoints (empty: open).
     API_KEYS = ""
+    # Rate limiting (off when empty), e.g. "100/minute;20/second", per API key or client address.
+    RATELIMIT_DEFAULT = ""
+    # memory:// (per process) or redis://host:6379 (shared by every worker and server).
+    RATELIMIT_STORAGE_URI = "memory://"
+    # Comma-separated origins allowed by CORS (off when empty).
+    CORS_ORIGINS = ""
+    # Most items (texts or images) in one V2 inference request.
+    MAX_BATCH = 64
     # Where training data is read from by the `flask train` commands.
     DATA_DIR = str(PROJECT_ROOT.parent / "shared" / "data")
     # Log level of the app's loggers.

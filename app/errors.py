@@ -81,6 +81,8 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def handle_http_exception(err: HTTPException):
         message = err.description or err.name
+        if err.code == 429:
+            message = f"rate limit exceeded ({err.description}); retry later"
         if err.code == 413:
             limit = app.config.get("MAX_CONTENT_LENGTH")
             message = f"request body is larger than the limit of {limit} bytes"

@@ -5,7 +5,7 @@ from flask import Blueprint, Response, current_app, request
 
 from app.codecs.adapters import image_batch, output_tensors, text_batch
 from app.codecs.v2 import HEADER_LENGTH, ProtocolError, decode_request, encode_response
-from app.errors import BadRequest
+from app.errors import BadRequest, PayloadTooLarge
 from app.models.base import Model
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
@@ -176,8 +176,11 @@ def model_infer(name: str, version: str | None = None):
 
 
 def _model_batch(model: Model, inputs):
-    """The model's batch from the request tensors."""
+    """The model's batch from the request tensors (at most MAX_BATCH items)."""
     config = current_app.config
+    items = max((t.shape[0] if t.shape else 1) for t in inputs)
+    if items > config["MAX_BATCH"]:
+        raise PayloadTooLarge(f"batch of {items} items is over the limit of {config['MAX_BATCH']} per request")
     if model.manifest.runtime == "onnx-image":
         return image_batch(model, inputs, config["MAX_IMAGE_PIXELS"])
     return text_batch(model, inputs, config["MAX_TEXT_CHARS"])

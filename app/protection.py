@@ -1,0 +1,38 @@
+"""Rate limiting (Flask-Limiter) and CORS (flask-cors): both off unless configured.
+
+MODELSERVE_RATELIMIT_DEFAULT="100/minute;20/second" turns limits on, counted per
+API key when the request has one, else per client address; storage is memory
+(per process) unless MODELSERVE_RATELIMIT_STORAGE_URI names Redis
+(redis://127.0.0.1:6379), which shares the counts between workers and servers.
+MODELSERVE_CORS_ORIGINS="https://a.example,https://b.example" allows those origins.
+"""
+from __future__ import annotations
+
+from flask import Flask, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+
+EXEMPT_PREFIXES = ("/health", "/v2/health", "/metrics", "/static", "/docs")
+
+
+def rate_limit_key() -> str:
+    """The caller's API key (hashed by the limiter's storage key) or its address."""
+    auth = request.headers.get("Authorization", "")
+    key = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("X-API-Key", "").strip()
+    return f"key:{key}" if key else f"ip:{get_remote_address()}"
+
+
+def init_app(app: Flask) -> None:
+    """Attach the limiter (enabled only with a default limit) and CORS (only with origins)."""
+    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
+    app.config["RATELIMIT_ENABLED"] = bool(app.config.get("RATELIMIT_DEFAULT"))
+    limiter = Limiter(key_func=rate_limit_key, app=app,
+                      default_limits=[app.config["RATELIMIT_DEFAULT"]] if app.config.get("RATELIMIT_DEFAULT") else [],
+                      storage_uri=app.config.get("RATELIMIT_STORAGE_URI", "memory://"))
+    limiter.request_filter(lambda: request.path.startswith(EXEMPT_PREFIXES))
+    app.extensions["rate_limiter"] = limiter
+    origins = [o.strip() for o in str(app.config.get("CORS_ORIGINS") or "").split(",") if o.strip()]
+    if origins:
+        from flask_cors import CORS
+
+        CORS(app, origins=origins, expose_headers=["X-Request-ID", "Location", "Inference-Header-Content-Length"])
