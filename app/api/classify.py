@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, request
 
+from app.api import registry
 from app.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, Unprocessable
 from app.preprocessing.image import ImageError, prepare_image
 
@@ -10,10 +11,6 @@ bp = Blueprint("classify", __name__, url_prefix="/classify")
 
 CELL_MODEL = "malaria_cell"
 
-
-def registry():
-    """The app's model registry."""
-    return current_app.extensions["model_registry"]
 
 
 def image_from_request(model) -> "np.ndarray":  # noqa: F821 - annotation only

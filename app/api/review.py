@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import Blueprint, current_app, url_for
+from flask import Blueprint, url_for
 
+from app.api import registry
 from app.api.inputs import request_fields, text_field
 from app.db import get_engine, review_feedback
 from app.errors import BadRequest
@@ -12,10 +13,6 @@ bp = Blueprint("review", __name__, url_prefix="/review")
 
 REVIEW_MODEL = "review_sentiment"
 
-
-def registry():
-    """The app's model registry."""
-    return current_app.extensions["model_registry"]
 
 
 @bp.get("")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, request
 
+from app.api import registry
 from app.codecs.adapters import image_batch, output_tensors, text_batch
 from app.codecs.v2 import HEADER_LENGTH, ProtocolError, decode_request, encode_response
 from app.errors import BadRequest, PayloadTooLarge
@@ -15,10 +16,6 @@ SERVER_VERSION = "1.0.0"
 EXTENSIONS = ["binary_tensor_data"]
 PLATFORMS = {"onnx-image": "onnxruntime_onnx", "sklearn-text": "sklearn"}
 
-
-def registry():
-    """The app's model registry."""
-    return current_app.extensions["model_registry"]
 
 
 @bp.get("")

@@ -1,14 +1,12 @@
 """Server-rendered pages (no CDN, no front-end build)."""
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, render_template, send_from_directory
+from flask import Blueprint, abort, render_template, send_from_directory
+
+from app.api import registry
 
 bp = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/static/web")
 
-
-def registry():
-    """The app's model registry."""
-    return current_app.extensions["model_registry"]
 
 
 def plot_files(model) -> list[str]:
