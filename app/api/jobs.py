@@ -243,9 +243,13 @@ def lease_job():
     }
 
 
-def _conflict(exc: LeaseConflict):
-    """409 for a stale lease."""
-    return Conflict(str(exc))
+def under_lease(job_id: str, operation, *args):
+    """Run a store operation that quotes a lease: 404 for an unknown job, 409 for a stale lease."""
+    load_job(job_id)
+    try:
+        return operation(job_id, *args)
+    except LeaseConflict as exc:
+        raise Conflict(str(exc)) from None
 
 
 @bp.post("/<job_id>/heartbeat")
@@ -265,11 +269,7 @@ def heartbeat(job_id: str):
     """
     require_worker()
     lease_id = lease_id_of(worker_body())
-    load_job(job_id)
-    try:
-        expires = store().heartbeat(job_id, lease_id)
-    except LeaseConflict as exc:
-        raise _conflict(exc) from None
+    expires = under_lease(job_id, store().heartbeat, lease_id)
     return {"lease_expires_at": expires.isoformat()}
 
 
@@ -310,11 +310,7 @@ def post_result(job_id: str):
         result, content_type = json.dumps(body["result"]).encode("utf-8"), "application/json"
     else:
         raise BadRequest("send 'result' (JSON) or 'result_base64' (+ 'content_type')")
-    load_job(job_id)
-    try:
-        job, recorded = store().complete(job_id, lease_id, result, content_type)
-    except LeaseConflict as exc:
-        raise _conflict(exc) from None
+    job, recorded = under_lease(job_id, store().complete, lease_id, result, content_type)
     return {"recorded": recorded, "job": job_view(job)}
 
 
@@ -344,9 +340,5 @@ def post_failure(job_id: str):
     reason = body.get("error")
     if not isinstance(reason, str) or not reason.strip():
         raise BadRequest("field 'error' (a message) is required")
-    load_job(job_id)
-    try:
-        job, recorded = store().fail(job_id, lease_id, reason[:2000], retry=bool(body.get("retry", True)))
-    except LeaseConflict as exc:
-        raise _conflict(exc) from None
+    job, recorded = under_lease(job_id, store().fail, lease_id, reason[:2000], bool(body.get("retry", True)))
     return {"recorded": recorded, "job": job_view(job)}
