@@ -78,11 +78,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def get_json(url: str, data: bytes | None = None, headers: dict | None = None):
+def get_json(url: str, data: bytes | None = None, headers: dict | None = None, timeout: float = 30):
     """(status, parsed JSON body) of a request, for 4xx/5xx too."""
     request = urllib.request.Request(url, data=data, headers=headers or {})
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read())

@@ -96,7 +96,9 @@ class Manifest:
         """Libraries whose installed version differs from the one the model was saved with."""
         recorded = self.data.get("libraries", {})
         now = installed_versions([k for k in recorded if k != "python"])
-        return {k: (v, now[k]) for k, v in recorded.items() if k in now and now[k] != v}
+        # Training-only libraries (TensorFlow, onnx) are absent from a server; only installed ones can drift.
+        return {k: (v, now[k]) for k, v in recorded.items()
+                if k in now and now[k] != v and now[k] != "not installed"}
 
 
 class Model:

@@ -1,0 +1,90 @@
+"""The web UI in a real headless Chromium (Debian's chromium + chromedriver), screenshots kept."""
+import shutil
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from app.config import PROJECT_ROOT
+from tests.conftest import SHARED_DATA
+
+SCREENSHOTS = PROJECT_ROOT / "test-artifacts" / "screenshots"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    if not Path(CHROMIUM).exists() or not Path(CHROMEDRIVER).exists():
+        pytest.fail("Debian's chromium and chromium-driver are needed: apt-get install -y chromium chromium-driver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium')}", "--window-size=1000,1200"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    yield driver
+    driver.quit()
+
+
+def wait_for_text(driver, element_id: str, timeout: float = 15) -> str:
+    WebDriverWait(driver, timeout).until(lambda d: d.find_element(By.ID, element_id).text.strip())
+    return driver.find_element(By.ID, element_id).text
+
+
+def test_review_page_predicts_and_takes_feedback(browser, live_server):
+    browser.get(live_server + "/ui/review")
+    browser.find_element(By.ID, "review").send_keys("A gorgeous, funny and moving film. I loved every minute :)")
+    browser.find_element(By.CSS_SELECTOR, "#review-form button[type=submit]").click()
+    assert wait_for_text(browser, "sentiment") == "positive"
+    browser.find_element(By.ID, "incorrect").click()
+    status = wait_for_text(browser, "feedback-status")
+    assert "stored as negative" in status
+    browser.save_screenshot(str(SCREENSHOTS / "review.png"))
+
+
+def test_classify_page_uploads_a_cell(browser, live_server):
+    cell = next((SHARED_DATA / "malaria" / "Parasitized").glob("*.png"))
+    browser.get(live_server + "/ui/classify")
+    browser.find_element(By.ID, "image").send_keys(str(cell))
+    browser.find_element(By.CSS_SELECTOR, "#classify-form button[type=submit]").click()
+    label = wait_for_text(browser, "label")
+    assert label in ("Parasitized", "Uninfected")
+    meters = browser.find_elements(By.CSS_SELECTOR, "#probabilities meter")
+    assert len(meters) == 2
+    browser.save_screenshot(str(SCREENSHOTS / "classify.png"))
+
+
+def test_classify_page_shows_errors(browser, live_server, tmp_path):
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("definitely not a PNG")
+    browser.get(live_server + "/ui/classify")
+    browser.find_element(By.ID, "image").send_keys(str(not_an_image))
+    browser.find_element(By.CSS_SELECTOR, "#classify-form button[type=submit]").click()
+    assert "not a PNG or JPEG" in wait_for_text(browser, "classify-error")
+
+
+def test_models_page_lists_models_with_plots(browser, live_server):
+    browser.get(live_server + "/ui/models")
+    headings = [h.text for h in browser.find_elements(By.CSS_SELECTOR, "article h2")]
+    assert any(h.startswith("malaria_cell") for h in headings) and any(h.startswith("review_sentiment") for h in headings)
+    WebDriverWait(browser, 10).until(lambda d: all(
+        d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", img)
+        for img in d.find_elements(By.CSS_SELECTOR, "article img")))
+    browser.save_screenshot(str(SCREENSHOTS / "models.png"))
+
+
+def test_phone_sized_screen(browser, live_server):
+    browser.set_window_size(390, 844)
+    try:
+        browser.get(live_server + "/ui/review")
+        width = browser.execute_script("return document.documentElement.scrollWidth")
+        assert width <= 390  # no horizontal scrolling on a phone
+        browser.save_screenshot(str(SCREENSHOTS / "review-phone.png"))
+    finally:
+        browser.set_window_size(1000, 1200)

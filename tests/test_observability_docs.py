@@ -1,0 +1,76 @@
+"""OpenAPI coverage, docs page, request ids, JSON logs and Prometheus metrics."""
+import json
+import re
+import urllib.request
+
+from openapi_spec_validator import validate
+
+from tests.conftest import get_json
+
+
+def test_openapi_is_valid_and_documents_every_route(app, client):
+    spec = client.get("/openapi.json").json
+    validate(spec)
+    from app.api.docs import UNDOCUMENTED_ENDPOINTS
+
+    missing = []
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in UNDOCUMENTED_ENDPOINTS:
+            continue
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            operation = spec["paths"].get(path, {}).get(method.lower())
+            if not operation or not any(str(code).startswith("2") for code in operation["responses"]):
+                missing.append(f"{method} {path}")
+    assert missing == []
+
+
+def test_docs_page_works_offline(client):
+    page = client.get("/docs")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "http://" not in html and "https://" not in html
+    for asset in re.findall(r'(?:src|href)="([^"]+)"', html):
+        assert client.get(asset).status_code == 200
+
+
+def test_every_response_has_a_request_id(client):
+    first = client.get("/health/live")
+    assert re.fullmatch(r"[0-9a-f]{32}", first.headers["X-Request-ID"])
+    assert client.get("/nope").headers["X-Request-ID"]
+    echoed = client.get("/health/live", headers={"X-Request-ID": "abc-123"})
+    assert echoed.headers["X-Request-ID"] == "abc-123"
+    unsafe = client.get("/health/live", headers={"X-Request-ID": "<script>alert(1)</script>"})
+    assert re.fullmatch(r"[0-9a-f]{32}", unsafe.headers["X-Request-ID"])
+
+
+def test_access_log_is_json_with_request_id(client):
+    import logging
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    access = logging.getLogger("app.access")
+    access.addHandler(handler)
+    try:
+        client.post("/review", data={"review": "Lovely."}, headers={"X-Request-ID": "req-42"})
+    finally:
+        access.removeHandler(handler)
+    record = next(r for r in records if getattr(r, "request_id", None) == "req-42")
+    formatter = logging.getLogger("app").handlers[0].formatter
+    entry = json.loads(formatter.format(record))
+    assert entry["status"] == 200 and entry["route"] == "/review" and entry["level"] == "INFO"
+    assert entry["request_id"] == "req-42" and entry["duration_ms"] >= 0
+
+
+def test_metrics_scraped_from_gunicorn(live_server):
+    for _ in range(3):
+        get_json(live_server + "/review", b"review=fine+film")
+    get_json(live_server + "/review", b"", {"Content-Type": "text/plain"})
+    with urllib.request.urlopen(live_server + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    assert 'modelserve_http_requests_total{method="POST",route="/review",status="200"}' in text
+    assert 'modelserve_http_errors_total{status="415"}' in text
+    assert re.search(r'modelserve_inference_duration_seconds_count\{model="review_sentiment",version="1"\} [1-9]', text)
+    assert 'modelserve_inference_in_flight{model="review_sentiment",version="1"}' in text
+    assert 'modelserve_model_load_seconds{model="malaria_cell",version="1"}' in text

@@ -1,0 +1,173 @@
+"""Open Inference Protocol V2 over the test client: JSON, binary tensor data, errors, schemas."""
+import io
+import json
+import struct
+
+import numpy as np
+import pytest
+from kserve.protocol.rest import v2_datamodels as schema
+from PIL import Image
+
+from app.codecs.v2 import HEADER_LENGTH
+
+from tests.conftest import SAVED_MODELS
+
+TEXT_MODEL = "review_sentiment"
+IMAGE_MODEL = "malaria_cell"
+SIZE = json.loads((SAVED_MODELS / IMAGE_MODEL / "1" / "manifest.json").read_text())["preprocessing"]["input_size"]
+
+
+def png(color=(190, 120, 160), size=(90, 110)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def split_binary(response):
+    """(json header, binary tail) of a binary-extension response."""
+    length = int(response.headers[HEADER_LENGTH])
+    return json.loads(response.data[:length]), response.data[length:]
+
+
+def test_server_metadata_advertises_binary_extension(client):
+    body = client.get("/v2").json
+    schema.ServerMetadataResponse.model_validate(body)
+    assert "binary_tensor_data" in body["extensions"]
+
+
+def test_health(client):
+    assert schema.ServerLiveResponse.model_validate(client.get("/v2/health/live").json).live
+    assert client.get("/v2/health/ready").status_code == 503  # models not loaded yet
+    client.application.extensions["model_registry"].load_all()
+    ready = client.get("/v2/health/ready")
+    assert ready.status_code == 200
+    schema.ServerReadyResponse.model_validate(ready.json)
+
+
+@pytest.mark.parametrize("name", [TEXT_MODEL, IMAGE_MODEL, "linear_svc"])
+def test_model_metadata_and_ready(client, name):
+    body = client.get(f"/v2/models/{name}").json
+    schema.ModelMetadataResponse.model_validate(body)
+    assert body["name"] == name and body["versions"] == ["1"]
+    version_body = client.get(f"/v2/models/{name}/versions/1").json
+    assert version_body["name"] == name
+    ready = client.get(f"/v2/models/{name}/versions/1/ready")
+    assert ready.status_code == 200
+    schema.ModelReadyResponse.model_validate(ready.json)
+
+
+def test_unknown_model_and_version_are_404(client):
+    assert client.get("/v2/models/nope").status_code == 404
+    assert client.get("/v2/models/nope/ready").status_code == 404
+    response = client.get(f"/v2/models/{TEXT_MODEL}/versions/9")
+    assert response.status_code == 404 and "error" in response.json
+
+
+def test_text_infer_json(client):
+    request = {"id": "r1", "inputs": [{"name": "review", "datatype": "BYTES", "shape": [2],
+                                       "data": ["Wonderful, moving film.", "Awful. Boring and far too long."]}]}
+    response = client.post(f"/v2/models/{TEXT_MODEL}/infer", json=request)
+    assert response.status_code == 200
+    body = schema.InferenceResponse.model_validate(response.json)
+    assert body.id == "r1" and body.model_name == TEXT_MODEL
+    outputs = {o.name: o for o in body.outputs}
+    assert outputs["label"].data == ["positive", "negative"]
+    probabilities = np.array(outputs["probabilities"].data).reshape(outputs["probabilities"].shape)
+    assert probabilities.shape == (2, 2) and np.allclose(probabilities.sum(axis=1), 1)
+
+
+def test_linear_svc_reports_decision_score(client):
+    request = {"inputs": [{"name": "review", "datatype": "BYTES", "shape": [1], "data": ["A great film."]}]}
+    body = client.post("/v2/models/linear_svc/infer", json=request).json
+    names = [o["name"] for o in body["outputs"]]
+    assert names == ["label", "decision_score"]
+
+
+def test_text_infer_binary_in_and_out(client):
+    texts = [b"Brilliant and funny.", b"A dull, lifeless mess."]
+    tensor = b"".join(struct.pack("<I", len(t)) + t for t in texts)
+    header = json.dumps({
+        "inputs": [{"name": "review", "datatype": "BYTES", "shape": [2],
+                    "parameters": {"binary_data_size": len(tensor)}}],
+        "outputs": [{"name": "label", "parameters": {"binary_data": True}},
+                    {"name": "probabilities", "parameters": {"binary_data": True}}],
+    }).encode()
+    response = client.post(f"/v2/models/{TEXT_MODEL}/infer", data=header + tensor,
+                           headers={HEADER_LENGTH: str(len(header)), "Content-Type": "application/octet-stream"})
+    assert response.status_code == 200
+    doc, tail = split_binary(response)
+    label_size = doc["outputs"][0]["parameters"]["binary_data_size"]
+    labels_raw, probs_raw = tail[:label_size], tail[label_size:]
+    assert labels_raw == struct.pack("<I", 8) + b"positive" + struct.pack("<I", 8) + b"negative"
+    probs = np.frombuffer(probs_raw, dtype="<f8").reshape(2, 2)
+    assert probs[0, 1] > 0.5 > probs[1, 1]
+
+
+def test_image_infer_bytes_and_tensor_agree(client):
+    data = png()
+    tensor = struct.pack("<I", len(data)) + data
+    header = json.dumps({"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1],
+                                     "parameters": {"binary_data_size": len(tensor)}}]}).encode()
+    binary = client.post(f"/v2/models/{IMAGE_MODEL}/infer", data=header + tensor,
+                         headers={HEADER_LENGTH: str(len(header))})
+    assert binary.status_code == 200
+    from_file = binary.json["outputs"][1]["data"]
+
+    from app.preprocessing.image import prepare_image
+
+    array = prepare_image(data, SIZE)[None]
+    as_uint8 = np.round(array * 255).astype(np.uint8)
+    fp32 = client.post(f"/v2/models/{IMAGE_MODEL}/infer", json={
+        "inputs": [{"name": "image", "datatype": "FP32", "shape": list(array.shape), "data": array.ravel().tolist()}]})
+    u8 = client.post(f"/v2/models/{IMAGE_MODEL}/infer", json={
+        "inputs": [{"name": "image", "datatype": "UINT8", "shape": list(array.shape), "data": as_uint8.ravel().tolist()}]})
+    assert np.allclose(fp32.json["outputs"][1]["data"], from_file, atol=1e-5)
+    assert np.allclose(u8.json["outputs"][1]["data"], from_file, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "request_body, fragment",
+    [
+        ({}, "non-empty 'inputs'"),
+        ({"inputs": [{"name": "review", "datatype": "BYTES", "shape": [2], "data": ["one"]}]}, "do not fill"),
+        ({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["x"]}]}, "one input named 'review'"),
+        ({"inputs": [{"name": "review", "datatype": "FP32", "shape": [1], "data": [1.0]}]}, "must be BYTES"),
+        ({"inputs": [{"name": "review", "datatype": "WHAT", "shape": [1], "data": [1]}]}, "unknown datatype"),
+        ({"inputs": [{"name": "review", "datatype": "BYTES", "shape": "1", "data": ["x"]}]}, "shape must be"),
+        ({"inputs": [{"name": "review", "datatype": "BYTES", "shape": [1], "data": [""]}]}, "empty text"),
+        ({"inputs": [{"name": "review", "datatype": "BYTES", "shape": [1], "data": ["x"]}],
+          "outputs": [{"name": "nope"}]}, "unknown output"),
+    ],
+)
+def test_bad_infer_requests_are_400(client, request_body, fragment):
+    response = client.post(f"/v2/models/{TEXT_MODEL}/infer", json=request_body)
+    assert response.status_code == 400
+    assert fragment in response.json["error"]
+
+
+@pytest.mark.parametrize(
+    "body, header, fragment",
+    [
+        (b"not json", None, "not valid JSON"),
+        (b'{"inputs": []}xxxx', "999", "does not fit"),
+        (b'{"inputs": []}', "abc", "must be an integer"),
+    ],
+)
+def test_malformed_bodies_are_400(client, body, header, fragment):
+    headers = {HEADER_LENGTH: header} if header else {}
+    response = client.post(f"/v2/models/{TEXT_MODEL}/infer", data=body, headers=headers)
+    assert response.status_code == 400 and fragment in response.json["error"]
+
+
+def test_binary_size_mismatch_is_400(client):
+    header = json.dumps({"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, SIZE, SIZE, 3],
+                                     "parameters": {"binary_data_size": 12}}]}).encode()
+    response = client.post(f"/v2/models/{IMAGE_MODEL}/infer", data=header + b"\x00" * 12,
+                           headers={HEADER_LENGTH: str(len(header))})
+    assert response.status_code == 400 and "do not hold shape" in response.json["error"]
+
+
+def test_wrong_image_tensor_shape_is_400(client):
+    response = client.post(f"/v2/models/{IMAGE_MODEL}/infer", json={
+        "inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 2, 2, 3], "data": [0.0] * 12}]})
+    assert response.status_code == 400 and f"shape must be [N, {SIZE}, {SIZE}, 3]" in response.json["error"]
