@@ -1,4 +1,5 @@
 """Faults: a gunicorn worker killed with SIGKILL under load is replaced; only in-flight requests fail."""
+import http.client
 import os
 import signal
 import subprocess
@@ -24,8 +25,8 @@ def test_sigkill_of_a_worker_under_load(tmp_path):
                 started = time.monotonic()
                 try:
                     status, _ = get_json(base + "/review", body)
-                except OSError:
-                    status = "connection error"
+                except (OSError, http.client.HTTPException) as exc:  # the killed worker's in-flight request
+                    status = f"connection error: {type(exc).__name__}"
                 results.append((started, status))
 
         threads = [threading.Thread(target=client) for _ in range(4)]

@@ -1,4 +1,5 @@
 """`flask models reload`: a new model version is served without dropping a request."""
+import http.client
 import json
 import os
 import shutil
@@ -22,7 +23,7 @@ def test_reload_serves_new_version_without_dropping_requests(tmp_path, model_dir
             while not stop.is_set():
                 try:
                     status, reply = get_json(base + "/review", body)
-                except OSError as exc:
+                except (OSError, http.client.HTTPException) as exc:
                     failures.append(repr(exc))
                     continue
                 (answered if status == 200 else failures).append(reply)
