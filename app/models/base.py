@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.observability import track_inference
+
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
@@ -151,8 +153,6 @@ class Model:
 
     def run(self, batch: list) -> list[dict]:
         """predict() with latency, item count and in-flight metrics: what the views call."""
-        from app.observability import track_inference
-
         with track_inference(self.name, self.version, len(batch)):
             return self.predict(batch)
 
