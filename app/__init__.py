@@ -42,13 +42,14 @@ def register_extensions(app: Flask) -> None:
     from app import db
     from app.models.registry import ModelRegistry
 
-    from app import observability, protection
+    from app import admission, observability, protection
 
     from app.jobs.store import JobStore
 
     db.init_app(app)
     observability.init_app(app)
     protection.init_app(app)
+    admission.init_app(app)
     app.extensions["job_store"] = JobStore(
         app.extensions["db_engine"],
         lease_seconds=app.config["JOB_LEASE_SECONDS"],

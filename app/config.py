@@ -29,6 +29,19 @@ class DefaultConfig:
     MAX_TEXT_CHARS = 50_000
     # Largest decoded image accepted, in pixels (checked from the header, before decoding).
     MAX_IMAGE_PIXELS = 4_000_000
+    # Backpressure, per worker process: inference requests run at once, and how many more
+    # may wait for a slot; beyond that (or past the deadline) the answer is 503 + Retry-After.
+    # One at a time per worker is fastest (benchmarks/results/backpressure.md): a worker per
+    # core, and inference is CPU-bound. gunicorn's GUNICORN_THREADS must exceed the two
+    # together, or requests wait in gunicorn's own queue where no bound applies.
+    MAX_INFLIGHT = 1
+    MAX_QUEUED = 32
+    # Longest a request may wait for an inference slot, in seconds (clients may ask for
+    # less with the X-Request-Timeout header).
+    REQUEST_DEADLINE_SECONDS = 1.0
+    # A refusal for a full queue is sent after this pause, so that clients retrying at once
+    # cannot keep the worker busy refusing them (measured in benchmarks/results/backpressure.md).
+    SHED_DELAY_SECONDS = 0.25
     # ONNX Runtime intra-op threads per worker (1 per worker is fastest with one worker per core).
     ONNX_THREADS = 1
     # Job queue: lease length (renewed by heartbeats), attempts before a job fails,

@@ -76,7 +76,9 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(APIError)
     def handle_api_error(err: APIError):
-        return error_response(err.status, err.message, **err.extra)
+        response = error_response(err.status, err.message, **err.extra)
+        response.headers.update(getattr(err, "headers", {}))
+        return response
 
     @app.errorhandler(HTTPException)
     def handle_http_exception(err: HTTPException):

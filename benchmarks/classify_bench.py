@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.loadgen import multipart_body, wrk  # noqa: E402
 from benchmarks.serverctl import ROOT, gunicorn_server  # noqa: E402
 
 MODEL_DIR = ROOT / "saved_models" / "malaria_cell" / "1"
@@ -67,21 +68,10 @@ def decode_cost(image: Path, seconds: float = 2.0) -> float:
 
 
 def run_wrk(url: str, image: Path, connections: int, duration: int) -> dict:
-    """One wrk run; requests/s, p50, p99 (ms) and errors."""
-    threads = min(connections, 2)
-    out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s",
-         "-s", str(ROOT / "benchmarks" / "multipart.lua"), url],
-        env={**os.environ, "BENCH_IMAGE": str(image)}, capture_output=True, text=True, check=True,
-    ).stdout
-    fields = dict(re.findall(r"(\w+)=(\d+)", out.split("RESULT", 1)[1]))
-    seconds = int(fields["duration_us"]) / 1e6
-    return {
-        "rps": int(fields["requests"]) / seconds,
-        "p50_ms": int(fields["p50_us"]) / 1000,
-        "p99_ms": int(fields["p99_us"]) / 1000,
-        "errors": int(fields["non2xx"]) + int(fields["errors"]),
-    }
+    """One wrk run uploading `image`; requests/s, p50, p99 (ms) and errors."""
+    body, content_type = multipart_body("image", image.name, image.read_bytes())
+    result = wrk(url, connections, duration, "POST", body, content_type)
+    return {**result, "errors": result["non2xx"] + result["errors"]}
 
 
 def main() -> None:

@@ -14,7 +14,9 @@ from app import create_app
 from tests.conftest import SAVED_MODELS
 
 DB = Path(tempfile.mkdtemp()) / "fuzz.db"
-APP = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{DB}", "MODEL_DIR": str(SAVED_MODELS)})
+# Long polls are capped at 1 s: a generated `wait` must not stall the run for 20 s per case.
+APP = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{DB}", "MODEL_DIR": str(SAVED_MODELS),
+                  "JOB_MAX_WAIT_SECONDS": 1})
 APP.extensions["model_registry"].load_all()
 schema = schemathesis.openapi.from_wsgi("/openapi.json", APP)
 

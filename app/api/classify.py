@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, request
 
+from app.admission import admitted
 from app.api import registry
 from app.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, Unprocessable
 from app.preprocessing.image import ImageError, prepare_image
@@ -54,6 +55,7 @@ def describe():
 
 
 @bp.post("")
+@admitted
 def classify_cell():
     """Classify one thin-smear cell crop as Parasitized or Uninfected.
     ---

@@ -48,7 +48,8 @@ COMPONENT_SCHEMAS = {
     },
     "Readiness": {
         "type": "object",
-        "properties": {"ready": {"type": "boolean"}, "models": {"type": "array", "items": {"type": "string"}},
+        "properties": {"ready": {"type": "boolean"}, "loading": {"type": "boolean"}, "overloaded": {"type": "boolean"},
+                       "models": {"type": "array", "items": {"type": "string"}},
                        "refused": {"type": "object", "additionalProperties": {"type": "string"}}},
     },
     "Job": {
@@ -98,6 +99,13 @@ COMPONENT_SCHEMAS = {
 }
 
 ERROR_RESPONSE = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+OVERLOADED_RESPONSE = {
+    **ERROR_RESPONSE, "description": "busy: no inference slot free in time (backpressure); retry after Retry-After",
+    "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}},
+}
+TIMEOUT_HEADER = {"in": "header", "name": "X-Request-Timeout", "required": False,
+                  "description": "seconds this request may wait for an inference slot (at most the server's deadline)",
+                  "schema": {"type": "number", "exclusiveMinimum": True, "minimum": 0}}
 
 
 def build_spec(app: Flask) -> dict:
@@ -120,6 +128,9 @@ def build_spec(app: Flask) -> dict:
         operations = {m: dict(op) for m, op in documented.items() if m in methods}
         for operation in operations.values():
             operation.setdefault("responses", {}).setdefault("default", ERROR_RESPONSE)
+            if getattr(view, "admitted", False):  # behind the backpressure gate (app/admission.py)
+                operation["responses"].setdefault(503, OVERLOADED_RESPONSE)
+                operation["parameters"] = [*operation.get("parameters", []), TIMEOUT_HEADER]
             operation.setdefault("operationId", f"{rule.endpoint}.{rule.rule}".replace("/", "_").replace("<", "").replace(">", ""))
         parameters = [{"in": "path", "name": arg, "required": True, "schema": {"type": "string"}}
                       for arg in sorted(rule.arguments)]

@@ -23,7 +23,7 @@ def live():
 
 @bp.get("/health/ready")
 def ready():
-    """200 once every model is loaded and warmed up; 503 before, or if none could be loaded.
+    """200 when this worker can take inference traffic; 503 while loading, with no model, or overloaded.
     ---
     get:
       summary: Readiness with the list of loaded and refused models
@@ -36,8 +36,20 @@ def ready():
           description: not ready
           content: {application/json: {schema: {$ref: "#/components/schemas/Readiness"}}}
     """
+    body = readiness()
+    return body, (200 if body["ready"] else 503)
+
+
+def readiness() -> dict:
+    """The one readiness rule, shared by /health/ready and /v2/health/ready.
+
+    Ready means: models have been loaded (and warmed up), at least one of them can
+    serve, and this worker is not shedding load. A refused model version is listed
+    but does not make the server unready: the others still serve, and the refusal is
+    visible here, in the log and in that model's own /v2/models/<name>/ready.
+    """
     registry = current_app.extensions["model_registry"]
     models = [f"{m.name}/{m.version}" for m in registry.all_models() if m.ready] if registry.loaded else []
-    is_ready = registry.loaded and bool(models)
-    body = {"ready": is_ready, "models": models, "refused": registry.refused}
-    return body, (200 if is_ready else 503)
+    overloaded = current_app.extensions["admission_gate"].overloaded
+    return {"ready": registry.loaded and bool(models) and not overloaded, "loading": not registry.loaded,
+            "overloaded": overloaded, "models": models, "refused": registry.refused}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app
 
+from app.admission import admitted
 from app.api.inputs import request_fields, text_field
 from app.errors import BadRequest, ModelNotFound
 
@@ -57,6 +58,7 @@ def welcome():
 
 
 @bp.post("")
+@admitted
 def predict():
     """Sentiment of `review` by the model named in `model` (logistic regression by default).
     ---

@@ -4,6 +4,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from flask import Blueprint, url_for
 
+from app.admission import admitted
 from app.api import registry
 from app.api.inputs import request_fields, text_field
 from app.db import get_engine, review_feedback
@@ -38,6 +39,7 @@ def describe():
 
 
 @bp.post("")
+@admitted
 def classify_review():
     """Predict the sentiment of one review.
     ---

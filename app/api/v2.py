@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, request
 
+from app.admission import admitted
 from app.api import registry
+from app.api.health import readiness
 from app.codecs.adapters import image_batch, output_tensors, text_batch
 from app.codecs.v2 import HEADER_LENGTH, ProtocolError, decode_request, encode_response
 from app.errors import BadRequest, PayloadTooLarge
@@ -55,7 +57,7 @@ def server_live():
 
 @bp.get("/health/ready")
 def server_ready():
-    """200 once every model found is loaded and warmed up; 503 otherwise.
+    """200 when the server can take inference traffic (the rule of /health/ready); 503 otherwise.
     ---
     get:
       summary: V2 server readiness
@@ -68,8 +70,7 @@ def server_ready():
           description: not ready
           content: {application/json: {schema: {type: object, properties: {ready: {type: boolean}}}}}
     """
-    reg = registry()
-    ready = reg.loaded and not reg.refused and bool(reg.all_models()) and all(m.ready for m in reg.all_models())
+    ready = readiness()["ready"]
     return {"ready": ready}, (200 if ready else 503)
 
 
@@ -132,6 +133,7 @@ def model_ready(name: str, version: str | None = None):
 
 @bp.post("/models/<name>/infer")
 @bp.post("/models/<name>/versions/<version>/infer")
+@admitted
 def model_infer(name: str, version: str | None = None):
     """Run inference; JSON or binary tensor data in, the same out.
     ---
