@@ -6,12 +6,15 @@ imports prometheus_client, so every worker writes its samples to files there and
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import queue
 import re
 import time
 import uuid
 from contextlib import contextmanager
+from logging.handlers import QueueHandler, QueueListener
 
 from flask import Flask, Response, g, request
 from prometheus_client import (
@@ -58,15 +61,40 @@ def record_model_load(name: str, version: str, seconds: float) -> None:
     MODEL_LOAD_SECONDS.labels(name, version).set(seconds)
 
 
+JSON_FORMATTER = JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
+                               rename_fields={"asctime": "time", "levelname": "level", "name": "logger"})
+_listener: QueueListener | None = None
+
+
 def configure_json_logging(level: str) -> None:
-    """One JSON object per log line on stderr, for the app's loggers."""
+    """One JSON object per log line on stderr, for the app's loggers, written off the request threads.
+
+    Request threads only put records on a queue; one listener thread formats and
+    writes them. Profiling showed request threads spending a fifth of their time in
+    the access log, half of it waiting for the stream handler's lock
+    (benchmarks/results/profile-review-before.md).
+    """
+    global _listener
+    if _listener is None:
+        atexit.register(_stop_listener)  # write what is queued before the process ends
+    _stop_listener()  # a second app in the same process (tests): flush and replace
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
-                                       rename_fields={"asctime": "time", "levelname": "level", "name": "logger"}))
+    handler.setFormatter(JSON_FORMATTER)
+    records: queue.SimpleQueue = queue.SimpleQueue()
+    _listener = QueueListener(records, handler)
+    _listener.start()
     logger = logging.getLogger("app")
-    logger.handlers[:] = [handler]
+    logger.handlers[:] = [QueueHandler(records)]
     logger.propagate = False
     logger.setLevel(level)
+
+
+def _stop_listener() -> None:
+    """Flush and stop the log listener thread, if one runs."""
+    global _listener
+    if _listener is not None:
+        _listener.stop()
+        _listener = None
 
 
 def metrics_response() -> Response:

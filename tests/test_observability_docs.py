@@ -57,8 +57,9 @@ def test_access_log_is_json_with_request_id(client):
     finally:
         access.removeHandler(handler)
     record = next(r for r in records if getattr(r, "request_id", None) == "req-42")
-    formatter = logging.getLogger("app").handlers[0].formatter
-    entry = json.loads(formatter.format(record))
+    from app.observability import JSON_FORMATTER
+
+    entry = json.loads(JSON_FORMATTER.format(record))
     assert entry["status"] == 200 and entry["route"] == "/review" and entry["level"] == "INFO"
     assert entry["request_id"] == "req-42" and entry["duration_ms"] >= 0
 

@@ -3,12 +3,20 @@ from __future__ import annotations
 
 import joblib
 import numpy as np
+import sklearn
 
 from app.models.base import Model
+from app.models.fast_linear import compile_pipeline
 from app.preprocessing.text import build_vectorizer, load_stopwords
 
 STOPWORDS_FILE = "stopwords.pkl"
 ESTIMATOR_FILE = "estimator.joblib"
+# Texts on which the fast linear path must reproduce scikit-learn before it is used.
+PARITY_SAMPLES = [
+    "A warm-up review: a fine film :)", "Dreadful. The worst two hours I have spent in a cinema.",
+    "<br />Not bad, not great; the second half drags but the cast is superb!", "meh", "10/10 would watch again",
+    "I expected nothing and was still let down: wooden acting, no plot, awful sound.",
+]
 
 
 class SklearnTextModel(Model):
@@ -29,6 +37,7 @@ class SklearnTextModel(Model):
         self._classes = list(self.estimator.classes_)
         if len(self._classes) != len(self.labels):
             raise ValueError(f"estimator has {len(self._classes)} classes, manifest lists {len(self.labels)} labels")
+        self._fast = compile_pipeline(self.estimator, self.vectorizer, PARITY_SAMPLES)
 
     def warm_up(self) -> None:
         """Run one short review through the whole path."""
@@ -41,22 +50,26 @@ class SklearnTextModel(Model):
 
     def predict(self, batch: list[str]) -> list[dict]:
         """Label each text; add probabilities or, failing those, the decision score."""
+        # The features come from our own vectorizer (finite by construction) and the estimator's
+        # parameters were validated when it was fitted: skipping both checks saves about a third
+        # of a one-review prediction (1.19 -> 0.85 ms, benchmarks/results/profile-review-before.md).
+        with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+            return self._predict(batch)
+
+    def _predict(self, batch: list[str]) -> list[dict]:
+        """predict() without the configuration context."""
         features = self.vectorizer.transform(batch)
-        if self.has_probabilities:
-            proba = np.asarray(self.estimator.predict_proba(features), dtype=float)
-            return [
-                {
-                    "label": self.labels[int(np.argmax(row))],
-                    "probabilities": {label: float(p) for label, p in zip(self.labels, row)},
-                }
-                for row in proba
-            ]
-        scores = np.asarray(self.estimator.decision_function(features), dtype=float).reshape(len(batch))
-        # Binary decision_function: > 0 means the second class.
-        return [
-            {"label": self.labels[int(score > 0)], "decision_score": float(score)}
-            for score in scores
-        ]
+        if self._fast is not None:
+            scores, proba = self._fast(features)
+        elif self.has_probabilities:
+            scores, proba = None, np.asarray(self.estimator.predict_proba(features), dtype=float)
+        else:
+            scores, proba = np.asarray(self.estimator.decision_function(features), dtype=float).reshape(len(batch)), None
+        if proba is None:
+            # Binary decision score: > 0 means the second class.
+            return [{"label": self.labels[int(score > 0)], "decision_score": float(score)} for score in scores]
+        return [{"label": self.labels[int(np.argmax(row))],
+                 "probabilities": {label: float(p) for label, p in zip(self.labels, row)}} for row in proba]
 
     def learn(self, texts: list[str], labels: list[str]) -> None:
         """Update the classifier in place with partial_fit (online learning)."""

@@ -1,0 +1,57 @@
+"""The validation-free linear path gives scikit-learn's answers, on real held-out reviews."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from app.models.base import Manifest
+from app.models.fast_linear import compile_pipeline
+from app.models.text import PARITY_SAMPLES, SklearnTextModel
+from app.training.data import read_imdb_split
+from tests.conftest import SAVED_MODELS
+
+
+def load(name: str) -> SklearnTextModel:
+    model = SklearnTextModel(Manifest.read(SAVED_MODELS / name / "1" / "manifest.json"))
+    model.load()
+    return model
+
+
+@pytest.mark.parametrize("name", ["review_sentiment", "logistic_regression", "linear_svc"])
+def test_fast_path_matches_sklearn_on_held_out_reviews(name, shared_data):
+    model = load(name)
+    assert model._fast is not None, "the shipped linear pipelines must get the fast path"
+    texts, _ = read_imdb_split(shared_data / "imdb", "test")
+    texts = list(texts[:3000])
+    features = model.vectorizer.transform(texts)
+    scores, proba = model._fast(features.copy())
+    classifier = model.estimator.steps[-1][1]
+    assert np.array_equal(classifier.classes_[(scores > 0).astype(int)], model.estimator.predict(features))
+    if proba is not None:
+        assert np.abs(proba - model.estimator.predict_proba(features)).max() <= 1e-9
+    else:
+        assert np.abs(scores - model.estimator.decision_function(features)).max() <= 1e-9
+    one_by_one = [model.predict([text])[0]["label"] for text in texts[:200]]
+    assert one_by_one == [p["label"] for p in model.predict(texts[:200])]
+
+
+def test_other_pipelines_keep_the_sklearn_path():
+    tree = load("decision_tree")
+    assert tree._fast is None
+    review = load("review_sentiment")
+    scaled = Pipeline([("scale", StandardScaler(with_mean=False)), ("clf", review.estimator.steps[-1][1])])
+    scaled.steps[0][1].fit(review.vectorizer.transform(PARITY_SAMPLES))
+    assert compile_pipeline(scaled, review.vectorizer, PARITY_SAMPLES) is None  # unknown step type
+
+
+def test_fast_path_follows_online_learning():
+    model = load("review_sentiment")
+    text = "An odd, slow film that I somehow enjoyed."
+    before = model.predict([text])[0]["probabilities"]["positive"]
+    model.learn([text] * 20, ["negative"] * 20)
+    after = model.predict([text])[0]["probabilities"]["positive"]
+    assert after < before
+    features = model.vectorizer.transform([text])
+    assert abs(model.estimator.predict_proba(features)[0, 1] - after) <= 1e-9
