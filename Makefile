@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 
-.PHONY: serve test train-env browser clean
+.PHONY: serve test train-env bench-env compare system-deps clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -13,14 +13,15 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 serve: $(VENV)/.installed  ## start the server on $$PORT (default 8000) with the embedded defaults
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py main:app
 
-test: $(VENV)/.installed browser  ## run the whole test suite
+test: $(VENV)/.installed system-deps  ## run the whole test suite
 	$(VENV)/bin/python -m pytest
 
-# The browser tests drive Debian's Chromium; install it when it is missing (needs root or sudo).
-browser:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+# The browser tests drive Debian's Chromium and the benchmark smoke tests drive wrk;
+# install them when missing (needs root or sudo).
+system-deps:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v wrk >/dev/null || \
 	  { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update -qq && \
-	    $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
+	    $$SUDO apt-get install -y -qq chromium chromium-driver wrk >/dev/null; }
 
 .venv-train/.installed: requirements-train.txt requirements.txt
 	$(PYTHON) -m venv .venv-train
@@ -30,5 +31,16 @@ browser:
 
 train-env: .venv-train/.installed  ## training environment (TensorFlow etc.)
 
+.venv-bench/.installed: requirements-bench.txt requirements.txt
+	$(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/pip install --quiet --upgrade pip
+	.venv-bench/bin/pip install --quiet -r requirements-bench.txt
+	touch $@
+
+bench-env: .venv-bench/.installed  ## environment with BentoML and MLServer for the comparison
+
+compare: bench-env system-deps  ## this server against BentoML, MLServer and bare Flask (about 10 minutes)
+	.venv-bench/bin/python benchmarks/compare.py --out benchmarks/results/compare.md
+
 clean:
-	rm -rf $(VENV) .venv-train .pytest_cache
+	rm -rf $(VENV) .venv-train .venv-bench .pytest_cache

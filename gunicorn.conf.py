@@ -12,25 +12,44 @@ import tempfile
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), f"modelserve-metrics-{os.getpid()}"))
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
-# One process per core: inference is CPU-bound and holds the GIL.
+# One process per core: inference is CPU-bound and holds the GIL. With one ONNX Runtime
+# thread per worker, 2 workers served 343 /classify req/s against 238 for 2 ONNX threads
+# per worker (benchmarks/results/classify.md).
 workers = int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 2))
-# A few threads per worker overlap network I/O (uploads, slow clients) with compute.
+# gthread: threads take the connections, and the admission gate (app/admission.py) decides
+# how many run inference (1) and how many wait (32); the rest get 503 + Retry-After.
+# The threads must outnumber running + waiting, or excess requests would wait in gunicorn's
+# own unbounded queue instead. 40 unguarded threads were slower than 4 (more GIL contention),
+# but behind the gate 40 threads cost nothing measurable against 4 at concurrency 8 and keep
+# the wait bounded at 32 and 128 (benchmarks/results/backpressure.md). Idle job long polls
+# (POST /jobs/lease with `wait`) also hold a thread each, which 40 leaves room for.
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "40"))
+# A worker that stops answering its master for this long is replaced. In gthread the
+# master's heartbeat comes from the worker's main loop, not from request threads, so the
+# 20 s job long poll does not count against it; the longest real inference (a 64-image
+# V2 batch) takes well under a second.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+# On reload or shutdown, in-flight requests (long polls of up to 20 s included) may finish.
 graceful_timeout = 30
 keepalive = 5
 # Never preload: models are loaded in each worker after fork (main.py), which is
 # what ML runtimes with their own thread pools need.
 preload_app = False
-# Recycle workers now and then so slow leaks cannot grow without bound.
-max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "20000"))
+# Worker recycling is insurance, not a leak fix: the 10-minute soak at 80 % of peak showed
+# no RSS growth with recycling off (benchmarks/results/soak.md). A recycled worker reloads
+# and warms every model (about 2 s), so it should be rare: at the measured peak of about
+# 500 /review req/s per worker, 100,000 requests is over 3 minutes, and hours at normal
+# load. The 10 % jitter keeps the workers from restarting together.
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "100000"))
 max_requests_jitter = max_requests // 10
 # `flask models reload` finds the master here and sends it SIGHUP: gunicorn starts
 # new workers (which load every model version, the new ones included), then stops
 # the old ones gracefully, so in-flight requests finish and none is dropped.
 pidfile = os.environ.get("GUNICORN_PIDFILE", os.path.join(tempfile.gettempdir(), f"modelserve-gunicorn-{os.environ.get('PORT', '8000')}.pid"))
-accesslog = "-"
+# The app writes one JSON line per request (request id, route, status, duration), so
+# gunicorn's own access log would only repeat it; GUNICORN_ACCESSLOG=- turns it back on.
+accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
 errorlog = "-"
 
 

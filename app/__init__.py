@@ -10,7 +10,8 @@ from app.config import ENV_PREFIX, DefaultConfig, environment_overrides
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app: defaults -> environment -> test overrides, then wire everything up."""
-    app = Flask(__name__, instance_relative_config=True)
+    # No app-wide static folder: the pages' files are the web blueprint's (/static/web/).
+    app = Flask(__name__, instance_relative_config=True, static_folder=None)
     app.config.from_object(DefaultConfig)
     app.config.update(environment_overrides())
     app.config.from_prefixed_env(ENV_PREFIX)

@@ -34,7 +34,7 @@ def wrk(url: str, connections: int, seconds: float, method: str = "GET", body: b
                "BENCH_CONTENT_TYPE": content_type, "BENCH_DELAY_MS": str(delay_ms),
                "BENCH_HONOR_RETRY_AFTER": "1" if honor_retry_after else "0",
                "BENCH_HEADERS": "\n".join(f"{k}: {v}" for k, v in (headers or {}).items())}
-        out = subprocess.run(["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{seconds}s",
+        out = subprocess.run(["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
                               "--timeout", "10s", "-s", str(SCRIPT), url],
                              env=env, capture_output=True, text=True, check=True).stdout
     f = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", out.split("RESULT", 1)[1])}

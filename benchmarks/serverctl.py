@@ -27,7 +27,7 @@ def gunicorn_server(env_overrides: dict[str, str] | None = None, python: str = s
     port = free_port()
     env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "MODELSERVE_LOG_LEVEL": "WARNING",
            "DATABASE_URL": f"sqlite:////tmp/modelserve-bench-{port}.db", **(env_overrides or {})}
-    proc = subprocess.Popen([python, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--access-logfile", "/dev/null",
+    proc = subprocess.Popen([python, "-m", "gunicorn", "-c", "gunicorn.conf.py",
                              "main:app"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     started = time.monotonic()

@@ -91,7 +91,7 @@ def main() -> None:
     last = samples[-1][1]
     growth = [100 * (b - a) / a for a, b in zip(warm, last)]
     lines = [
-        f"/review, gunicorn 2 workers x 4 threads, worker recycling off, {args.minutes:g} min",
+        f"/review, gunicorn 2 workers (default threads and backpressure), worker recycling off, {args.minutes:g} min",
         "",
         "| phase | req/s | p50 ms | p99 ms | requests | errors |",
         "| --- | --- | --- | --- | --- | --- |",

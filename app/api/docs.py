@@ -14,7 +14,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 bp = Blueprint("docs", __name__)
 
-UNDOCUMENTED_ENDPOINTS = {"static", "docs.swagger_asset", "web.static"}
+UNDOCUMENTED_ENDPOINTS = {"docs.swagger_asset", "web.static"}
 
 COMPONENT_SCHEMAS = {
     "Error": {

@@ -119,6 +119,9 @@ class LogCountRatioScaler(TransformerMixin, BaseEstimator):
 
     def transform(self, X):
         """Multiply column j of X by ratio_[j] (on the stored values only: O(non-zeros))."""
-        X = sp.csr_matrix(X, dtype=np.float32, copy=True)
+        # astype copies; building through sp.csr_matrix(...) re-validates the structure and
+        # cost a quarter of a one-review prediction.
+        X = sp.csr_matrix(X) if not sp.issparse(X) else X.tocsr()
+        X = X.astype(np.float32, copy=True)
         X.data *= self.ratio_[X.indices]
         return X

@@ -1,0 +1,312 @@
+"""This project against BentoML, Seldon MLServer and a bare Flask endpoint: same models, same machine, one run.
+
+Usage (in the prepared environment, `make bench-env`):
+    .venv-bench/bin/python benchmarks/compare.py [--seconds 10] [--rounds 2] [--concurrency 1,8,32]
+        [--servers ours,bare,mlserver,bentoml] [--out benchmarks/results/compare.md]
+
+Every server runs 2 processes on loopback and serves the same two committed
+models through the project's own model classes (benchmarks/peers/common.py), so
+only the serving stack differs: the malaria CNN (ONNX Runtime, 1 thread per
+process; decode + preprocess + inference per request) and the review pipeline.
+wrk drives each server in turn, rounds alternating the order (A B C D, then
+D C B A, ...) so that drift of this shared machine falls on every server alike;
+the table gives the median over rounds. Memory is PSS (shared pages divided
+among the processes that share them), summed over each server's process tree.
+Nothing is installed at run time.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.classify_bench import sample_image  # noqa: E402
+from benchmarks.loadgen import multipart_body, wrk  # noqa: E402
+from benchmarks.serverctl import ROOT, free_port  # noqa: E402
+
+PROCESSES = 2
+REVIEW = "A thoughtful, well acted film with a script that never talks down to its audience. Loved it!"
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Request:
+    """One HTTP request as wrk sends it."""
+
+    path: str
+    body: bytes
+    content_type: str
+    headers: dict = field(default_factory=dict)
+
+
+@dataclass
+class Server:
+    """A running server: how to reach it and what it costs."""
+
+    name: str
+    base: str
+    pid: int
+    ready_seconds: float
+    requests: dict[str, Request]
+
+
+def server_commands(image: bytes, workdir: Path) -> dict[str, tuple[list[str], dict, str, dict]]:
+    """name -> (command, extra environment, readiness path, {model: request}) for every server."""
+    upload, upload_type = multipart_body("image", "cell.png", image)
+    form = ("review=" + REVIEW.replace(" ", "+")).encode()
+    v2_image = json.dumps({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                                       "data": [base64.b64encode(image).decode()]}]}).encode()
+    v2_text = json.dumps({"inputs": [{"name": "review", "shape": [1], "datatype": "BYTES",
+                                      "data": [REVIEW]}]}).encode()
+    gunicorn = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"]
+    mlserver_dir = workdir / "mlserver"
+    for model, runtime in (("malaria_cell", "CellRuntime"), ("review_sentiment", "ReviewRuntime")):
+        (mlserver_dir / model).mkdir(parents=True, exist_ok=True)
+        (mlserver_dir / model / "model-settings.json").write_text(json.dumps(
+            {"name": model, "implementation": f"benchmarks.peers.mlserver_runtime.{runtime}"}))
+    return {
+        # Every feature on: validation, registry with verified manifests, metrics, request ids, JSON request
+        # log, backpressure. Only the two compared models are loaded (the others would only add memory).
+        "ours": (gunicorn + ["main:app"], {"MODELSERVE_MODELS": "malaria_cell,review_sentiment",
+                                           "MODELSERVE_LOG_LEVEL": "INFO"}, "/v2/health/ready",
+                 {"cnn": Request("/classify", upload, upload_type), "text": Request("/review", form,
+                                                                                 "application/x-www-form-urlencoded")}),
+        # The bare reference gets the project's gunicorn settings that suit it best (4 threads, see
+        # benchmarks/results/backpressure.md: 40 unguarded threads are slower).
+        "bare": (gunicorn + ["--threads", "4", "benchmarks.peers.bare_flask:app"], {}, "/ready",
+                 {"cnn": Request("/classify", upload, upload_type),
+                  "text": Request("/review", form, "application/x-www-form-urlencoded")}),
+        "mlserver": ([str(BIN / "mlserver"), "start", str(mlserver_dir)], {"MLSERVER_PARALLEL_WORKERS": str(PROCESSES)},
+                     "/v2/health/ready",
+                     {"cnn": Request("/v2/models/malaria_cell/infer", v2_image, "application/json"),
+                      "text": Request("/v2/models/review_sentiment/infer", v2_text, "application/json")}),
+        "bentoml": ([str(BIN / "bentoml"), "serve", "benchmarks.peers.bento_service:Models"],
+                    {"BENCH_PROCESSES": str(PROCESSES), "BENTOML_HOME": str(workdir / "bentoml")}, "/readyz",
+                    {"cnn": Request("/classify", upload, upload_type),
+                     "text": Request("/review", json.dumps({"review": REVIEW}).encode(), "application/json")}),
+    }
+
+
+def port_settings(name: str, port: int, workdir: Path) -> tuple[list[str], dict]:
+    """Extra arguments and environment that put a server on `port`."""
+    if name in ("ours", "bare"):
+        return [], {"PORT": str(port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": str(PROCESSES),
+                    "GUNICORN_PIDFILE": str(workdir / f"{name}.pid"),
+                    "DATABASE_URL": f"sqlite:///{workdir / (name + '.db')}"}
+    if name == "mlserver":
+        return [], {"MLSERVER_HTTP_PORT": str(port), "MLSERVER_GRPC_PORT": str(free_port()),
+                    "MLSERVER_METRICS_PORT": str(free_port())}
+    return ["--port", str(port), "--host", "127.0.0.1"], {}
+
+
+@contextlib.contextmanager
+def start(name: str, spec: tuple, workdir: Path, timeout: float = 180):
+    """Start one server, wait for its readiness endpoint, yield a Server; stop it afterwards."""
+    command, env_extra, ready_path, requests = spec
+    port = free_port()
+    args, port_env = port_settings(name, port, workdir)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **env_extra, **port_env}
+    log = open(workdir / f"{name}.log", "wb")
+    started = time.monotonic()
+    proc = subprocess.Popen(command + args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(base + ready_path, timeout=2) as response:
+                    if response.status == 200 and all_answer(base, requests):
+                        break
+            if proc.poll() is not None or time.monotonic() - started > timeout:
+                raise RuntimeError(f"{name} did not become ready; see {workdir / (name + '.log')}")
+            time.sleep(0.05)
+        yield Server(name, base, proc.pid, time.monotonic() - started, requests)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def all_answer(base: str, requests: dict[str, Request]) -> bool:
+    """Whether every model endpoint answers 200 (every process loaded, not just the first)."""
+    for request in requests.values():
+        call = urllib.request.Request(base + request.path, request.body,
+                                      {"Content-Type": request.content_type, **request.headers})
+        with urllib.request.urlopen(call, timeout=10) as response:
+            if response.status != 200:
+                return False
+    return True
+
+
+def tree(pid: int) -> list[int]:
+    """pid and every descendant."""
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
+    children: dict[int, list[int]] = {}
+    for line in out.splitlines():
+        child, parent = map(int, line.split())
+        children.setdefault(parent, []).append(child)
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo += children.get(current, [])
+    return found
+
+
+def pss_mib(pid: int) -> float:
+    """Proportional set size of one process (0 when it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def hardware_limits(image: bytes, seconds: float = 3.0) -> dict[str, dict[str, float]]:
+    """Per model: the model alone (batch 1 and best batch) and decode + preprocess, on one core; ceilings on all."""
+    from benchmarks.peers.common import Models
+    from app.preprocessing.image import prepare_image
+
+    models = Models()
+    cores = os.cpu_count() or 1
+
+    def rate(function) -> float:
+        function()
+        count, began = 0, time.perf_counter()
+        while time.perf_counter() - began < seconds:
+            function()
+            count += 1
+        return count / (time.perf_counter() - began)
+
+    array = prepare_image(image, models.cell.input_size, 4_000_000)
+    batch = __import__("numpy").stack([array] * 32)
+    cnn_b1 = rate(lambda: models.cell.predict_array(array[None]))
+    cnn_b32 = 32 * rate(lambda: models.cell.predict_array(batch))
+    decode = rate(lambda: prepare_image(image, models.cell.input_size, 4_000_000))
+    text_b1 = rate(lambda: models.sentiment(REVIEW))
+    text_b64 = 64 * rate(lambda: models.review.predict([REVIEW] * 64))
+    return {
+        "cnn": {"model batch 1 (1 core)": cnn_b1, "model batch 32 (1 core)": cnn_b32,
+                "decode + preprocess (1 core)": decode,
+                "ceiling: decode + batch-1 model on every core": cores / (1 / decode + 1 / cnn_b1)},
+        "text": {"model batch 1, vectorizing included (1 core)": text_b1, "model batch 64 (1 core)": text_b64,
+                 "ceiling: batch-1 model on every core": cores * text_b1},
+    }
+
+
+def main() -> None:
+    """Start every server, drive them in alternating rounds, print and save the tables."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--servers", default="ours,bare,mlserver,bentoml")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    names = args.servers.split(",")
+    levels = [int(c) for c in args.concurrency.split(",")]
+    image_path = sample_image()
+    image = image_path.read_bytes()
+    results: dict[tuple[str, str, int], list[dict]] = {}
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        workdir = Path(tmp)
+        specs = server_commands(image, workdir)
+        servers = [stack.enter_context(start(name, specs[name], workdir)) for name in names]
+        for model in ("cnn", "text"):
+            for connections in levels:
+                for round_number in range(args.rounds):
+                    order = servers if round_number % 2 == 0 else servers[::-1]
+                    for server in order:
+                        request = server.requests[model]
+                        result = wrk(server.base + request.path, connections, args.seconds, "POST", request.body,
+                                     request.content_type, headers=request.headers)
+                        results.setdefault((server.name, model, connections), []).append(result)
+        memory = {s.name: [pss_mib(pid) for pid in tree(s.pid)] for s in servers}
+        versions = package_versions(names)
+    limits = hardware_limits(image, min(3.0, args.seconds))
+    report = render(args, servers, results, memory, limits, versions, levels, image_path)
+    print(report)
+    if args.out:
+        Path(args.out).write_text(report + "\n")
+
+
+def package_versions(names: list[str]) -> str:
+    """The versions of the serving stacks compared."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    packages = {"ours": ["flask", "gunicorn"], "bare": ["flask", "gunicorn"], "mlserver": ["mlserver", "uvicorn"],
+                "bentoml": ["bentoml"]}
+    found = []
+    for package in dict.fromkeys(p for name in names for p in packages[name]):
+        with contextlib.suppress(PackageNotFoundError):
+            found.append(f"{package} {version(package)}")
+    return ", ".join(found + [f"onnxruntime {version('onnxruntime')}", f"scikit-learn {version('scikit-learn')}"])
+
+
+def render(args, servers: list[Server], results: dict, memory: dict, limits: dict, versions: str,
+           levels: list[int], image_path: Path) -> str:
+    """Markdown: throughput and latency table, ratios, memory and start-up, hardware limits."""
+    lines = [f"{len(servers)} servers x {PROCESSES} processes on {os.cpu_count()} cores; wrk {args.seconds:g} s per run, "
+             f"{args.rounds} alternating rounds, median shown; image {image_path.name} ({image_path.stat().st_size} bytes)",
+             f"versions: {versions}", "",
+             "| model | concurrency | server | req/s | p50 ms | p99 ms | errors |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    median: dict[tuple[str, str, int], dict] = {}
+    for (name, model, connections), runs in results.items():
+        median[(name, model, connections)] = {
+            key: statistics.median(run[key] for run in runs) for key in ("rps", "p50_ms", "p99_ms")
+        } | {"errors": sum(run["non2xx"] + run["errors"] for run in runs)}
+    for model in ("cnn", "text"):
+        for connections in levels:
+            for server in servers:
+                m = median[(server.name, model, connections)]
+                lines.append(f"| {model} | {connections} | {server.name} | {m['rps']:.0f} | {m['p50_ms']:.1f} | "
+                             f"{m['p99_ms']:.1f} | {m['errors']} |")
+    peers = [s.name for s in servers if s.name in ("mlserver", "bentoml")]
+    lines += ["", "| model | concurrency | ours / best peer req/s | ours / best peer p99 | ours / bare Flask req/s | "
+                  "ours / hardware ceiling |", "| --- | --- | --- | --- | --- | --- |"]
+    ceilings = {model: list(values.values())[-1] for model, values in limits.items()}
+    for model in ("cnn", "text"):
+        for connections in levels:
+            ours = median.get(("ours", model, connections))
+            if ours is None:
+                continue
+            best = max((median[(p, model, connections)] for p in peers), key=lambda m: m["rps"], default=None)
+            bare = median.get(("bare", model, connections))
+            versus_best = (f"{ours['rps'] / best['rps']:.2f}x", f"{ours['p99_ms'] / best['p99_ms']:.2f}x") if best \
+                else ("n/a", "n/a")
+            versus_bare = f"{100 * ours['rps'] / bare['rps']:.0f} %" if bare else "n/a"
+            lines.append(f"| {model} | {connections} | {versus_best[0]} | {versus_best[1]} | {versus_bare} | "
+                         f"{100 * ours['rps'] / ceilings[model]:.0f} % |")
+    lines += ["", "| server | start to ready s | processes | PSS total MiB | PSS per serving process MiB |",
+              "| --- | --- | --- | --- | --- |"]
+    for server in servers:
+        pss = [p for p in memory[server.name] if p > 0]
+        lines.append(f"| {server.name} | {server.ready_seconds:.1f} | {len(pss)} | {sum(pss):.0f} | "
+                     f"{sum(pss) / PROCESSES:.0f} |")
+    lines += ["", "hardware limit on this machine (same run, model alone, no server):", "",
+              "| model | measure | items/s |", "| --- | --- | --- |"]
+    for model, values in limits.items():
+        lines += [f"| {model} | {what} | {rate:.0f} |" for what, rate in values.items()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

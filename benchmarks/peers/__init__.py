@@ -1,0 +1,1 @@
+"""The same two models behind other serving stacks, for benchmarks/compare.py."""

@@ -1,0 +1,36 @@
+"""The exact prediction path every server in the comparison runs: our decode + preprocessing + model.
+
+Each peer loads the committed model versions through the project's own Model
+classes, so that only the serving stack differs between the rows of the table.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from app.models.base import Manifest
+from app.models.onnx_image import OnnxImageModel
+from app.models.text import SklearnTextModel
+from app.preprocessing.image import prepare_image
+
+ROOT = Path(__file__).resolve().parents[2]
+MAX_PIXELS = 4_000_000
+
+
+class Models:
+    """The malaria CNN (ONNX Runtime, 1 thread) and the review pipeline, loaded and warmed up."""
+
+    def __init__(self, model_dir: Path = ROOT / "saved_models"):
+        """Load both models from their manifests (hashes verified)."""
+        self.cell = OnnxImageModel(Manifest.read(model_dir / "malaria_cell" / "1" / "manifest.json"),
+                                   {"onnx_threads": 1})
+        self.cell.load()
+        self.review = SklearnTextModel(Manifest.read(model_dir / "review_sentiment" / "1" / "manifest.json"))
+        self.review.load()
+
+    def classify(self, image: bytes) -> dict:
+        """Decode, preprocess and classify one encoded image."""
+        return self.cell.predict([prepare_image(image, self.cell.input_size, MAX_PIXELS)])[0]
+
+    def sentiment(self, text: str) -> dict:
+        """Sentiment of one review."""
+        return self.review.predict([text])[0]

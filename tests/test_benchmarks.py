@@ -1,0 +1,46 @@
+"""Smoke runs of the benchmark harnesses: they must work from one command, for a few seconds."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from tests.conftest import PROJECT_ROOT
+
+
+def run_script(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run a benchmark script with the test interpreter; its output for the failure message."""
+    return subprocess.run([sys.executable, *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def table_rows(text: str, first_cell: str) -> list[list[str]]:
+    """Cells of the markdown rows starting with first_cell."""
+    return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
+            if line.startswith(f"| {first_cell} ")]
+
+
+def test_compare_harness_runs_ours_and_the_bare_reference(tmp_path):
+    """BentoML and MLServer live in the separate bench environment; this drives the harness itself."""
+    out = tmp_path / "compare.md"
+    done = run_script("benchmarks/compare.py", "--seconds", "1", "--rounds", "2", "--concurrency", "2",
+                      "--servers", "ours,bare", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = out.read_text()
+    for model in ("cnn", "text"):
+        rows = table_rows(text, model)
+        servers = {row[2]: row for row in rows if len(row) == 7}
+        assert set(servers) == {"ours", "bare"}, text
+        for row in servers.values():
+            assert float(row[3]) > 0 and row[6] == "0", row  # req/s measured, no errors
+    assert re.search(r"\| ours \| [\d.]+ \| 3 \| \d+ \| \d+ \|", text), text  # master + 2 workers measured
+    assert "ceiling" in text
+
+
+def test_every_public_endpoint_under_load(tmp_path):
+    """The load test covers every documented operation (it stops otherwise) and sees no failed answer."""
+    out = tmp_path / "load_all.md"
+    done = run_script("benchmarks/load_all.py", "--seconds", "1", "--connections", "2", "--out", str(out))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    text = out.read_text()
+    assert "failed answers in all: 0" in text
+    assert len(table_rows(text, "POST")) + len(table_rows(text, "GET")) >= 35
