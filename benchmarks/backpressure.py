@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.classify_bench import sample_image  # noqa: E402
-from benchmarks.loadgen import multipart_body, wrk  # noqa: E402
+from benchmarks.loadgen import multipart_body, publish, wrk  # noqa: E402
 from benchmarks.serverctl import gunicorn_server  # noqa: E402
 
 UNBOUNDED = {"MODELSERVE_MAX_QUEUED": "1000", "MODELSERVE_REQUEST_DEADLINE_SECONDS": "600"}
@@ -57,10 +57,7 @@ def main() -> None:
                 lines.append(f"| {name} | {connections} | {client} | {r['ok_rps']:.0f} | {shed:.1f} % | {r['p50_ms']:.1f} | "
                              f"{r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r['non2xx'] - r['shed'] + r['errors']} |")
                 print(lines[-1], flush=True)
-    report = "\n".join(lines)
-    print(report)
-    if args.out:
-        Path(args.out).write_text(report + "\n")
+    publish(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.loadgen import multipart_body, wrk  # noqa: E402
+from benchmarks.loadgen import multipart_body, publish, wrk  # noqa: E402
 from benchmarks.serverctl import ROOT, gunicorn_server  # noqa: E402
 
 MODEL_DIR = ROOT / "saved_models" / "malaria_cell" / "1"
@@ -103,10 +103,7 @@ def main() -> None:
                 lines.append(f"| ONNX threads {onnx_threads} | {connections} | {result['rps']:.0f} | "
                              f"{result['p50_ms']:.1f} | {result['p99_ms']:.1f} | {result['errors']} | "
                              f"{100 * result['rps'] / ceiling:.0f} % |")
-    report = "\n".join(lines)
-    print(report)
-    if args.out:
-        Path(args.out).write_text(report + "\n")
+    publish(lines, args.out)
 
 
 if __name__ == "__main__":

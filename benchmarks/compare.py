@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.classify_bench import sample_image  # noqa: E402
-from benchmarks.loadgen import multipart_body, wrk  # noqa: E402
+from benchmarks.loadgen import multipart_body, publish, wrk  # noqa: E402
 from benchmarks.serverctl import ROOT, free_port  # noqa: E402
 
 PROCESSES = 2
@@ -242,10 +242,7 @@ def main() -> None:
         memory = {s.name: [pss_mib(pid) for pid in tree(s.pid)] for s in servers}
         versions = package_versions(names)
     limits = hardware_limits(image, min(3.0, args.seconds))
-    report = render(args, servers, results, memory, limits, versions, levels, image_path)
-    print(report)
-    if args.out:
-        Path(args.out).write_text(report + "\n")
+    publish([render(args, servers, results, memory, limits, versions, levels, image_path)], args.out)
 
 
 def package_versions(names: list[str]) -> str:

@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.loadgen import publish  # noqa: E402
 from benchmarks.serverctl import ROOT, gunicorn_server  # noqa: E402
 
 TOKEN = "bench-token"
@@ -85,10 +86,7 @@ def main() -> None:
     for name, url in (("SQLite (WAL)", "sqlite:////tmp/modelserve-jobs-bench.db"), ("PostgreSQL", args.postgres)):
         result = run(url, args.jobs, args.workers)
         lines.append(f"| {name} | {result['submit_per_s']:.0f} | {result['drain_per_s']:.0f} |")
-    report = "\n".join(lines)
-    print(report)
-    if args.out:
-        Path(args.out).write_text(report + "\n")
+    publish(lines, args.out)
 
 
 if __name__ == "__main__":

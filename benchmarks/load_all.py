@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.classify_bench import sample_image  # noqa: E402
-from benchmarks.loadgen import multipart_body, wrk  # noqa: E402
+from benchmarks.loadgen import multipart_body, publish, wrk  # noqa: E402
 from benchmarks.serverctl import gunicorn_server  # noqa: E402
 
 REVIEW = "A thoughtful, well acted film with a script that never talks down to its audience. Loved it!"
@@ -241,10 +241,7 @@ def main() -> None:
         lines.append(f"| {step} | {len(latencies) / (2 * args.seconds):.0f} | {1000 * percentile(latencies, 0.5):.1f} | "
                      f"{1000 * percentile(latencies, 0.99):.1f} | {len(latencies)} | {sorted(set(bad)) or 0} |")
     lines += ["", f"failed answers in all: {failures}"]
-    report = "\n".join(lines)
-    print(report)
-    if args.out:
-        Path(args.out).write_text(report + "\n")
+    publish(lines, args.out)
     if failures:
         raise SystemExit(1)
 

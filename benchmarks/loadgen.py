@@ -14,6 +14,14 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parent / "request.lua"
 
 
+def publish(lines: list[str], out: str | None) -> None:
+    """Print a benchmark's markdown report and, when asked, save it (results/...)."""
+    report = "\n".join(lines)
+    print(report)
+    if out:
+        Path(out).write_text(report + "\n")
+
+
 def multipart_body(field: str, filename: str, data: bytes, content_type: str = "image/png") -> tuple[bytes, str]:
     """A multipart/form-data body with one file field, and its Content-Type header."""
     boundary = "----modelservebench"

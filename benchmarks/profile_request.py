@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.classify_bench import sample_image  # noqa: E402
-from benchmarks.loadgen import multipart_body, wrk  # noqa: E402
+from benchmarks.loadgen import multipart_body, publish, wrk  # noqa: E402
 from benchmarks.serverctl import gunicorn_server  # noqa: E402
 from benchmarks.soak import REVIEW_BODY, workers  # noqa: E402
 
@@ -82,10 +82,7 @@ def main() -> None:
              f"py-spy {total} samples in {args.seconds} s (idle threads excluded)", "",
              "| frame | on stack | self |", "| --- | --- | --- |"]
     lines += [f"| `{frame}` | {100 * inc:.1f} % | {100 * own:.1f} % |" for frame, inc, own in rows]
-    report = "\n".join(lines)
-    print(report)
-    if args.out:
-        Path(args.out).write_text(report + "\n")
+    publish(lines, args.out)
 
 
 if __name__ == "__main__":

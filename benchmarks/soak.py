@@ -1,6 +1,8 @@
 """Soak test: /review at about 80 % of its measured peak for N minutes; errors, p99 and RSS growth per worker.
 
 Usage: python benchmarks/soak.py [--minutes 10] [--out benchmarks/results/soak.md]
+The load is 32 connections, each pausing between requests; the pause is
+calibrated by 10 s runs so that the rate is at least 80 % of the measured peak.
 Worker recycling (max_requests) is switched off for the run so that any growth
 in resident memory shows instead of being reset by a restart.
 """
@@ -14,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.loadgen import wrk  # noqa: E402
+from benchmarks.loadgen import publish, wrk  # noqa: E402
 from benchmarks.serverctl import gunicorn_server  # noqa: E402
 
 REVIEW_BODY = b"review=A+thoughtful,+well+acted+film+with+a+script+that+never+talks+down+to+its+audience.+Loved+it!"
@@ -33,7 +35,7 @@ PACED_CONNECTIONS = 32
 
 
 def calibrate_pacing(url: str, target_rps: float, rounds: int = 5) -> tuple[int, list[str]]:
-    """The per-connection pause (ms) whose measured rate is closest to target_rps, found by short runs."""
+    """The per-connection pause (ms) whose measured rate is nearest above target_rps, found by short runs."""
     delay = max(1, round(PACED_CONNECTIONS * 1000 / target_rps))
     tried: dict[int, float] = {}
     for _ in range(rounds):
@@ -42,7 +44,10 @@ def calibrate_pacing(url: str, target_rps: float, rounds: int = 5) -> tuple[int,
         tried[delay] = review_load(url, PACED_CONNECTIONS, 10, delay)["rps"]
         # The rate per connection is about 1 / (pause + service time): correct the pause by the ratio.
         delay = max(1, round(delay * tried[delay] / target_rps))
-    best = min(tried, key=lambda d: abs(tried[d] - target_rps))
+    # The soak must run at no less than the target: take the closest rate at or above it,
+    # and the closest overall only when every pause tried fell short.
+    reaching = [d for d in tried if tried[d] >= target_rps]
+    best = min(reaching or tried, key=lambda d: abs(tried[d] - target_rps))
     return best, [f"pause {d} ms -> {rps:.0f} req/s" for d, rps in tried.items()]
 
 
@@ -107,10 +112,7 @@ def main() -> None:
         "| --- | --- | --- | --- |",
     ]
     lines += [f"| {pid} | {a:.1f} | {b:.1f} | {g:+.2f} % |" for pid, a, b, g in zip(pids, warm, last, growth)]
-    report = "\n".join(lines)
-    print(report)
-    if args.out:
-        Path(args.out).write_text(report + "\n")
+    publish(lines, args.out)
 
 
 if __name__ == "__main__":
