@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -27,8 +28,9 @@ def gunicorn_server(env_overrides: dict[str, str] | None = None, python: str = s
     port = free_port()
     env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "MODELSERVE_LOG_LEVEL": "WARNING",
            "DATABASE_URL": f"sqlite:////tmp/modelserve-bench-{port}.db", **(env_overrides or {})}
-    proc = subprocess.Popen([python, "-m", "gunicorn", "-c", "gunicorn.conf.py",
-                             "main:app"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tempfile.TemporaryFile()  # the server's own log, shown if it fails to start
+    proc = subprocess.Popen([python, "-m", "gunicorn", "-c", "gunicorn.conf.py", "main:app"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
     base = f"http://127.0.0.1:{port}"
     started = time.monotonic()
     try:
@@ -39,10 +41,13 @@ def gunicorn_server(env_overrides: dict[str, str] | None = None, python: str = s
                         break
             except OSError:
                 time.sleep(0.05)
-            if time.monotonic() - started > 120:
-                raise RuntimeError("server did not become ready")
+            if proc.poll() is not None or time.monotonic() - started > 120:
+                log.seek(0)
+                tail = log.read().decode(errors="replace")[-3000:]
+                raise RuntimeError(f"server did not become ready (exit code {proc.poll()}):\n{tail}")
         time.sleep(1.0)  # let every worker finish loading
         yield base, proc.pid, time.monotonic() - started
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
+        log.close()
