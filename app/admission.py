@@ -141,9 +141,8 @@ class AdmissionGate:
             self._release(time.perf_counter() - began)
 
 
-def request_deadline() -> float:
-    """This request's deadline in seconds: the configured one, or a shorter X-Request-Timeout."""
-    limit = float(current_app.config["REQUEST_DEADLINE_SECONDS"])
+def request_deadline(limit: float) -> float:
+    """This request's deadline in seconds: `limit` (the gate's), or a shorter X-Request-Timeout."""
     asked = request.headers.get("X-Request-Timeout")
     if asked is None:
         return limit
@@ -162,7 +161,7 @@ def admitted(view):
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
         gate: AdmissionGate = current_app.extensions["admission_gate"]
-        with gate.admit(getattr(g, "started", time.perf_counter()), request_deadline()):
+        with gate.admit(getattr(g, "started", time.perf_counter()), request_deadline(gate.deadline_seconds)):
             return view(*args, **kwargs)
 
     wrapper.admitted = True  # the OpenAPI description documents its 503 and X-Request-Timeout

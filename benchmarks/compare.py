@@ -21,7 +21,6 @@ import base64
 import contextlib
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.classify_bench import sample_image  # noqa: E402
 from benchmarks.loadgen import multipart_body, publish, wrk  # noqa: E402
-from benchmarks.serverctl import ROOT, free_port  # noqa: E402
+from benchmarks.serverctl import ROOT, free_port, running_server  # noqa: E402
 
 PROCESSES = 2
 REVIEW = "A thoughtful, well acted film with a script that never talks down to its audience. Loved it!"
@@ -118,29 +117,11 @@ def start(name: str, spec: tuple, workdir: Path, timeout: float = 180):
     port = free_port()
     args, port_env = port_settings(name, port, workdir)
     env = {**os.environ, "PYTHONPATH": str(ROOT), **env_extra, **port_env}
-    log = open(workdir / f"{name}.log", "wb")
-    started = time.monotonic()
-    proc = subprocess.Popen(command + args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
     base = f"http://127.0.0.1:{port}"
-    try:
-        while True:
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(base + ready_path, timeout=2) as response:
-                    if response.status == 200 and all_answer(base, requests):
-                        break
-            if proc.poll() is not None or time.monotonic() - started > timeout:
-                raise RuntimeError(f"{name} did not become ready; see {workdir / (name + '.log')}")
-            time.sleep(0.05)
-        yield Server(name, base, proc.pid, time.monotonic() - started, requests)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+    with open(workdir / f"{name}.log", "w+b") as log, running_server(
+            command + args, env, base + ready_path, log, ready=lambda: all_answer(base, requests),
+            timeout=timeout) as (proc, seconds):
+        yield Server(name, base, proc.pid, seconds, requests)
 
 
 def all_answer(base: str, requests: dict[str, Request]) -> bool:

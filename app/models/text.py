@@ -41,7 +41,7 @@ class SklearnTextModel(Model):
 
     def warm_up(self) -> None:
         """Run one short review through the whole path."""
-        self.predict(["A warm-up review: a fine film :)"])
+        self.predict(PARITY_SAMPLES[:1])
 
     @property
     def has_probabilities(self) -> bool:
