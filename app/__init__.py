@@ -58,7 +58,9 @@ def register_extensions(app: Flask) -> None:
         retention_seconds=app.config["JOB_RETENTION_SECONDS"],
     )
     only = {n.strip() for n in str(app.config["MODELS"]).split(",") if n.strip()}
-    options = {"onnx_threads": app.config["ONNX_THREADS"]}
+    from app.models.base import Limits
+
+    options = {"onnx_threads": app.config["ONNX_THREADS"], "limits": Limits.from_config(app.config)}
     app.extensions["model_registry"] = ModelRegistry(app.config["MODEL_DIR"], only, options)
 
 
@@ -68,6 +70,7 @@ def register_blueprints(app: Flask) -> None:
     from app.api.classify import bp as classify_bp
     from app.api.compat import bp as compat_bp
     from app.api.jobs import bp as jobs_bp
+    from app.api.models import bp as models_bp
     from app.web import bp as web_bp
     from app.api.docs import bp as docs_bp
     from app.api.predict import bp as predict_bp
@@ -79,6 +82,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(classify_bp)
     app.register_blueprint(v2_bp)
     app.register_blueprint(predict_bp)
+    app.register_blueprint(models_bp)
     app.register_blueprint(docs_bp)
     app.register_blueprint(jobs_bp)
     app.register_blueprint(compat_bp)

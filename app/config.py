@@ -27,6 +27,9 @@ class DefaultConfig:
     MAX_CONTENT_LENGTH = 10 * 1024 * 1024
     # Longest review accepted, in characters (the longest IMDb review is 13,704).
     MAX_TEXT_CHARS = 50_000
+    # Most characters of text in one inference request, all items together (a work budget:
+    # text preprocessing costs about 1 ms per 10,000 characters).
+    MAX_BATCH_TEXT_CHARS = 500_000
     # Largest decoded image accepted, in pixels (checked from the header, before decoding).
     MAX_IMAGE_PIXELS = 4_000_000
     # Backpressure, per worker process: inference requests run at once, and how many more
@@ -62,7 +65,7 @@ class DefaultConfig:
     RATELIMIT_STORAGE_URI = "memory://"
     # Comma-separated origins allowed by CORS (off when empty).
     CORS_ORIGINS = ""
-    # Most items (texts or images) in one V2 inference request.
+    # Most items (texts, images, rows) in one inference request, whatever the protocol.
     MAX_BATCH = 64
     # Where training data is read from by the `flask train` commands.
     DATA_DIR = str(PROJECT_ROOT.parent / "shared" / "data")

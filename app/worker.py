@@ -5,9 +5,20 @@ import argparse
 import logging
 import os
 
-from app.config import DefaultConfig
+from flask import Config
+
+from app.config import ENV_PREFIX, PROJECT_ROOT, DefaultConfig
 from app.jobs.worker import Server, run_worker
+from app.models.base import Limits
 from app.models.registry import ModelRegistry
+
+
+def settings() -> Config:
+    """The server's settings as the environment gives them (limits, thread counts), without an app."""
+    config = Config(PROJECT_ROOT)
+    config.from_object(DefaultConfig)
+    config.from_prefixed_env(ENV_PREFIX)
+    return config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,12 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server", required=True, help="base URL of the server, e.g. http://host:8000")
     parser.add_argument("--token", default=os.environ.get("MODELSERVE_WORKER_TOKEN", ""), help="worker bearer token")
     parser.add_argument("--model", action="append", dest="models", help="model to serve (repeatable; default: all)")
-    parser.add_argument("--model-dir", default=os.environ.get("MODELSERVE_MODEL_DIR", DefaultConfig.MODEL_DIR))
+    parser.add_argument("--model-dir", default=None, help="model folder (default: the MODEL_DIR setting)")
     parser.add_argument("--wait", type=float, default=20, help="long-poll seconds per lease request")
     parser.add_argument("--max-jobs", type=int, default=None, help="stop after this many jobs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    registry = ModelRegistry(args.model_dir, set(args.models) if args.models else None)
+    config = settings()
+    options = {"onnx_threads": config["ONNX_THREADS"], "limits": Limits.from_config(config)}
+    registry = ModelRegistry(args.model_dir or config["MODEL_DIR"], set(args.models) if args.models else None, options)
     run_worker(Server(args.server, args.token), registry, args.models, args.wait, args.max_jobs)
     return 0
 

@@ -177,13 +177,14 @@ def hardware_limits(image: bytes, seconds: float = 3.0) -> dict[str, dict[str, f
             count += 1
         return count / (time.perf_counter() - began)
 
-    array = prepare_image(image, models.cell.input_size, 4_000_000)
-    batch = __import__("numpy").stack([array] * 32)
-    cnn_b1 = rate(lambda: models.cell.predict_array(array[None]))
-    cnn_b32 = 32 * rate(lambda: models.cell.predict_array(batch))
-    decode = rate(lambda: prepare_image(image, models.cell.input_size, 4_000_000))
+    image_input = models.cell.inputs[0].name
+    array = models.cell.decode({image_input: [image]})[image_input]
+    batch = __import__("numpy").repeat(array, 32, axis=0)
+    cnn_b1 = rate(lambda: models.cell.probabilities(array))
+    cnn_b32 = 32 * rate(lambda: models.cell.probabilities(batch))
+    decode = rate(lambda: models.cell.decode({image_input: [image]}))
     text_b1 = rate(lambda: models.sentiment(REVIEW))
-    text_b64 = 64 * rate(lambda: models.review.predict([REVIEW] * 64))
+    text_b64 = 64 * rate(lambda: models.review.run([REVIEW] * 64))
     return {
         "cnn": {"model batch 1 (1 core)": cnn_b1, "model batch 32 (1 core)": cnn_b32,
                 "decode + preprocess (1 core)": decode,

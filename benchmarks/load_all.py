@@ -104,6 +104,8 @@ def wrk_cases(ids: dict) -> list[tuple[str, str, str, bytes | None, str, dict]]:
         ("/v2/models/<name>/ready", "/v2/models/linear_svc/ready"),
         ("/v2/models/<name>/versions/<version>/ready", "/v2/models/malaria_cell/versions/1/ready"),
         ("/classify", "/classify"), ("/review", "/review"), ("/predict", "/predict"),
+        ("/models", "/models"), ("/models/<name>", "/models/malaria_cell"),
+        ("/models/<name>/versions/<version>", "/models/linear_svc/versions/1"),
         ("/jobs/<job_id>", f"/jobs/{ids['job']}"), ("/jobs/<job_id>/result", f"/jobs/{ids['job']}/result"),
     ]
     cases = [(route, "GET", path, None, "", {}) for route, path in get]
@@ -117,6 +119,10 @@ def wrk_cases(ids: dict) -> list[tuple[str, str, str, bytes | None, str, dict]]:
         ("/v2/models/<name>/infer", "POST", "/v2/models/review_sentiment/infer", text_v2, JSON, {}),
         ("/v2/models/<name>/versions/<version>/infer", "POST", "/v2/models/malaria_cell/versions/1/infer",
          v2_image, "application/octet-stream", v2_headers),
+        ("/models/<name>/predict", "POST", "/models/decision_tree/predict",
+         json.dumps({"instances": [REVIEW, REVIEW]}).encode(), JSON, {}),
+        ("/models/<name>/versions/<version>/predict", "POST", "/models/malaria_cell/versions/1/predict",
+         json.dumps({"instances": [{"b64": base64.b64encode(image).decode()}]}).encode(), JSON, {}),
         ("/jobs", "POST", "/jobs", json.dumps({"model": "review_sentiment", "text": REVIEW}).encode(), JSON, {}),
         ("/api/predict_v0", "POST", "/api/predict_v0",
          json.dumps({"payload": base64.b64encode(b"cell").decode()}).encode(), JSON, {}),

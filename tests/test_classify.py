@@ -64,12 +64,14 @@ def test_training_and_serving_preprocess_identically(client, app, shared_data):
     rows = held_out_rows(shared_data)[:16]
     training_arrays, _ = load_images(shared_data / "malaria", rows, INPUT_SIZE, "parity")
     model = app.extensions["model_registry"].get("malaria_cell")
-    assert model.input_size == INPUT_SIZE
+    assert model.input_size == (INPUT_SIZE, INPUT_SIZE)
     for row, trained_on in zip(rows, training_arrays):
         data = (shared_data / "malaria" / row["path"]).read_bytes()
-        assert np.array_equal(prepare_image(data, model.input_size), trained_on)
+        assert np.array_equal(prepare_image(data, INPUT_SIZE), trained_on)
+        # The served model's configured preprocessing (onnx-image runtime) gives the training arrays too.
+        assert np.array_equal(model.decode({"image": [data]})["image"][0], trained_on)
         served = post_image(client, data).json["probabilities"]["Parasitized"]
-        assert served == pytest.approx(float(model.predict_array(trained_on[None])[0, 0]), abs=1e-6)
+        assert served == pytest.approx(float(model.probabilities(trained_on[None])[0, 0]), abs=1e-6)
 
 
 def test_jpeg_is_accepted(client, shared_data):

@@ -33,8 +33,8 @@ def test_fast_path_matches_sklearn_on_held_out_reviews(name, shared_data):
         assert np.abs(proba - model.estimator.predict_proba(features)).max() <= 1e-9
     else:
         assert np.abs(scores - model.estimator.decision_function(features)).max() <= 1e-9
-    one_by_one = [model.predict([text])[0]["label"] for text in texts[:200]]
-    assert one_by_one == [p["label"] for p in model.predict(texts[:200])]
+    one_by_one = [model.run([text])[0]["label"] for text in texts[:200]]
+    assert one_by_one == [p["label"] for p in model.postprocess(model.predict({"review": texts[:200]}))]
 
 
 def test_other_pipelines_keep_the_sklearn_path():
@@ -49,9 +49,9 @@ def test_other_pipelines_keep_the_sklearn_path():
 def test_fast_path_follows_online_learning():
     model = load("review_sentiment")
     text = "An odd, slow film that I somehow enjoyed."
-    before = model.predict([text])[0]["probabilities"]["positive"]
+    before = model.run([text])[0]["probabilities"]["positive"]
     model.learn([text] * 20, ["negative"] * 20)
-    after = model.predict([text])[0]["probabilities"]["positive"]
+    after = model.run([text])[0]["probabilities"]["positive"]
     assert after < before
     features = model.vectorizer.transform([text])
     assert abs(model.estimator.predict_proba(features)[0, 1] - after) <= 1e-9

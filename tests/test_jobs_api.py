@@ -41,7 +41,12 @@ def test_text_job_round_trip(jobs_client):
 
 
 def test_image_and_raw_payloads(jobs_client):
-    image = jobs_client.post("/jobs", data={"model": "malaria_cell", "image": (io.BytesIO(b"\x89PNG fake"), "c.png")},
+    from app.preprocessing.image import blank_png
+
+    fake = jobs_client.post("/jobs", data={"model": "malaria_cell", "image": (io.BytesIO(b"\x89PNG fake"), "c.png")},
+                            content_type="multipart/form-data")
+    assert fake.status_code == 422 and "not a PNG or JPEG" in fake.json["error"]  # checked as /classify would
+    image = jobs_client.post("/jobs", data={"model": "malaria_cell", "image": (io.BytesIO(blank_png()), "c.png")},
                              content_type="multipart/form-data")
     raw = jobs_client.post("/jobs?model=custom", data=b"\x00\x01\x02", content_type="application/octet-stream")
     assert image.status_code == raw.status_code == 202
@@ -53,7 +58,7 @@ def test_image_and_raw_payloads(jobs_client):
 
 @pytest.mark.parametrize("kwargs, fragment", [
     ({"json": {"text": "no model"}}, "'model'"),
-    ({"json": {"model": "m"}}, "needs 'text' or 'payload_base64'"),
+    ({"json": {"model": "m"}}, "needs 'text', 'instances' or 'payload_base64'"),
     ({"json": {"model": "m", "payload_base64": "***"}}, "not valid base64"),
     ({"json": {"model": "bad name!", "text": "x"}}, "'model'"),
     ({"data": b"", "content_type": "application/octet-stream", "query_string": {"model": "m"}}, "empty"),

@@ -17,7 +17,7 @@ def test_loads_committed_model_and_verifies_it(model_dir):
     model = registry.get(NAME)
     assert model.ready and model.version == "1"
     assert registry.refused == {}
-    assert model.manifest.data["metrics"]["accuracy"] >= 0.90
+    assert model.manifest.metrics["accuracy"] >= 0.90
 
 
 def test_tampered_artifact_is_refused_with_log_line(model_dir, caplog):

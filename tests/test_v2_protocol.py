@@ -130,11 +130,10 @@ def test_image_infer_bytes_and_tensor_agree(client):
     [
         ({}, "non-empty 'inputs'"),
         ({"inputs": [{"name": "review", "datatype": "BYTES", "shape": [2], "data": ["one"]}]}, "do not fill"),
-        ({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["x"]}]}, "one input named 'review'"),
-        ({"inputs": [{"name": "review", "datatype": "FP32", "shape": [1], "data": [1.0]}]}, "must be BYTES"),
+        ({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["x"]}]}, "takes inputs ['review']"),
+        ({"inputs": [{"name": "review", "datatype": "FP32", "shape": [1], "data": [1.0]}]}, "takes text"),
         ({"inputs": [{"name": "review", "datatype": "WHAT", "shape": [1], "data": [1]}]}, "unknown datatype"),
         ({"inputs": [{"name": "review", "datatype": "BYTES", "shape": "1", "data": ["x"]}]}, "shape must be"),
-        ({"inputs": [{"name": "review", "datatype": "BYTES", "shape": [1], "data": [""]}]}, "empty text"),
         ({"inputs": [{"name": "review", "datatype": "BYTES", "shape": [1], "data": ["x"]}],
           "outputs": [{"name": "nope"}]}, "unknown output"),
     ],
@@ -170,4 +169,4 @@ def test_binary_size_mismatch_is_400(client):
 def test_wrong_image_tensor_shape_is_400(client):
     response = client.post(f"/v2/models/{IMAGE_MODEL}/infer", json={
         "inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 2, 2, 3], "data": [0.0] * 12}]})
-    assert response.status_code == 400 and f"shape must be [N, {SIZE}, {SIZE}, 3]" in response.json["error"]
+    assert response.status_code == 400 and f"must have shape [N, {SIZE}, {SIZE}, 3]" in response.json["error"]

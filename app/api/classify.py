@@ -5,8 +5,8 @@ from flask import Blueprint, current_app, request
 
 from app.admission import admitted
 from app.api import registry
-from app.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, Unprocessable
-from app.preprocessing.image import ImageError, prepare_image
+from app.api.inputs import model_ref
+from app.errors import BadRequest, UnsupportedMediaType
 
 bp = Blueprint("classify", __name__, url_prefix="/classify")
 
@@ -14,8 +14,8 @@ CELL_MODEL = "malaria_cell"
 
 
 
-def image_from_request(model) -> "np.ndarray":  # noqa: F821 - annotation only
-    """The uploaded `image` file, decoded and preprocessed for the model, or a 4xx APIError."""
+def image_from_request() -> bytes:
+    """The bytes of the uploaded `image` file (the model decodes and checks them), or a 4xx APIError."""
     if request.mimetype != "multipart/form-data":
         raise UnsupportedMediaType(
             f"send the image as multipart/form-data with the field 'image' (got {request.mimetype or 'no content type'!r})"
@@ -24,11 +24,7 @@ def image_from_request(model) -> "np.ndarray":  # noqa: F821 - annotation only
     if upload is None:
         received = sorted(set(request.files) | set(request.form))
         raise BadRequest("missing file field 'image'", received_fields=received)
-    data = upload.read()
-    try:
-        return prepare_image(data, model.input_size, current_app.config["MAX_IMAGE_PIXELS"])
-    except ImageError as exc:
-        raise (PayloadTooLarge if exc.too_large else Unprocessable)(exc.reason) from exc
+    return upload.read()
 
 
 @bp.get("")
@@ -84,9 +80,5 @@ def classify_cell():
                   model: {$ref: "#/components/schemas/ModelRef"}
     """
     model = registry().get(CELL_MODEL)
-    prediction = model.run([image_from_request(model)])[0]
-    return {
-        "label": prediction["label"],
-        "probabilities": prediction["probabilities"],
-        "model": {"name": model.name, "version": model.version},
-    }
+    prediction = model.run([image_from_request()])[0]
+    return {"label": prediction["label"], "probabilities": prediction["probabilities"], "model": model_ref(model)}

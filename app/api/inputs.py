@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from urllib.parse import unquote_to_bytes
 
-from flask import current_app, request
+from flask import request
 
-from app.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, Unprocessable
+from app.errors import BadRequest, UnsupportedMediaType
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
@@ -29,19 +29,19 @@ def request_fields() -> dict:
     )
 
 
-def text_field(fields: dict, name: str) -> str:
-    """A required, non-blank text field no longer than MAX_TEXT_CHARS."""
+def string_field(fields: dict, name: str) -> str:
+    """A required string field (its content is the model's to validate)."""
     if name not in fields:
         raise BadRequest(f"missing field {name!r}")
     value = fields[name]
     if not isinstance(value, str):
         raise BadRequest(f"field {name!r} must be a string")
-    if not value.strip():
-        raise Unprocessable(f"field {name!r} is empty")
-    limit = current_app.config["MAX_TEXT_CHARS"]
-    if len(value) > limit:
-        raise PayloadTooLarge(f"field {name!r} has {len(value)} characters; the limit is {limit}")
     return value
+
+
+def model_ref(model) -> dict:
+    """{name, version} of the model that answered."""
+    return {"name": model.name, "version": model.version}
 
 
 def _urlencoded_body_is_utf8() -> bool:

@@ -8,8 +8,10 @@ import re
 
 from flask import Blueprint, Response, current_app, request, url_for
 
+from app.api import registry
 from app.auth import require_client, require_worker
-from app.errors import APIError, BadRequest, NotFound
+from app.errors import APIError, BadRequest, ModelNotFound, ModelNotReady, NotFound
+from app.jobs.execute import validate_payload
 from app.jobs.store import FINISHED, JobNotFound, LeaseConflict
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
@@ -79,8 +81,22 @@ def payload_from_request() -> tuple[str, bytes, str]:
             except (binascii.Error, ValueError):
                 raise BadRequest("'payload_base64' is not valid base64") from None
             return model, data, str(body.get("content_type") or "application/octet-stream")
-        raise BadRequest("JSON job needs 'text' or 'payload_base64'")
+        if "instances" in body:  # rows for a model that takes numbers: run as one batch
+            return model, json.dumps({"instances": body["instances"]}).encode(), "application/json"
+        raise BadRequest("JSON job needs 'text', 'instances' or 'payload_base64'")
     return request.args.get("model", ""), request.get_data(), mimetype or "application/octet-stream"
+
+
+def check_payload(model_name: str, payload: bytes) -> None:
+    """A job for a model this server has is checked now, as a direct request would be (same 4xx).
+
+    Jobs for models only remote workers know are queued as they are.
+    """
+    try:
+        model = registry().get(model_name)
+    except (ModelNotFound, ModelNotReady):
+        return
+    validate_payload(model, payload)
 
 
 @bp.post("")
@@ -104,7 +120,7 @@ def submit_job():
             schema:
               type: object
               required: [model]
-              properties: {model: {type: string}, text: {type: string}, payload_base64: {type: string}, content_type: {type: string}}
+              properties: {model: {type: string}, text: {type: string}, instances: {type: array, items: {}}, payload_base64: {type: string}, content_type: {type: string}}
           application/octet-stream: {schema: {type: string, format: binary}}
       responses:
         202:
@@ -118,6 +134,7 @@ def submit_job():
         raise BadRequest("field 'model' must name a model (letters, digits, '_', '.', '-')")
     if not payload:
         raise BadRequest("the job payload is empty")
+    check_payload(model, payload)
     job = store().submit(model, payload, content_type)
     return job_view(job), 202, {"Location": url_for("jobs.get_job", job_id=job["id"])}
 

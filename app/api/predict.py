@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app
 
 from app.admission import admitted
-from app.api.inputs import request_fields, text_field
+from app.api.inputs import model_ref, request_fields, string_field
 from app.errors import BadRequest, ModelNotFound
 
 bp = Blueprint("predict", __name__, url_prefix="/predict")
@@ -20,7 +20,7 @@ def text_models() -> dict:
     models = {}
     for name in registry.names():
         model = registry.get(name)
-        if model.manifest.data.get("task") == "text-classification":
+        if model.manifest.task == "text-classification":
             models[name] = model
     return models
 
@@ -49,9 +49,9 @@ def welcome():
         "message": "Welcome! POST a review as JSON {\"review\": \"...\", \"model\": \"<name>\"} to get its sentiment.",
         "default_model": DEFAULT_MODEL,
         "models": [
-            {"name": m.name, "version": m.version, "description": m.manifest.data.get("description"),
-             "test_accuracy": m.manifest.data.get("metrics", {}).get("accuracy"),
-             "reports": "probability_positive" if m.has_probabilities else "decision_score"}
+            {"name": m.name, "version": m.version, "description": m.manifest.description,
+             "test_accuracy": m.manifest.metrics.get("accuracy"),
+             "reports": "probability_positive" if "probabilities" in m.output_names else "decision_score"}
             for m in models.values()
         ],
     }
@@ -86,7 +86,7 @@ def predict():
                   note: {type: string}
     """
     fields = request_fields()
-    review = text_field(fields, "review")
+    review = string_field(fields, "review")
     name = fields.get("model") or DEFAULT_MODEL
     if not isinstance(name, str):
         raise BadRequest("field 'model' must be a string")
@@ -94,8 +94,12 @@ def predict():
     if name not in models:
         raise ModelNotFound(f"unknown model {name!r}", available=sorted(models))
     model = models[name]
-    prediction = model.run([review])[0]
-    body = {"label": prediction["label"], "model": {"name": model.name, "version": model.version}}
+    return sentiment_body(model, model.run([review])[0])
+
+
+def sentiment_body(model, prediction: dict) -> dict:
+    """label plus probability_positive, or the decision score and a note (never an invented probability)."""
+    body = {"label": prediction["label"], "model": model_ref(model)}
     if "probabilities" in prediction:
         body["probability_positive"] = prediction["probabilities"]["positive"]
     else:

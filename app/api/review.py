@@ -6,7 +6,8 @@ from flask import Blueprint, url_for
 
 from app.admission import admitted
 from app.api import registry
-from app.api.inputs import request_fields, text_field
+from app.api.inputs import request_fields, string_field
+from app.api.predict import sentiment_body
 from app.db import get_engine, review_feedback
 from app.errors import BadRequest
 
@@ -32,7 +33,8 @@ def describe():
     return {
         "endpoint": "POST /review",
         "accepts": "form field `review`, or JSON {\"review\": \"...\"}",
-        "returns": {"label": "positive | negative", "probability_positive": "0..1", "model": "{name, version}"},
+        "returns": {"label": "positive | negative", "probability_positive": "0..1 (or decision_score and a note "
+                    "for a model without probabilities)", "model": "{name, version}"},
         "feedback": f"POST {url_for('review.feedback')} with `review` and `label` (positive | negative)",
         "model": model.describe(),
     }
@@ -59,20 +61,17 @@ def classify_review():
             application/json:
               schema:
                 type: object
-                required: [label, probability_positive, model]
+                required: [label, model]
                 properties:
                   label: {type: string, enum: [positive, negative]}
                   probability_positive: {type: number, minimum: 0, maximum: 1}
+                  decision_score: {type: number}
+                  note: {type: string}
                   model: {$ref: "#/components/schemas/ModelRef"}
     """
-    review = text_field(request_fields(), "review")
+    review = string_field(request_fields(), "review")
     model = registry().get(REVIEW_MODEL)
-    prediction = model.run([review])[0]
-    return {
-        "label": prediction["label"],
-        "probability_positive": prediction["probabilities"]["positive"],
-        "model": {"name": model.name, "version": model.version},
-    }
+    return sentiment_body(model, model.run([review])[0])
 
 
 @bp.post("/feedback")
@@ -98,7 +97,9 @@ def feedback():
                 properties: {id: {type: integer}, stored: {type: boolean}, label: {type: string}}
     """
     fields = request_fields()
-    review = text_field(fields, "review")
+    review = string_field(fields, "review")
+    model = registry().get(REVIEW_MODEL)
+    model.decode({model.inputs[0].name: [review]})  # the model's own checks: empty 422, too long 413
     label = fields.get("label")
     if label not in ("positive", "negative"):
         raise BadRequest("field 'label' must be 'positive' or 'negative'")

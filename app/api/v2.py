@@ -1,22 +1,20 @@
 """Open Inference Protocol (KServe V2) REST endpoints for every registered model."""
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
 from app.admission import admitted
 from app.api import registry
 from app.api.health import readiness
-from app.codecs.adapters import image_batch, output_tensors, text_batch
+from app.codecs.adapters import inputs_from_tensors, output_tensors
 from app.codecs.v2 import HEADER_LENGTH, ProtocolError, decode_request, encode_response
-from app.errors import BadRequest, PayloadTooLarge
-from app.models.base import Model
+from app.errors import BadRequest
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 
 SERVER_NAME = "modelserve"
 SERVER_VERSION = "1.0.0"
 EXTENSIONS = ["binary_tensor_data"]
-PLATFORMS = {"onnx-image": "onnxruntime_onnx", "sklearn-text": "sklearn"}
 
 
 
@@ -98,20 +96,19 @@ def model_metadata(name: str, version: str | None = None):
                   outputs: {type: array, items: {$ref: "#/components/schemas/V2Tensor"}}
     """
     model = registry().get(name, version)
-    data = model.manifest.data
     return {
         "name": model.name,
         "versions": registry().versions(model.name),
-        "platform": PLATFORMS.get(model.manifest.runtime, model.manifest.runtime),
-        "inputs": [_tensor_metadata(t) for t in data.get("inputs", [])],
-        "outputs": [_tensor_metadata(t) for t in data.get("outputs", [])],
-        "parameters": {"labels": ",".join(model.labels), "task": data.get("task", "")},
+        "platform": model.platform,
+        "inputs": [_tensor_metadata(t) for t in model.inputs],
+        "outputs": [_tensor_metadata(t) for t in model.outputs],
+        "parameters": {"labels": ",".join(model.labels), "task": model.manifest.task},
     }
 
 
-def _tensor_metadata(spec: dict) -> dict:
+def _tensor_metadata(spec) -> dict:
     """name, datatype, shape of one tensor description."""
-    return {"name": spec["name"], "datatype": spec["datatype"], "shape": spec["shape"]}
+    return {"name": spec.name, "datatype": spec.datatype, "shape": list(spec.shape)}
 
 
 @bp.get("/models/<name>/ready")
@@ -161,25 +158,15 @@ def model_infer(name: str, version: str | None = None):
     model = registry().get(name, version)
     try:
         infer = decode_request(request.get_data(cache=False), request.headers.get(HEADER_LENGTH))
-        outputs = output_tensors(model, model.run(list(_model_batch(model, infer.inputs))))
-        if infer.requested_outputs is not None:
-            known = {t.name: t for t in outputs}
-            unknown = [n for n in infer.requested_outputs if n not in known]
-            if unknown:
-                raise ProtocolError(f"unknown output(s) {unknown}; model {model.name!r} has {sorted(known)}")
-            outputs = [known[n] for n in infer.requested_outputs]
+        inputs = inputs_from_tensors(infer.inputs)
     except ProtocolError as exc:
         raise BadRequest(str(exc)) from exc
+    outputs = output_tensors(model, model.infer(inputs))
+    if infer.requested_outputs is not None:
+        known = {t.name: t for t in outputs}
+        unknown = [n for n in infer.requested_outputs if n not in known]
+        if unknown:
+            raise BadRequest(f"unknown output(s) {unknown}; model {model.name!r} has {sorted(known)}")
+        outputs = [known[n] for n in infer.requested_outputs]
     body, headers = encode_response(model.name, model.version, infer, outputs)
     return Response(body, status=200, headers=headers)
-
-
-def _model_batch(model: Model, inputs):
-    """The model's batch from the request tensors (at most MAX_BATCH items)."""
-    config = current_app.config
-    items = max((t.shape[0] if t.shape else 1) for t in inputs)
-    if items > config["MAX_BATCH"]:
-        raise PayloadTooLarge(f"batch of {items} items is over the limit of {config['MAX_BATCH']} per request")
-    if model.manifest.runtime == "onnx-image":
-        return image_batch(model, inputs, config["MAX_IMAGE_PIXELS"])
-    return text_batch(model, inputs, config["MAX_TEXT_CHARS"])

@@ -1,69 +1,52 @@
-"""Running one job's payload through a registered model (used by the built-in worker)."""
+"""Running one job's payload through a model (the built-in worker), and checking it at submission."""
 from __future__ import annotations
 
-import base64
-import io
+import json
 
-import numpy as np
-
+from app.codecs.instances import instances_to_inputs
+from app.errors import APIError, BadRequest
 from app.models.base import Model
-from app.preprocessing.image import ImageError, prepare_image
 
 
 class JobInputError(ValueError):
     """The payload cannot be used by the model; retrying will not help."""
 
 
-def occlusion_heatmap(model, image: np.ndarray, patch: int = 16, stride: int = 8) -> np.ndarray:
-    """How much the Parasitized probability drops when each region is blacked out (0..1 map)."""
-    size = image.shape[0]
-    base = float(model.predict_array(image[None])[0, 0])
-    positions = [(y, x) for y in range(0, size - patch + 1, stride) for x in range(0, size - patch + 1, stride)]
-    batch = np.repeat(image[None], len(positions), axis=0)
-    for i, (y, x) in enumerate(positions):
-        batch[i, y:y + patch, x:x + patch] = 0.0
-    drops = np.concatenate([base - model.predict_array(batch[i:i + 64])[:, 0] for i in range(0, len(batch), 64)])
-    heat, counts = np.zeros((size, size)), np.zeros((size, size))
-    for drop, (y, x) in zip(drops, positions):
-        heat[y:y + patch, x:x + patch] += max(drop, 0.0)
-        counts[y:y + patch, x:x + patch] += 1
-    heat /= np.maximum(counts, 1)
-    return heat / heat.max() if heat.max() > 0 else heat
+def takes_raw_bytes(model: Model) -> bool:
+    """Whether a job payload is the model's one input itself (a text or a file)."""
+    return len(model.inputs) == 1 and model.inputs[0].datatype == "BYTES"
 
 
-def heatmap_png(image: np.ndarray, heat: np.ndarray) -> bytes:
-    """The cell with the heat map blended in red, as PNG bytes."""
-    from PIL import Image
+def job_inputs(model: Model, payload: bytes) -> tuple[dict, bool]:
+    """(inputs, several): a text/file payload is one item; other models take JSON, one
+    instance or {"instances": [...]}."""
+    if takes_raw_bytes(model):
+        return {model.inputs[0].name: [payload]}, False
+    try:
+        document = json.loads(payload)
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequest(f"model {model.name!r} takes a JSON payload: one instance, or {{\"instances\": [...]}}") from None
+    if isinstance(document, dict) and "instances" in document:
+        return instances_to_inputs(model, document["instances"]), True
+    return instances_to_inputs(model, [document]), False
 
-    rgb = (image * 255).astype(np.float32)
-    red = np.zeros_like(rgb)
-    red[..., 0] = 255
-    alpha = (heat * 0.6)[..., None]
-    blended = (rgb * (1 - alpha) + red * alpha).clip(0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(blended).resize((image.shape[1] * 2, image.shape[0] * 2), Image.Resampling.NEAREST).save(buffer, "PNG")
-    return buffer.getvalue()
+
+def validate_payload(model: Model, payload: bytes) -> None:
+    """Apply the model's input checks to a job payload (the same 4xx as a direct request)."""
+    model.decode(job_inputs(model, payload)[0])
 
 
-def execute(model: Model, payload: bytes, content_type: str, heatmap: bool = True) -> dict:
-    """The JSON result of one job: the prediction, the model, and for images a heat map PNG (base64)."""
-    result: dict
-    if model.manifest.runtime == "onnx-image":
-        try:
-            image = prepare_image(payload, model.input_size)
-        except ImageError as exc:
-            raise JobInputError(exc.reason) from exc
-        result = dict(model.run([image])[0])
-        if heatmap:
-            result["heatmap_png_base64"] = base64.b64encode(heatmap_png(image, occlusion_heatmap(model, image))).decode()
-            result["heatmap_method"] = "occlusion (16x16 black patch, stride 8): drop in P(Parasitized)"
-    else:
-        try:
-            text = payload.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise JobInputError("text payload is not valid UTF-8") from exc
-        if not text.strip():
-            raise JobInputError("text payload is empty")
-        result = dict(model.run([text])[0])
-    result["model"] = {"name": model.name, "version": model.version}
-    return result
+def execute(model: Model, payload: bytes, explain: bool = True) -> dict:
+    """The JSON result of one job: the prediction(s), the model, and an explanation where the runtime has one."""
+    try:
+        inputs, several = job_inputs(model, payload)
+        batch = model.decode(inputs)
+    except APIError as exc:
+        raise JobInputError(exc.message) from exc
+    outputs = model.predict_tracked(batch)
+    rows = model.postprocess(outputs)
+    explanations = model.explain(batch, outputs) if explain else None
+    for row, extra in zip(rows, explanations or []):
+        row.update(extra)
+    reference = {"name": model.name, "version": model.version}
+    return {"predictions": rows, "model": reference} if several else {**rows[0], "model": reference}

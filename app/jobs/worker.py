@@ -69,7 +69,7 @@ def post_until_answered(server: Server, path: str, body: dict, tries: int = 5) -
 
 
 def process_one(server: Server, registry: ModelRegistry, leased: dict, heartbeat_every: float,
-                heatmap: bool = True) -> str:
+                explain: bool = True) -> str:
     """Run one leased job and post its outcome; returns the final status word."""
     job, lease_id = leased["job"], leased["lease_id"]
     done = threading.Event()
@@ -77,7 +77,7 @@ def process_one(server: Server, registry: ModelRegistry, leased: dict, heartbeat
     beat.start()
     try:
         model = registry.get(job["model"])
-        result = execute(model, base64.b64decode(job["payload_base64"]), job["content_type"], heatmap=heatmap)
+        result = execute(model, base64.b64decode(job["payload_base64"]), explain=explain)
     except JobInputError as exc:
         outcome = ("failure", {"lease_id": lease_id, "error": str(exc), "retry": False})
     except Exception as exc:  # any model error: report it, the server decides about retries
@@ -95,7 +95,7 @@ def process_one(server: Server, registry: ModelRegistry, leased: dict, heartbeat
 
 def run_worker(server: Server, registry: ModelRegistry, models: list[str] | None = None, wait: float = 20,
                max_jobs: int | None = None, name: str | None = None, heartbeat_every: float = 15,
-               stop: threading.Event | None = None, heatmap: bool = True) -> int:
+               stop: threading.Event | None = None, explain: bool = True) -> int:
     """Lease and run jobs until stopped (or max_jobs done); returns how many were processed."""
     registry.load_all()
     models = models or registry.names()
@@ -116,6 +116,6 @@ def run_worker(server: Server, registry: ModelRegistry, models: list[str] | None
             log.error("lease refused (%s): %s", status, (body or {}).get("error"))
             stop.wait(2)
             continue
-        process_one(server, registry, body, heartbeat_every, heatmap)
+        process_one(server, registry, body, heartbeat_every, explain)
         processed += 1
     return processed

@@ -1,20 +1,45 @@
-"""The model interface: settings in __init__, I/O in load(), computation in predict()."""
+"""The model interface every runtime implements, and the typed manifest that describes a model.
+
+A model is served the same way whatever its backend:
+
+    model = Runtime(manifest, options)   # settings only, no I/O
+    model.load()                         # verify hashes, read artifacts, warm up
+    batch = model.decode(inputs)         # validate + preprocess {input name: column} -> batch
+    outputs = model.predict(batch)       # batch in, {output name: column} out
+    rows = model.postprocess(outputs)    # plain per-item values (label, probabilities, score...)
+    model.explain(batch, outputs)        # optional, where a runtime supports it
+
+``decode`` is the one validation path: REST, V2, jobs and batch scoring all call
+it, so the same bad input gets the same status everywhere (400 malformed, 413
+too large, 422 unusable content).
+"""
 from __future__ import annotations
 
 import hashlib
 import importlib.metadata
 import json
 import logging
+import math
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
+import numpy as np
+
+from app.errors import BadRequest, PayloadTooLarge, Unprocessable
 from app.observability import track_inference
 
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
+
+# V2 datatypes and the numpy types behind them.
+NUMPY_TYPES = {
+    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
+    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
+    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
+}
 
 
 class ManifestError(Exception):
@@ -41,27 +66,60 @@ def installed_versions(packages: list[str]) -> dict[str, str]:
     return versions
 
 
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named input or output: V2 datatype, shape (-1 = any; the first axis is the batch)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...] = (-1,)
+    description: str = ""
+    # For BYTES inputs: what the bytes hold ("text", "image" or "bytes").
+    content: str = ""
+
+    @classmethod
+    def from_dict(cls, spec: Mapping) -> "TensorSpec":
+        """Parse one manifest entry; raises ManifestError when it is not usable."""
+        try:
+            name, datatype, shape = spec["name"], spec["datatype"], spec.get("shape", [-1])
+        except (KeyError, TypeError) as exc:
+            raise ManifestError(f"tensor description {spec!r} needs 'name' and 'datatype'") from exc
+        if datatype != "BYTES" and datatype not in NUMPY_TYPES:
+            raise ManifestError(f"tensor {name!r}: unknown datatype {datatype!r}")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= -1 for d in shape):
+            raise ManifestError(f"tensor {name!r}: shape must be a list of integers (-1 for any size)")
+        return cls(str(name), datatype, tuple(shape), str(spec.get("description", "")), str(spec.get("content", "")))
+
+    def to_dict(self) -> dict:
+        """The manifest / metadata form."""
+        out: dict[str, Any] = {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+        if self.content:
+            out["content"] = self.content
+        if self.description:
+            out["description"] = self.description
+        return out
+
+
 @dataclass
 class Manifest:
-    """The parsed manifest.json of one model version."""
+    """The parsed manifest.json of one model version: typed fields for what the server reads."""
 
     path: Path
-    data: dict[str, Any] = field(repr=False)
-
-    @property
-    def name(self) -> str:
-        """Model name, as clients address it."""
-        return self.data["name"]
-
-    @property
-    def version(self) -> str:
-        """Version string (a positive integer, newest is highest)."""
-        return str(self.data["version"])
-
-    @property
-    def runtime(self) -> str:
-        """Which Model subclass serves this version."""
-        return self.data["runtime"]
+    name: str
+    version: str
+    runtime: str
+    artifacts: dict[str, dict]
+    task: str = ""
+    description: str = ""
+    labels: list[str] = field(default_factory=list)
+    inputs: list[TensorSpec] = field(default_factory=list)
+    outputs: list[TensorSpec] = field(default_factory=list)
+    # Runtime settings (image preprocessing, vectorizer settings, Python class...).
+    config: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    libraries: dict[str, str] = field(default_factory=dict)
+    # The whole document, for tools that write a new version from this one.
+    document: dict = field(default_factory=dict, repr=False)
 
     @property
     def directory(self) -> Path:
@@ -74,15 +132,34 @@ class Manifest:
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise ManifestError(f"{path}: unreadable manifest ({exc})") from exc
+            raise ManifestError(f"unreadable manifest ({exc})") from exc
+        return cls.from_dict(Path(path), data)
+
+    @classmethod
+    def from_dict(cls, path: Path, data: dict) -> "Manifest":
+        """Typed manifest from its JSON document."""
+        if not isinstance(data, dict):
+            raise ManifestError("manifest is not a JSON object")
         missing = [k for k in ("name", "version", "runtime", "artifacts") if k not in data]
         if missing:
-            raise ManifestError(f"{path}: manifest lacks {', '.join(missing)}")
-        return cls(Path(path), data)
+            raise ManifestError(f"manifest lacks {', '.join(missing)}")
+        return cls(
+            path=Path(path), name=str(data["name"]), version=str(data["version"]), runtime=str(data["runtime"]),
+            artifacts=dict(data["artifacts"]), task=str(data.get("task", "")),
+            description=str(data.get("description", "")), labels=[str(x) for x in data.get("labels", [])],
+            inputs=[TensorSpec.from_dict(s) for s in data.get("inputs", [])],
+            outputs=[TensorSpec.from_dict(s) for s in data.get("outputs", [])],
+            config={**data.get("preprocessing", {}), **data.get("config", {})}, metrics=dict(data.get("metrics", {})),
+            libraries=dict(data.get("libraries", {})), document=data,
+        )
+
+    def get(self, key: str, default=None):
+        """Any other manifest field (training details, model size...)."""
+        return self.document.get(key, default)
 
     def verify_artifacts(self) -> None:
         """Raise ManifestError unless every listed artifact exists with its recorded SHA-256."""
-        for filename, meta in self.data["artifacts"].items():
+        for filename, meta in self.artifacts.items():
             file = (self.directory / filename).resolve()
             if self.directory.resolve() not in file.parents:
                 raise ManifestError(f"artifact {filename!r} lies outside the model directory")
@@ -96,24 +173,122 @@ class Manifest:
 
     def version_drift(self) -> dict[str, tuple[str, str]]:
         """Libraries whose installed version differs from the one the model was saved with."""
-        recorded = self.data.get("libraries", {})
-        now = installed_versions([k for k in recorded if k != "python"])
+        now = installed_versions([k for k in self.libraries if k != "python"])
         # Training-only libraries (TensorFlow, onnx) are absent from a server; only installed ones can drift.
-        return {k: (v, now[k]) for k, v in recorded.items()
+        return {k: (v, now[k]) for k, v in self.libraries.items()
                 if k in now and now[k] != v and now[k] != "not installed"}
 
 
-class Model:
-    """Base class of every served model.
+@dataclass(frozen=True)
+class Limits:
+    """What one request may cost; the server's settings, applied by Model.decode for every protocol."""
 
-    Subclasses implement ``_load()`` (read artifacts) and ``predict(batch)``
-    (a list of inputs -> a list of plain JSON-able dicts).
+    max_batch: int = 64
+    max_text_chars: int = 50_000
+    max_batch_text_chars: int = 500_000
+    max_image_pixels: int = 4_000_000
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> "Limits":
+        """Limits from the app settings."""
+        return cls(int(config["MAX_BATCH"]), int(config["MAX_TEXT_CHARS"]),
+                   int(config["MAX_BATCH_TEXT_CHARS"]), int(config["MAX_IMAGE_PIXELS"]))
+
+
+# --- decoding helpers shared by the runtimes -------------------------------------------------
+
+def batch_size(name: str, column) -> int:
+    """Number of items in one input column (a list, or an array whose first axis is the batch)."""
+    if isinstance(column, np.ndarray):
+        if column.ndim == 0:
+            raise BadRequest(f"input {name!r} must have a batch dimension")
+        return int(column.shape[0])
+    if isinstance(column, (list, tuple)):
+        return len(column)
+    raise BadRequest(f"input {name!r} must be a list of items")
+
+
+def decode_texts(spec: TensorSpec, column: Sequence, limits: Limits) -> list[str]:
+    """Non-blank UTF-8 texts no longer than the limits (str or UTF-8 bytes accepted)."""
+    texts, total = [], 0
+    for item in column:
+        if isinstance(item, (bytes, bytearray, np.bytes_)):
+            try:
+                item = bytes(item).decode("utf-8")
+            except UnicodeDecodeError:
+                raise BadRequest(f"input {spec.name!r}: text is not valid UTF-8") from None
+        if not isinstance(item, str):
+            raise BadRequest(f"input {spec.name!r} takes text (a string), not {type(item).__name__}")
+        if not item.strip():
+            raise Unprocessable(f"input {spec.name!r} is empty")
+        if len(item) > limits.max_text_chars:
+            raise PayloadTooLarge(
+                f"input {spec.name!r} has {len(item)} characters; the limit is {limits.max_text_chars}")
+        total += len(item)
+        texts.append(item)
+    if total > limits.max_batch_text_chars:
+        raise PayloadTooLarge(
+            f"input {spec.name!r} holds {total} characters in all; the limit per request is {limits.max_batch_text_chars}")
+    return texts
+
+
+def decode_bytes(spec: TensorSpec, column: Sequence) -> list[bytes]:
+    """Raw bytes items (files)."""
+    items = []
+    for item in column:
+        if not isinstance(item, (bytes, bytearray, np.bytes_)):
+            raise BadRequest(f"input {spec.name!r} takes bytes (send {{\"b64\": ...}} in JSON)")
+        items.append(bytes(item))
+    return items
+
+
+def decode_array(spec: TensorSpec, column) -> np.ndarray:
+    """A numeric batch of the declared datatype and shape, with finite values only."""
+    try:
+        array = np.asarray(column, dtype=NUMPY_TYPES[spec.datatype])
+    except (TypeError, ValueError, OverflowError):
+        raise BadRequest(f"input {spec.name!r} must be numbers of shape {list(spec.shape)} ({spec.datatype})") from None
+    expected = spec.shape
+    if array.ndim != len(expected) or any(e not in (-1, a) for e, a in zip(expected[1:], array.shape[1:])):
+        raise BadRequest(f"input {spec.name!r} must have shape {list(expected)} (-1: any); got {list(array.shape)}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise Unprocessable(f"input {spec.name!r} contains NaN or infinite values")
+    return array
+
+
+def plain(value):
+    """A JSON-able Python value from a numpy scalar or array."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return value
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, stable for large logits."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+class Model:
+    """Base class of every served model; runtimes override the steps they need.
+
+    Subclasses implement ``_load()`` (read artifacts) and ``predict(batch)``;
+    ``decode`` and ``postprocess`` have defaults driven by the manifest's
+    inputs, outputs and labels.
     """
 
+    platform = "custom"  # the V2 metadata "platform"
+
     def __init__(self, manifest: Manifest, options: dict | None = None):
-        """Store the manifest and runtime options (thread counts...); no I/O here."""
+        """Store the manifest and runtime options (thread counts, limits...); no I/O here."""
         self.manifest = manifest
         self.options = dict(options or {})
+        self.limits: Limits = self.options.get("limits") or Limits()
         self.ready = False
 
     @property
@@ -129,7 +304,24 @@ class Model:
     @property
     def labels(self) -> list[str]:
         """Class labels, in the order of the model's outputs."""
-        return list(self.manifest.data.get("labels", []))
+        return self.manifest.labels
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        """The inputs the model takes."""
+        return self.manifest.inputs
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        """Every output the model returns."""
+        return self.manifest.outputs
+
+    @property
+    def output_names(self) -> list[str]:
+        """Names of the outputs, in order."""
+        return [o.name for o in self.outputs]
+
+    # --- lifecycle ---------------------------------------------------------------------------
 
     def load(self) -> None:
         """Verify the artifacts, load them, warm up, and mark the model ready."""
@@ -142,30 +334,122 @@ class Model:
 
     def _load(self) -> None:
         """Read the artifacts into memory (subclasses)."""
-        raise NotImplementedError
 
     def warm_up(self) -> None:
-        """Run one prediction so the first real request pays no first-call costs."""
+        """One prediction on an example input, so the first request pays no first-call costs."""
+        self.postprocess(self.predict(self.decode(self.example_inputs())))
 
-    def predict(self, batch: list) -> list[dict]:
-        """Predict a batch of already-validated inputs (subclasses)."""
+    def example_inputs(self) -> dict:
+        """One valid item per input, built from the declared specs (used for warm-up and smoke tests)."""
+        from app.preprocessing.image import blank_png
+
+        examples = {}
+        for spec in self.inputs:
+            if spec.datatype == "BYTES":
+                examples[spec.name] = [blank_png() if spec.content == "image" else "a warm-up example"]
+            else:
+                shape = [1] + [d if d > 0 else 1 for d in spec.shape[1:]]
+                examples[spec.name] = np.zeros(shape, dtype=NUMPY_TYPES[spec.datatype])
+        return examples
+
+    # --- the interface -----------------------------------------------------------------------
+
+    def decode(self, inputs: Mapping[str, Any]):
+        """Validate and preprocess {input name: column of items} into the batch predict() takes.
+
+        The default returns {name: decoded column} (texts, bytes or a numeric array) for
+        every declared input; runtimes with one input usually override ``decode_input``.
+        """
+        columns = self.check_inputs(inputs)
+        return {spec.name: self.decode_input(spec, columns[spec.name]) for spec in self.inputs}
+
+    def check_inputs(self, inputs: Mapping[str, Any]) -> dict:
+        """Every declared input present, nothing unknown, one batch size within the limit."""
+        if not isinstance(inputs, Mapping):
+            raise BadRequest("inputs must be given by name")
+        expected = [s.name for s in self.inputs]
+        unknown = sorted(set(inputs) - set(expected))
+        missing = [n for n in expected if n not in inputs]
+        if unknown or missing:
+            raise BadRequest(f"model {self.name!r} takes inputs {expected}; "
+                             + (f"missing {missing}" if missing else f"unknown {unknown}"))
+        sizes = {batch_size(name, inputs[name]) for name in expected}
+        if len(sizes) != 1:
+            raise BadRequest(f"inputs of model {self.name!r} have different batch sizes {sorted(sizes)}")
+        size = sizes.pop()
+        if size == 0:
+            raise BadRequest("the batch is empty")
+        if size > self.limits.max_batch:
+            raise PayloadTooLarge(f"batch of {size} items is over the limit of {self.limits.max_batch} per request")
+        return {name: inputs[name] for name in expected}
+
+    def decode_input(self, spec: TensorSpec, column):
+        """One input column: text, raw bytes, or a numeric array, by the spec."""
+        if spec.datatype == "BYTES":
+            return decode_texts(spec, column, self.limits) if spec.content == "text" else decode_bytes(spec, column)
+        return decode_array(spec, column)
+
+    def predict(self, batch) -> dict[str, Any]:
+        """Named output columns for a decoded batch (subclasses)."""
         raise NotImplementedError
 
-    def run(self, batch: list) -> list[dict]:
-        """predict() with latency, item count and in-flight metrics: what the views call."""
-        with track_inference(self.name, self.version, len(batch)):
+    def postprocess(self, outputs: Mapping[str, Any]) -> list[dict]:
+        """Per-item plain values; a probability row becomes {label: p} when the model has labels."""
+        columns = {name: outputs[name] for name in self.output_names if name in outputs}
+        size = len(next(iter(columns.values())))
+        rows = []
+        for i in range(size):
+            row = {}
+            for name, column in columns.items():
+                value = column[i]
+                if name == "probabilities" and self.labels and len(value) == len(self.labels):
+                    value = {label: float(p) for label, p in zip(self.labels, value)}
+                elif isinstance(value, (float, np.floating)) and not math.isfinite(value):
+                    value = None  # JSON has no NaN; never send an invalid document
+                row[name] = plain(value)
+            rows.append(row)
+        return rows
+
+    def explain(self, batch, outputs: Mapping[str, Any]) -> list[dict] | None:
+        """Per-item explanations, where the runtime supports them; None otherwise."""
+        return None
+
+    # --- what callers use ----------------------------------------------------------------------
+
+    def infer(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """decode() then predict(), with latency, item count and in-flight metrics."""
+        batch = self.decode(inputs)
+        return self.predict_tracked(batch)
+
+    def predict_tracked(self, batch) -> dict[str, Any]:
+        """predict() inside the inference metrics."""
+        with track_inference(self.name, self.version, self.batch_length(batch)):
             return self.predict(batch)
 
+    @staticmethod
+    def batch_length(batch) -> int:
+        """Items in a decoded batch."""
+        if isinstance(batch, Mapping):
+            batch = next(iter(batch.values()))
+        return len(batch)
+
+    def run(self, items: Sequence) -> list[dict]:
+        """Plain predictions for items of a single-input model: what the simple views call."""
+        if len(self.inputs) != 1:
+            raise BadRequest(f"model {self.name!r} takes several inputs {[s.name for s in self.inputs]}")
+        return self.postprocess(self.infer({self.inputs[0].name: list(items)}))
+
     def describe(self) -> dict:
-        """Public summary: name, version, task, labels, inputs and metrics."""
-        data = self.manifest.data
+        """Public summary: name, version, task, labels, inputs, outputs and metrics."""
         return {
             "name": self.name,
             "version": self.version,
-            "task": data.get("task"),
+            "runtime": self.manifest.runtime,
+            "task": self.manifest.task,
+            "description": self.manifest.description,
             "ready": self.ready,
             "labels": self.labels,
-            "inputs": data.get("inputs", []),
-            "outputs": data.get("outputs", []),
-            "metrics": data.get("metrics", {}),
+            "inputs": [s.to_dict() for s in self.inputs],
+            "outputs": [s.to_dict() for s in self.outputs],
+            "metrics": self.manifest.metrics,
         }

@@ -6,10 +6,12 @@ refused with a log line and never served.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from app.errors import ModelNotFound, ModelNotReady
 from app.models.base import MANIFEST_NAME, Manifest, ManifestError, Model
@@ -17,18 +19,31 @@ from app.models.base import MANIFEST_NAME, Manifest, ManifestError, Model
 log = logging.getLogger(__name__)
 
 
-def runtime_classes() -> dict[str, type[Model]]:
-    """Map a manifest's ``runtime`` to the class that serves it (imported lazily)."""
-    from app.models.text import SklearnTextModel
+# The one table of runtimes: a manifest's "runtime" -> what builds its Model (imported on first use).
+RUNTIMES = {
+    "sklearn": "app.models.sklearn:SklearnModel",
+    "sklearn-text": "app.models.text:SklearnTextModel",
+    "onnx": "app.models.onnx:OnnxModel",
+    "onnx-image": "app.models.onnx:OnnxImageModel",
+    "python": "app.models.python:load_python_model",
+}
 
-    runtimes: dict[str, type[Model]] = {"sklearn-text": SklearnTextModel}
+
+def runtime_factory(runtime: str) -> Callable[[Manifest, dict], Model]:
+    """The class (or factory) that serves a runtime; ManifestError when there is none here."""
+    target = RUNTIMES.get(runtime)
+    if target is None:
+        raise ManifestError(f"unknown runtime {runtime!r} (known: {', '.join(sorted(RUNTIMES))})")
+    module_name, _, attribute = target.partition(":")
     try:
-        from app.models.onnx_image import OnnxImageModel
-    except ImportError:  # onnxruntime not installed: image models are refused at load
-        pass
-    else:
-        runtimes["onnx-image"] = OnnxImageModel
-    return runtimes
+        return getattr(importlib.import_module(module_name), attribute)
+    except ImportError as exc:  # e.g. onnxruntime not installed on this machine
+        raise ManifestError(f"runtime {runtime!r} is not available in this server ({exc})") from exc
+
+
+def build_model(manifest: Manifest, options: dict | None = None) -> Model:
+    """The unloaded Model of a manifest, by its runtime."""
+    return runtime_factory(manifest.runtime)(manifest, options or {})
 
 
 def discover(model_dir: Path, only: set[str] | None = None) -> list[Manifest]:
@@ -44,7 +59,7 @@ def discover(model_dir: Path, only: set[str] | None = None) -> list[Manifest]:
         try:
             manifest = Manifest.read(manifest_path)
         except ManifestError as exc:
-            log.error("refusing model in %s: %s", manifest_path.parent, exc)
+            log.error("refusing model %s/%s: %s", name_dir, version_dir, exc)
             continue
         if manifest.name != name_dir or manifest.version != version_dir:
             log.error("refusing %s: manifest says %s v%s", manifest_path.parent, manifest.name, manifest.version)
@@ -70,40 +85,35 @@ class ModelRegistry:
     def load_all(self) -> None:
         """Load every model version found; models already loaded are kept as they are."""
         with self._lock:
-            runtimes = runtime_classes()
             table = {name: dict(versions) for name, versions in self._models.items()}
             for manifest in discover(self.model_dir, self.only):
                 key = f"{manifest.name}/{manifest.version}"
                 if manifest.version in table.get(manifest.name, {}):
                     continue
-                model = self._load_one(manifest, runtimes, key)
+                model = self._load_one(manifest, key)
                 if model is not None:
                     table.setdefault(manifest.name, {})[manifest.version] = model
             self._models = table  # swap in one assignment: readers see old or new, never half
             self.loaded = True
 
-    def _load_one(self, manifest: Manifest, runtimes: dict, key: str) -> Model | None:
+    def _load_one(self, manifest: Manifest, key: str) -> Model | None:
         """Load one version, or log why it is refused and return None."""
-        cls = runtimes.get(manifest.runtime)
-        if cls is None:
-            reason = f"no runtime {manifest.runtime!r} available in this server"
+        started = time.perf_counter()
+        try:
+            model = build_model(manifest, self.options)
+            model.load()
+        except ManifestError as exc:
+            reason = f"verification failed: {exc}"
+        except Exception as exc:  # any load error refuses the model, never the server
+            reason = f"load failed: {type(exc).__name__}: {exc}"
         else:
-            started = time.perf_counter()
-            try:
-                model = cls(manifest, self.options)
-                model.load()
-            except ManifestError as exc:
-                reason = f"verification failed: {exc}"
-            except Exception as exc:  # any load error refuses the model, never the server
-                reason = f"load failed: {type(exc).__name__}: {exc}"
-            else:
-                self.load_seconds[key] = time.perf_counter() - started
-                from app.observability import record_model_load
+            self.load_seconds[key] = time.perf_counter() - started
+            from app.observability import record_model_load
 
-                record_model_load(manifest.name, manifest.version, self.load_seconds[key])
-                self.refused.pop(key, None)
-                log.info("loaded model %s in %.2fs", key, self.load_seconds[key])
-                return model
+            record_model_load(manifest.name, manifest.version, self.load_seconds[key])
+            self.refused.pop(key, None)
+            log.info("loaded model %s in %.2fs", key, self.load_seconds[key])
+            return model
         self.refused[key] = reason
         log.error("refusing model %s: %s", key, reason)
         return None

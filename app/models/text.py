@@ -1,12 +1,13 @@
-"""scikit-learn text classifiers over the shared HashingVectorizer."""
+"""The shipped review models: this project's hashing tokenizer in front of a fitted scikit-learn estimator."""
 from __future__ import annotations
 
 import joblib
 import numpy as np
 import sklearn
 
-from app.models.base import Model
+from app.models.base import decode_texts
 from app.models.fast_linear import compile_pipeline
+from app.models.sklearn import SklearnModel
 from app.preprocessing.text import build_vectorizer, load_stopwords
 
 STOPWORDS_FILE = "stopwords.pkl"
@@ -19,57 +20,46 @@ PARITY_SAMPLES = [
 ]
 
 
-class SklearnTextModel(Model):
+class SklearnTextModel(SklearnModel):
     """HashingVectorizer (built from code + manifest settings) -> fitted sklearn estimator.
 
-    The estimator is whatever follows the hashing step (a Pipeline or a bare
-    classifier). Classifiers with ``predict_proba`` report probabilities;
-    those without (linear SVC) report their decision score and say so.
+    The sklearn runtime with this project's review tokenizer (HTML strip, emoticons,
+    stopword list) in front; the vectorizer is rebuilt from the manifest's settings,
+    so only the fitted steps are stored.
     """
 
     def _load(self) -> None:
         """Read the stopword pickle (safely) and the estimator; build the vectorizer."""
         directory = self.manifest.directory
         self.stopwords = load_stopwords(directory / STOPWORDS_FILE)
-        settings = self.manifest.data["preprocessing"]["vectorizer"]
-        self.vectorizer = build_vectorizer(self.stopwords, settings)
+        self.vectorizer = build_vectorizer(self.stopwords, self.manifest.config["vectorizer"])
         self.estimator = joblib.load(directory / ESTIMATOR_FILE)
         self._classes = list(self.estimator.classes_)
-        if len(self._classes) != len(self.labels):
-            raise ValueError(f"estimator has {len(self._classes)} classes, manifest lists {len(self.labels)} labels")
+        self._check_classes()
         self._fast = compile_pipeline(self.estimator, self.vectorizer, PARITY_SAMPLES)
 
-    def warm_up(self) -> None:
-        """Run one short review through the whole path."""
-        self.predict(PARITY_SAMPLES[:1])
+    def decode_input(self, spec, column):
+        """The review input is text whatever the manifest's content field says."""
+        return decode_texts(spec, column, self.limits)
 
-    @property
-    def has_probabilities(self) -> bool:
-        """Whether the estimator reports calibrated class probabilities."""
-        return hasattr(self.estimator, "predict_proba")
-
-    def predict(self, batch: list[str]) -> list[dict]:
+    def predict(self, batch: dict) -> dict:
         """Label each text; add probabilities or, failing those, the decision score."""
         # The features come from our own vectorizer (finite by construction) and the estimator's
         # parameters were validated when it was fitted: skipping both checks saves about a third
         # of a one-review prediction (1.19 -> 0.85 ms, benchmarks/results/profile-review-before.md).
         with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
-            return self._predict(batch)
-
-    def _predict(self, batch: list[str]) -> list[dict]:
-        """predict() without the configuration context."""
-        features = self.vectorizer.transform(batch)
-        if self._fast is not None:
+            features = self.vectorizer.transform(self.features(batch))
+            if self._fast is None:
+                return self.predict_features(features)
             scores, proba = self._fast(features)
-        elif self.has_probabilities:
-            scores, proba = None, np.asarray(self.estimator.predict_proba(features), dtype=float)
-        else:
-            scores, proba = np.asarray(self.estimator.decision_function(features), dtype=float).reshape(len(batch)), None
-        if proba is None:
-            # Binary decision score: > 0 means the second class.
-            return [{"label": self.labels[int(score > 0)], "decision_score": float(score)} for score in scores]
-        return [{"label": self.labels[int(np.argmax(row))],
-                 "probabilities": {label: float(p) for label, p in zip(self.labels, row)}} for row in proba]
+        if proba is not None:
+            return {"label": self.label_names_by_index(np.argmax(proba, axis=1)), "probabilities": proba}
+        # Binary decision score: > 0 means the second class.
+        return {"label": self.label_names_by_index((scores > 0).astype(int)), "decision_score": scores}
+
+    def label_names_by_index(self, indices: np.ndarray) -> np.ndarray:
+        """Labels for class indices."""
+        return np.array([self.labels[int(i)] for i in indices], dtype=object)
 
     def learn(self, texts: list[str], labels: list[str]) -> None:
         """Update the classifier in place with partial_fit (online learning)."""

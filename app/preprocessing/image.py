@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -63,5 +65,51 @@ def to_model_input(image: Image.Image, size: int) -> np.ndarray:
 
 
 def prepare_image(data: bytes, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """The one preprocessing function: encoded bytes -> (size, size, 3) float32 array."""
+    """The malaria CNN's preprocessing: encoded bytes -> (size, size, 3) float32 array."""
     return to_model_input(decode_image(data, max_pixels), size)
+
+
+FILTERS = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
+           "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
+RESIZE_MODES = ("pad", "crop", "stretch")
+
+
+@dataclass(frozen=True)
+class ImagePreprocessing:
+    """How an image model wants its pictures: size, how to fit the aspect ratio, resampling filter."""
+
+    height: int
+    width: int
+    resize: str = "pad"  # pad with black | centre-crop | stretch to the size
+    filter: str = "bilinear"
+
+    @classmethod
+    def from_config(cls, config: dict) -> "ImagePreprocessing":
+        """From a manifest's preprocessing settings; ValueError when they are not usable."""
+        size = config.get("input_size")
+        height, width = (size, size) if isinstance(size, int) else tuple(size or (0, 0))
+        settings = cls(int(height), int(width), config.get("resize", "pad"), config.get("filter", "bilinear"))
+        if settings.height <= 0 or settings.width <= 0:
+            raise ValueError("preprocessing.input_size must be a side or [height, width] of positive integers")
+        if settings.resize not in RESIZE_MODES or settings.filter not in FILTERS:
+            raise ValueError(f"preprocessing.resize must be one of {RESIZE_MODES}, filter one of {sorted(FILTERS)}")
+        return settings
+
+    def apply(self, image: Image.Image) -> np.ndarray:
+        """(height, width, 3) float32 in [0, 1]."""
+        size, method = (self.width, self.height), FILTERS[self.filter]
+        if self.resize == "pad":
+            image = ImageOps.pad(image, size, method=method, color=(0, 0, 0))
+        elif self.resize == "crop":
+            image = ImageOps.fit(image, size, method=method)
+        else:
+            image = image.resize(size, method)
+        return np.asarray(image, dtype=np.float32) / 255.0
+
+
+@lru_cache(maxsize=1)
+def blank_png(side: int = 32) -> bytes:
+    """A small grey PNG: an example input for warm-ups and smoke tests."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (side, side), (128, 128, 128)).save(buffer, "PNG")
+    return buffer.getvalue()

@@ -24,12 +24,8 @@ def staging_dir(model_root: Path, version: int) -> Path:
     return staging
 
 
-def publish_version(staging: Path, manifest: dict, libraries: list[str]) -> Path:
-    """Hash every file in staging, write manifest.json, and rename the folder into place.
-
-    The rename is atomic, so a server scanning the model folder never sees a
-    half-written version.
-    """
+def write_manifest(staging: Path, manifest: dict, libraries: list[str]) -> Path:
+    """Hash every file in staging and write manifest.json there; returns its path."""
     artifacts = {
         f.name: {"sha256": sha256_of(f), "bytes": f.stat().st_size}
         for f in sorted(staging.iterdir())
@@ -41,7 +37,18 @@ def publish_version(staging: Path, manifest: dict, libraries: list[str]) -> Path
         "libraries": installed_versions(libraries),
         "created": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
     }
-    (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    path = staging / MANIFEST_NAME
+    path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def publish_version(staging: Path, manifest: dict, libraries: list[str]) -> Path:
+    """Hash every file in staging, write manifest.json, and rename the folder into place.
+
+    The rename is atomic, so a server scanning the model folder never sees a
+    half-written version.
+    """
+    write_manifest(staging, manifest, libraries)
     final = staging.parent / str(manifest["version"])
     staging.rename(final)
     return final

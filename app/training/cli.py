@@ -91,7 +91,7 @@ def evaluate_review(data_dir, version):
 
     model = current_app.extensions["model_registry"].get(MODEL_NAME, version)
     metrics = evaluate_text_model(model, data_dir_for_review(data_dir))
-    recorded = model.manifest.data.get("metrics", {}).get("accuracy")
+    recorded = model.manifest.metrics.get("accuracy")
     click.echo(json.dumps(metrics, indent=2))
     click.echo(f"accuracy now {metrics['accuracy']:.5f}, recorded in manifest {recorded}")
 
@@ -147,12 +147,71 @@ def list_models():
     registry = current_app.extensions["model_registry"]
     registry.load_all()
     for model in registry.all_models():
-        metrics = model.manifest.data.get("metrics", {})
+        metrics = model.manifest.metrics
         click.echo(f"{model.name:22s} v{model.version:3s} ok       accuracy {metrics.get('accuracy')}")
     for key, reason in sorted(registry.refused.items()):
         click.echo(f"{key:26s} REFUSED  {reason}")
     if registry.refused:
         raise SystemExit(1)
+
+
+def number_list(text: str | None, what: str) -> list[float] | None:
+    """'0.5,0.5,0.5' -> [0.5, 0.5, 0.5]."""
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{what} must be numbers separated by commas") from None
+
+
+@models_cli.command("add")
+@click.argument("name")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--version", type=click.IntRange(min=1), default=None, help="Version number (default: the next one).")
+@click.option("--labels", default="", help="Comma-separated class labels, in the model's output order.")
+@click.option("--description", default="", help="One line saying what the model does.")
+@click.option("--class", "python_class", default="model:Model", show_default=True,
+              help="For a folder: the Model subclass to serve, as module:Class.")
+@click.option("--trust", multiple=True, help="For a .skops file: a type to trust (repeatable; read it first).")
+@click.option("--image", is_flag=True, help="ONNX image classifier: take encoded images, preprocess as configured.")
+@click.option("--input-size", default=None, help="Image model: H,W (default: from the graph).")
+@click.option("--resize", type=click.Choice(["pad", "crop", "stretch"]), default="pad", show_default=True)
+@click.option("--filter", "resample", type=click.Choice(["nearest", "bilinear", "bicubic", "lanczos"]),
+              default="bilinear", show_default=True)
+@click.option("--scale", type=float, default=1 / 255, show_default=True, help="Image model: factor on 0..255 pixels.")
+@click.option("--mean", default=None, help="Image model: per-channel mean subtracted after scaling, e.g. 0.485,0.456,0.406")
+@click.option("--std", default=None, help="Image model: per-channel std divided by, e.g. 0.229,0.224,0.225")
+@click.option("--layout", type=click.Choice(["NHWC", "NCHW"]), default=None, help="Image model (default: from the graph).")
+@click.option("--logits", is_flag=True, help="Image model: the graph outputs logits (softmax is applied).")
+def add_model_command(name, path, version, labels, description, python_class, trust, image, input_size, resize,
+                      resample, scale, mean, std, layout, logits):
+    """Serve a model file (.onnx, .skops, .joblib) or a folder with a Python class as NAME.
+
+    Copies it into MODEL_DIR/NAME/VERSION/, infers its inputs and outputs, writes the
+    manifest with hashes, and runs a smoke prediction. Then `flask models reload`
+    (or a restart) serves it.
+    """
+    from app.models.add import AddError, AddOptions, add_model
+
+    image_settings = None
+    if image:
+        size = [int(x) for x in number_list(input_size, "--input-size")] if input_size else None
+        image_settings = {"input_size": size, "resize": resize, "filter": resample, "scale": scale,
+                          "mean": number_list(mean, "--mean") or [0.0, 0.0, 0.0],
+                          "std": number_list(std, "--std") or [1.0, 1.0, 1.0], "layout": layout,
+                          "output_kind": "logits" if logits else "probabilities"}
+    options = AddOptions(version=version, labels=[x.strip() for x in labels.split(",") if x.strip()],
+                         description=description, python_class=python_class, trust=list(trust), image=image_settings)
+    try:
+        folder, manifest, rows = add_model(Path(current_app.config["MODEL_DIR"]), name, path, options)
+    except AddError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"added {name} version {manifest['version']} ({manifest['runtime']}) in {folder}")
+    click.echo("inputs:  " + ", ".join(f"{s['name']} {s['datatype']} {s['shape']}" for s in manifest["inputs"]))
+    click.echo("outputs: " + ", ".join(f"{s['name']} {s['datatype']} {s['shape']}" for s in manifest["outputs"]))
+    click.echo(f"smoke prediction: {json.dumps(rows[0])}")
+    click.echo("serve it: `flask models reload` (running gunicorn) or restart the server")
 
 
 @models_cli.command("reload")

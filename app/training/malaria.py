@@ -260,11 +260,16 @@ def train_malaria_model(data_dir: Path, model_dir: Path, seed: int = 0, epochs: 
         "runtime": "onnx-image",
         "description": "Thin blood smear cell crops: Parasitized vs Uninfected. Small VGG-style CNN, ONNX.",
         "labels": LABELS,
-        "inputs": [{"name": "image", "datatype": "FP32", "shape": [-1, size, size, 3],
-                    "description": "RGB, padded to square with black, resized (bilinear), scaled to [0, 1]; "
-                                   "or an encoded PNG/JPEG file (BYTES)"}],
-        "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, len(LABELS)]}],
-        "preprocessing": {"function": "app.preprocessing.image.prepare_image", "input_size": size},
+        "inputs": [{"name": "image", "datatype": "BYTES", "shape": [-1], "content": "image",
+                    "description": f"an encoded PNG or JPEG file per item; also accepted: a UINT8 (0..255) or "
+                                   f"FP32 (0..1) tensor [N, {size}, {size}, 3] already padded to square with "
+                                   f"black and resized (bilinear)"}],
+        "outputs": [{"name": "label", "datatype": "BYTES", "shape": [-1]},
+                    {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(LABELS)]}],
+        # The onnx-image runtime's settings; the same steps as app.preprocessing.image.prepare_image.
+        "preprocessing": {"input_size": size, "resize": "pad", "filter": "bilinear", "scale": 1 / 255,
+                          "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "layout": "NHWC",
+                          "output_kind": "probabilities"},
         "multiply_adds_per_image": macs,
         "parameters": int(model.count_params()),
         "metrics": {**metrics, "onnx_vs_keras_max_abs_diff": max_diff},

@@ -183,11 +183,11 @@ def learn_from_feedback(model: SklearnTextModel, texts: list[str], labels: list[
     staging = staging_dir(root, version)
     joblib.dump(model.estimator, staging / ESTIMATOR_FILE, compress=3)
     shutil.copy2(model.manifest.directory / STOPWORDS_FILE, staging / STOPWORDS_FILE)
-    manifest = {**model.manifest.data, "version": version}
+    manifest = {**model.manifest.document, "version": version}
     for key in ("artifacts", "libraries", "created"):
         manifest.pop(key, None)
     manifest["training"] = {
-        **model.manifest.data.get("training", {}),
+        **model.manifest.get("training", {}),
         "online_update": {"from_version": model.version, "feedback_examples": len(texts), "method": "SGDClassifier.partial_fit"},
     }
     if data_dir is not None and (Path(data_dir) / "imdb" / "test.csv.gz").exists():
@@ -196,5 +196,5 @@ def learn_from_feedback(model: SklearnTextModel, texts: list[str], labels: list[
         save_plot(staging, model.name, version, metrics, curves)
         manifest["metrics"] = metrics
     else:
-        manifest["metrics"] = {"note": f"not re-measured after the online update (no test data); version {model.version} measured {model.manifest.data.get('metrics', {}).get('accuracy')}"}
+        manifest["metrics"] = {"note": f"not re-measured after the online update (no test data); version {model.version} measured {model.manifest.metrics.get('accuracy')}"}
     return publish_version(staging, manifest, LIBRARIES)

@@ -11,7 +11,7 @@ bp = Blueprint("web", __name__, template_folder="templates", static_folder="stat
 
 def plot_files(model) -> list[str]:
     """PNG artifacts listed (and hashed) in a model's manifest."""
-    return sorted(name for name in model.manifest.data.get("artifacts", {}) if name.endswith(".png"))
+    return sorted(name for name in model.manifest.artifacts if name.endswith(".png"))
 
 
 @bp.get("/")

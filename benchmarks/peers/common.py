@@ -8,12 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from app.models.base import Manifest
-from app.models.onnx_image import OnnxImageModel
-from app.models.text import SklearnTextModel
-from app.preprocessing.image import prepare_image
+from app.models.registry import build_model
 
 ROOT = Path(__file__).resolve().parents[2]
-MAX_PIXELS = 4_000_000
 
 
 class Models:
@@ -21,16 +18,15 @@ class Models:
 
     def __init__(self, model_dir: Path = ROOT / "saved_models"):
         """Load both models from their manifests (hashes verified)."""
-        self.cell = OnnxImageModel(Manifest.read(model_dir / "malaria_cell" / "1" / "manifest.json"),
-                                   {"onnx_threads": 1})
+        self.cell = build_model(Manifest.read(model_dir / "malaria_cell" / "1" / "manifest.json"), {"onnx_threads": 1})
         self.cell.load()
-        self.review = SklearnTextModel(Manifest.read(model_dir / "review_sentiment" / "1" / "manifest.json"))
+        self.review = build_model(Manifest.read(model_dir / "review_sentiment" / "1" / "manifest.json"))
         self.review.load()
 
     def classify(self, image: bytes) -> dict:
         """Decode, preprocess and classify one encoded image."""
-        return self.cell.predict([prepare_image(image, self.cell.input_size, MAX_PIXELS)])[0]
+        return self.cell.run([image])[0]
 
     def sentiment(self, text: str) -> dict:
         """Sentiment of one review."""
-        return self.review.predict([text])[0]
+        return self.review.run([text])[0]

@@ -1,0 +1,238 @@
+"""`flask models add`: put a user's model file or folder into the model folder, with a manifest.
+
+Takes an ``.onnx`` file, a scikit-learn ``.skops`` (or hash-pinned ``.joblib``) file,
+or a folder holding a Python class; infers inputs and outputs, records hashes and
+library versions, and publishes the version only after a smoke prediction passed.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.models.base import MANIFEST_NAME, Limits, Manifest, TensorSpec
+from app.models.registry import build_model
+from app.training.artifacts import next_version, publish_version, staging_dir, write_manifest
+
+MODEL_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+ONNX_TYPES = {
+    "tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(float16)": "FP16", "tensor(int64)": "INT64",
+    "tensor(int32)": "INT32", "tensor(int16)": "INT16", "tensor(int8)": "INT8", "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16", "tensor(uint32)": "UINT32", "tensor(uint64)": "UINT64", "tensor(bool)": "BOOL",
+    "tensor(string)": "BYTES",
+}
+
+
+class AddError(Exception):
+    """The model cannot be added; the message says why."""
+
+
+@dataclass
+class AddOptions:
+    """What the user told `models add` beyond the file itself."""
+
+    version: int | None = None
+    labels: list[str] = field(default_factory=list)
+    description: str = ""
+    python_class: str = "model:Model"
+    trust: list[str] = field(default_factory=list)
+    # onnx-image settings; None: serve the ONNX graph's tensors as they are.
+    image: dict | None = None
+
+
+def add_model(model_dir: Path, name: str, source: Path, options: AddOptions) -> tuple[Path, dict, list[dict]]:
+    """Copy, describe, smoke-test and publish; returns (folder, manifest, smoke prediction rows)."""
+    if not MODEL_NAME.match(name):
+        raise AddError(f"model name {name!r} must be 1-64 letters, digits, '_', '.' or '-'")
+    source = Path(source)
+    if not source.exists():
+        raise AddError(f"{source} does not exist")
+    root = Path(model_dir) / name
+    version = options.version or next_version(root)
+    if (root / str(version)).exists():
+        raise AddError(f"{name} version {version} already exists in {root}")
+    staging = staging_dir(root, version)
+    try:
+        manifest, libraries = describe(source, staging, options)
+        manifest.update({"name": name, "version": version})
+        if options.description:
+            manifest["description"] = options.description
+        rows = smoke_test(write_manifest(staging, manifest, libraries))
+        final = publish_version(staging, manifest, libraries)
+    except Exception as exc:  # leave nothing behind; a failed load or prediction is said as such
+        shutil.rmtree(staging, ignore_errors=True)
+        if not any(root.iterdir()):
+            root.rmdir()
+        if isinstance(exc, AddError):
+            raise
+        raise AddError(f"the model failed its smoke test: {type(exc).__name__}: {exc}") from exc
+    return final, json.loads((final / MANIFEST_NAME).read_text()), rows
+
+
+def smoke_test(manifest_path: Path) -> list[dict]:
+    """Load the staged version as the server would and predict one example input."""
+    model = build_model(Manifest.read(manifest_path), {"limits": Limits()})
+    model.load()
+    return model.postprocess(model.predict(model.decode(model.example_inputs())))
+
+
+def describe(source: Path, staging: Path, options: AddOptions) -> tuple[dict, list[str]]:
+    """The manifest fields of a source, by its kind; copies its files into staging."""
+    if source.is_dir():
+        return describe_python(source, staging, options)
+    suffix = source.suffix.lower()
+    if suffix == ".onnx":
+        return describe_onnx(source, staging, options)
+    if suffix in (".skops", ".joblib", ".pkl"):
+        return describe_sklearn(source, staging, options)
+    raise AddError(f"unknown model format {source.name!r}: give an .onnx, .skops or .joblib file, "
+                   "or a folder with a Python class")
+
+
+# --- ONNX -----------------------------------------------------------------------------------
+
+def onnx_spec(node) -> TensorSpec:
+    """A TensorSpec from an ONNX Runtime input or output description."""
+    datatype = ONNX_TYPES.get(node.type)
+    if datatype is None:
+        hint = " (a scikit-learn classifier exported with ZipMap: export with options={'zipmap': False})" \
+            if "map" in node.type or "seq" in node.type else ""
+        raise AddError(f"graph tensor {node.name!r} has type {node.type}, which the server cannot send{hint}")
+    shape = tuple(d if isinstance(d, int) and d > 0 else -1 for d in (node.shape or []))
+    return TensorSpec(node.name, datatype, shape or (-1,))
+
+
+def describe_onnx(source: Path, staging: Path, options: AddOptions) -> tuple[dict, list[str]]:
+    """Graph inputs and outputs as they are, or an image classifier when image settings are given."""
+    from app.models.onnx import ONNX_FILE, make_session
+
+    shutil.copy2(source, staging / ONNX_FILE)
+    try:
+        session = make_session(staging / ONNX_FILE, 1)
+    except Exception as exc:
+        raise AddError(f"{source.name} is not a loadable ONNX model: {exc}") from exc
+    inputs = [onnx_spec(node) for node in session.get_inputs()]
+    outputs = [onnx_spec(node) for node in session.get_outputs()]
+    libraries = ["onnxruntime", "numpy"]
+    if options.image is None:
+        return {"runtime": "onnx", "task": "tensors", "labels": options.labels,
+                "inputs": [s.to_dict() for s in inputs], "outputs": [s.to_dict() for s in outputs],
+                "config": {"file": ONNX_FILE}}, libraries
+    return describe_onnx_image(inputs, outputs, options), libraries + ["pillow"]
+
+
+def describe_onnx_image(inputs: list[TensorSpec], outputs: list[TensorSpec], options: AddOptions) -> dict:
+    """An image classifier: encoded images in, label and probabilities out."""
+    if len(inputs) != 1 or len(inputs[0].shape) != 4:
+        raise AddError("an image model takes one 4-D input ([N, H, W, 3] or [N, 3, H, W])")
+    shape = inputs[0].shape
+    layout = options.image.get("layout") or ("NCHW" if shape[1] == 3 else "NHWC")
+    height, width = (shape[2], shape[3]) if layout == "NCHW" else (shape[1], shape[2])
+    size = options.image.get("input_size") or [height, width]
+    if not all(isinstance(d, int) and d > 0 for d in size):
+        raise AddError("the graph's input has no fixed height and width: give --input-size H,W")
+    classes = outputs[0].shape[-1] if outputs[0].shape[-1] > 0 else len(options.labels)
+    if not options.labels or len(options.labels) != classes:
+        raise AddError(f"an image classifier needs --labels, one per class ({classes} in the graph's output)")
+    config = {"graph_input": inputs[0].name, "graph_output": outputs[0].name, "input_size": list(size),
+              "layout": layout, **{k: v for k, v in options.image.items() if k not in ("layout", "input_size")}}
+    return {
+        "runtime": "onnx-image", "task": "image-classification", "labels": options.labels,
+        "inputs": [{"name": "image", "datatype": "BYTES", "shape": [-1], "content": "image",
+                    "description": "an encoded PNG or JPEG file per item"}],
+        "outputs": [{"name": "label", "datatype": "BYTES", "shape": [-1]},
+                    {"name": "probabilities", "datatype": "FP32", "shape": [-1, classes]}],
+        "config": config,
+    }
+
+
+# --- scikit-learn ---------------------------------------------------------------------------
+
+def read_sklearn(source: Path, trust: list[str]):
+    """The estimator in a skops file (types checked against --trust) or a joblib file."""
+    if source.suffix.lower() == ".skops":
+        import skops.io as sio
+
+        try:
+            untrusted = sorted(set(sio.get_untrusted_types(file=source)) - set(trust))
+        except Exception as exc:
+            raise AddError(f"{source.name} is not a readable skops file: {exc}") from exc
+        if untrusted:
+            raise AddError(f"{source.name} holds types that are not trusted: {', '.join(untrusted)}. "
+                           "Read them, and if you trust them add --trust TYPE for each")
+        return sio.load(source, trusted=list(trust))
+    import joblib
+
+    return joblib.load(source)
+
+
+def takes_text(estimator) -> bool:
+    """Whether a pipeline starts with a text vectorizer (raw strings in)."""
+    from sklearn.feature_extraction.text import CountVectorizer, HashingVectorizer
+
+    first = estimator.steps[0][1] if hasattr(estimator, "steps") else estimator
+    return isinstance(first, (CountVectorizer, HashingVectorizer))
+
+
+def describe_sklearn(source: Path, staging: Path, options: AddOptions) -> tuple[dict, list[str]]:
+    """Inputs from n_features_in_ / feature_names_in_ (or text), outputs from what the estimator offers."""
+    from app.models.sklearn import estimator_outputs
+
+    estimator = read_sklearn(source, options.trust)
+    filename = "estimator" + source.suffix.lower()
+    shutil.copy2(source, staging / filename)
+    if takes_text(estimator):
+        inputs = [{"name": "text", "datatype": "BYTES", "shape": [-1], "content": "text", "description": "UTF-8 text"}]
+    elif hasattr(estimator, "n_features_in_"):
+        names = [str(n) for n in getattr(estimator, "feature_names_in_", [])]
+        inputs = [{"name": "input", "datatype": "FP64", "shape": [-1, int(estimator.n_features_in_)],
+                   "description": ("features in this order: " + ", ".join(names)) if names else "feature vector"}]
+    else:
+        raise AddError("the estimator is not fitted (no n_features_in_) and does not start with a text vectorizer")
+    classes = [str(c) for c in getattr(estimator, "classes_", [])]
+    labels = options.labels or classes
+    if classes and len(labels) != len(classes):
+        raise AddError(f"--labels names {len(labels)} labels; the estimator has {len(classes)} classes {classes}")
+    outputs = [output_spec(name, len(classes)) for name in estimator_outputs(estimator)]
+    config = {"estimator": filename, "trusted_types": sorted(options.trust),
+              "estimator_class": type(estimator).__name__}
+    task = "classification" if classes else "regression"
+    if takes_text(estimator) and classes:
+        task = "text-classification"
+    libraries = ["scikit-learn", "numpy", "scipy", "skops" if filename.endswith(".skops") else "joblib"]
+    return {"runtime": "sklearn", "task": task, "labels": labels, "inputs": inputs, "outputs": outputs,
+            "config": config}, libraries
+
+
+def output_spec(name: str, classes: int) -> dict:
+    """The manifest entry of one scikit-learn output."""
+    if name == "label":
+        return {"name": "label", "datatype": "BYTES", "shape": [-1]}
+    if name == "probabilities":
+        return {"name": "probabilities", "datatype": "FP64", "shape": [-1, classes]}
+    if name == "decision_score":
+        shape = [-1] if classes == 2 else [-1, classes]
+        return {"name": "decision_score", "datatype": "FP64", "shape": shape,
+                "description": "decision function (for two classes: > 0 means the second); not a probability"}
+    return {"name": "prediction", "datatype": "FP64", "shape": [-1]}
+
+
+# --- Python class ---------------------------------------------------------------------------
+
+def describe_python(source: Path, staging: Path, options: AddOptions) -> tuple[dict, list[str]]:
+    """Copy the folder's files; inputs, outputs and labels come from the class's INPUTS, OUTPUTS, LABELS."""
+    from app.models.python import import_model_class
+
+    for file in sorted(source.iterdir()):
+        if file.is_file() and not file.name.startswith("."):
+            shutil.copy2(file, staging / file.name)
+    try:
+        cls = import_model_class(staging, options.python_class, f"modelserve_add.{staging.parent.name}")
+    except Exception as exc:
+        raise AddError(f"cannot use {options.python_class} from {source}: {exc}") from exc
+    if not getattr(cls, "INPUTS", None) or not getattr(cls, "OUTPUTS", None):
+        raise AddError(f"{options.python_class} must declare INPUTS and OUTPUTS (lists of name/datatype/shape)")
+    return {"runtime": "python", "task": getattr(cls, "TASK", ""), "labels": options.labels or list(getattr(cls, "LABELS", [])),
+            "inputs": list(cls.INPUTS), "outputs": list(cls.OUTPUTS), "config": {"class": options.python_class}}, ["numpy"]

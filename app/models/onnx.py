@@ -1,0 +1,166 @@
+"""ONNX models run with ONNX Runtime: any graph (tensors by its own names), or an image classifier
+whose preprocessing the manifest configures."""
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import onnxruntime as ort
+
+from app.errors import BadRequest, PayloadTooLarge, Unprocessable
+from app.models.base import Model, TensorSpec, decode_array, decode_bytes, softmax
+from app.preprocessing.image import ImageError, ImagePreprocessing, decode_image
+
+ONNX_FILE = "model.onnx"
+OCCLUSION_PATCH, OCCLUSION_STRIDE = 16, 8
+
+
+def make_session(path, threads: int) -> ort.InferenceSession:
+    """An ONNX Runtime session on the CPU with an explicit thread count."""
+    options = ort.SessionOptions()
+    # One intra-op thread per worker by default: gunicorn already runs one
+    # worker per core, and more threads only contend (see benchmarks/).
+    options.intra_op_num_threads = int(threads)
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxModel(Model):
+    """Any ONNX graph: tensors in and out by the graph's own input and output names."""
+
+    platform = "onnxruntime_onnx"
+
+    def _load(self) -> None:
+        """Open the ONNX Runtime session with the configured thread count."""
+        path = self.manifest.directory / self.manifest.config.get("file", ONNX_FILE)
+        self.session = make_session(path, self.options.get("onnx_threads", 1))
+
+    def run_graph(self, feeds: dict[str, np.ndarray], names: list[str] | None = None) -> dict:
+        """Named graph outputs for named input arrays."""
+        names = names or self.output_names
+        return dict(zip(names, self.session.run(names, feeds)))
+
+    def predict(self, batch: dict) -> dict:
+        """The declared outputs, as the graph computes them."""
+        return self.run_graph({name: np.ascontiguousarray(array) for name, array in batch.items()})
+
+
+class OnnxImageModel(OnnxModel):
+    """An ONNX image classifier with configured preprocessing.
+
+    Manifest ``preprocessing``: ``input_size`` (side or [height, width]), ``resize``
+    (pad | crop | stretch), ``filter``, ``scale`` (applied to 0..255 pixels), ``mean``
+    and ``std`` (per channel, after scaling), ``layout`` (NHWC or NCHW), ``graph_input``,
+    and ``graph_output`` holding ``probabilities`` or ``logits``. The image input takes
+    encoded PNG/JPEG files, or a UINT8 (0..255) / FP32 (0..1) tensor [N, H, W, 3] already
+    resized.
+    """
+
+    def _load(self) -> None:
+        """Open the session and read the preprocessing settings."""
+        super()._load()
+        config = self.manifest.config
+        self.preprocessing = ImagePreprocessing.from_config(config)
+        self.graph_input = config.get("graph_input") or self.session.get_inputs()[0].name
+        self.graph_output = config.get("graph_output") or self.session.get_outputs()[0].name
+        self.scale = float(config.get("scale", 1 / 255))
+        self.mean = np.asarray(config.get("mean", [0.0, 0.0, 0.0]), dtype=np.float32)
+        self.std = np.asarray(config.get("std", [1.0, 1.0, 1.0]), dtype=np.float32)
+        self.layout = config.get("layout", "NHWC")
+        self.logits = config.get("output_kind", "probabilities") == "logits"
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the model input."""
+        return self.preprocessing.height, self.preprocessing.width
+
+    def decode_input(self, spec: TensorSpec, column) -> np.ndarray:
+        """(N, H, W, 3) float32 in [0, 1] from encoded files or an image tensor."""
+        if isinstance(column, np.ndarray) and column.dtype != object:
+            return self._tensor_images(spec, column)
+        images = []
+        for data in decode_bytes(spec, column):
+            try:
+                images.append(self.preprocessing.apply(decode_image(data, self.limits.max_image_pixels)))
+            except ImageError as exc:
+                raise (PayloadTooLarge if exc.too_large else Unprocessable)(f"input {spec.name!r}: {exc.reason}") from exc
+        return np.stack(images)
+
+    def _tensor_images(self, spec: TensorSpec, array: np.ndarray) -> np.ndarray:
+        """A UINT8 (0..255) or float (0..1) image tensor of the model's size."""
+        height, width = self.input_size
+        if array.ndim != 4 or tuple(array.shape[1:]) != (height, width, 3):
+            raise BadRequest(f"input {spec.name!r}: an image tensor must have shape [N, {height}, {width}, 3], "
+                             f"got {list(array.shape)}")
+        if array.dtype == np.uint8:
+            return array.astype(np.float32) / 255.0
+        if array.dtype.kind != "f":
+            raise BadRequest(f"input {spec.name!r}: an image tensor must be UINT8 or FP32")
+        return decode_array(TensorSpec(spec.name, "FP32", (-1, height, width, 3)), array)
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """(N, classes) probabilities for (N, H, W, 3) images in [0, 1]."""
+        feed = (images * (255.0 * self.scale) - self.mean) / self.std if self._normalizes else images
+        if self.layout == "NCHW":
+            feed = feed.transpose(0, 3, 1, 2)
+        out = self.run_graph({self.graph_input: np.ascontiguousarray(feed, dtype=np.float32)}, [self.graph_output])
+        scores = np.asarray(out[self.graph_output], dtype=np.float32)
+        return softmax(scores) if self.logits else scores
+
+    @property
+    def _normalizes(self) -> bool:
+        """Whether scale/mean/std change anything (the identity costs a copy per request)."""
+        return not (abs(255.0 * self.scale - 1.0) < 1e-9 and not self.mean.any() and (self.std == 1).all())
+
+    def predict(self, batch: dict) -> dict:
+        """label and per-label probabilities for each image."""
+        probabilities = self.probabilities(batch[self.inputs[0].name])
+        labels = np.array([self.labels[int(i)] for i in probabilities.argmax(axis=1)], dtype=object)
+        return {"label": labels, "probabilities": probabilities}
+
+    def explain(self, batch: dict, outputs: dict) -> list[dict]:
+        """Occlusion heat map of each image: how much P(predicted label) drops where a patch is blacked out."""
+        rows = []
+        for image, probs in zip(batch[self.inputs[0].name], outputs["probabilities"]):
+            column = int(np.argmax(probs))
+            heat = self.occlusion_heatmap(image, column)
+            rows.append({
+                "heatmap_png_base64": base64.b64encode(heatmap_png(image, heat)).decode(),
+                "heatmap_method": f"occlusion ({OCCLUSION_PATCH}x{OCCLUSION_PATCH} black patch, stride "
+                                  f"{OCCLUSION_STRIDE}): drop in P({self.labels[column]})",
+            })
+        return rows
+
+    def occlusion_heatmap(self, image: np.ndarray, column: int) -> np.ndarray:
+        """0..1 map of the drop in one class's probability when each region is blacked out."""
+        height, width = image.shape[:2]
+        patch, stride = OCCLUSION_PATCH, OCCLUSION_STRIDE
+        base = float(self.probabilities(image[None])[0, column])
+        positions = [(y, x) for y in range(0, height - patch + 1, stride) for x in range(0, width - patch + 1, stride)]
+        occluded = np.repeat(image[None], len(positions), axis=0)
+        for i, (y, x) in enumerate(positions):
+            occluded[i, y:y + patch, x:x + patch] = 0.0
+        drops = np.concatenate([base - self.probabilities(occluded[i:i + 64])[:, column]
+                                for i in range(0, len(occluded), 64)])
+        heat, counts = np.zeros((height, width)), np.zeros((height, width))
+        for drop, (y, x) in zip(drops, positions):
+            heat[y:y + patch, x:x + patch] += max(drop, 0.0)
+            counts[y:y + patch, x:x + patch] += 1
+        heat /= np.maximum(counts, 1)
+        return heat / heat.max() if heat.max() > 0 else heat
+
+
+def heatmap_png(image: np.ndarray, heat: np.ndarray) -> bytes:
+    """The image with the heat map blended in red, as PNG bytes (twice the size)."""
+    from PIL import Image
+
+    rgb = (image * 255).astype(np.float32)
+    red = np.zeros_like(rgb)
+    red[..., 0] = 255
+    alpha = (heat * 0.6)[..., None]
+    blended = (rgb * (1 - alpha) + red * alpha).clip(0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(blended).resize((image.shape[1] * 2, image.shape[0] * 2), Image.Resampling.NEAREST).save(buffer, "PNG")
+    return buffer.getvalue()
