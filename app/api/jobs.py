@@ -132,9 +132,9 @@ def submit_job():
     model, payload, content_type = payload_from_request()
     if not isinstance(model, str) or not MODEL_NAME.match(model):
         raise BadRequest("field 'model' must name a model (letters, digits, '_', '.', '-')")
+    check_payload(model, payload)  # a model of this server's judges the payload (an empty text: 422)
     if not payload:
         raise BadRequest("the job payload is empty")
-    check_payload(model, payload)
     job = store().submit(model, payload, content_type)
     return job_view(job), 202, {"Location": url_for("jobs.get_job", job_id=job["id"])}
 

@@ -120,6 +120,12 @@ class OnnxImageModel(OnnxModel):
         labels = np.array([self.labels[int(i)] for i in probabilities.argmax(axis=1)], dtype=object)
         return {"label": labels, "probabilities": probabilities}
 
+    @property
+    def occlusion_geometry(self) -> tuple[int, int]:
+        """(patch side, stride): 16 and 8 pixels, smaller for inputs under 64 pixels a side."""
+        patch = max(1, min(OCCLUSION_PATCH, min(self.input_size) // 4))
+        return patch, max(1, min(OCCLUSION_STRIDE, patch // 2))
+
     def explain(self, batch: dict, outputs: dict) -> list[dict]:
         """Occlusion heat map of each image: how much P(predicted label) drops where a patch is blacked out."""
         rows = []
@@ -128,15 +134,15 @@ class OnnxImageModel(OnnxModel):
             heat = self.occlusion_heatmap(image, column)
             rows.append({
                 "heatmap_png_base64": base64.b64encode(heatmap_png(image, heat)).decode(),
-                "heatmap_method": f"occlusion ({OCCLUSION_PATCH}x{OCCLUSION_PATCH} black patch, stride "
-                                  f"{OCCLUSION_STRIDE}): drop in P({self.labels[column]})",
+                "heatmap_method": "occlusion ({0}x{0} black patch, stride {1}): drop in P({2})".format(
+                    *self.occlusion_geometry, self.labels[column]),
             })
         return rows
 
     def occlusion_heatmap(self, image: np.ndarray, column: int) -> np.ndarray:
         """0..1 map of the drop in one class's probability when each region is blacked out."""
         height, width = image.shape[:2]
-        patch, stride = OCCLUSION_PATCH, OCCLUSION_STRIDE
+        patch, stride = self.occlusion_geometry
         base = float(self.probabilities(image[None])[0, column])
         positions = [(y, x) for y in range(0, height - patch + 1, stride) for x in range(0, width - patch + 1, stride)]
         occluded = np.repeat(image[None], len(positions), axis=0)
