@@ -223,6 +223,8 @@ def test_models_are_listed_and_described(byo_client):
     assert [o["name"] for o in listed["reviews"]["outputs"]] == ["label", "probabilities"]
     assert byo_client.get("/models/tiny_image").json["labels"] == ["dark", "bright"]
     assert byo_client.get("/models/nope").status_code == 404
+    page = byo_client.get("/ui/models").get_data(as_text=True)  # the web UI's models page shows them too
+    assert all(f"<h2>{name} " in page for name in NAMES) and "input FP64 [-1, 13]" in page
 
 
 def v2_inputs(name: str, instances: list, binary: bool) -> list:

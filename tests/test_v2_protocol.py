@@ -170,3 +170,23 @@ def test_wrong_image_tensor_shape_is_400(client):
     response = client.post(f"/v2/models/{IMAGE_MODEL}/infer", json={
         "inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 2, 2, 3], "data": [0.0] * 12}]})
     assert response.status_code == 400 and f"must have shape [N, {SIZE}, {SIZE}, 3]" in response.json["error"]
+
+
+REVIEW_INPUT = {"name": "review", "datatype": "BYTES", "shape": [1], "data": ["fine"]}
+
+
+@pytest.mark.parametrize("model, request_body, fragment", [
+    (TEXT_MODEL, {"inputs": [REVIEW_INPUT], "parameters": "text"}, "request: 'parameters' must be an object"),
+    (TEXT_MODEL, {"inputs": [{**REVIEW_INPUT, "parameters": [1]}]}, "'parameters' must be an object"),
+    (TEXT_MODEL, {"inputs": [REVIEW_INPUT], "outputs": [{"name": ["label"]}]}, "string 'name'"),
+    (TEXT_MODEL, {"inputs": [REVIEW_INPUT], "outputs": [{"name": {"a": 1}}]}, "string 'name'"),
+    (TEXT_MODEL, {"inputs": [REVIEW_INPUT], "outputs": [{"name": "label", "parameters": "x"}]}, "must be an object"),
+    (IMAGE_MODEL, {"inputs": [{"name": "image", "datatype": "UINT8", "shape": [1], "data": [-1]}]}, "out of its range"),
+    (IMAGE_MODEL, {"inputs": [{"name": "image", "datatype": "UINT8", "shape": [1], "data": [300]}]}, "out of its range"),
+    (TEXT_MODEL, {"inputs": [{"name": "review", "datatype": "INT64", "shape": [1], "data": [2 ** 70]}]}, "out of its range"),
+    (TEXT_MODEL, {"inputs": [{"name": "review", "datatype": "BYTES", "shape": [0], "data": []}]}, "empty"),
+])
+def test_malformed_v2_requests_are_400_not_500(client, model, request_body, fragment):
+    response = client.post(f"/v2/models/{model}/infer", json=request_body)
+    assert response.status_code == 400, response.json
+    assert fragment in response.json["error"]

@@ -68,6 +68,15 @@ def _check_shape(shape, name: str) -> list[int]:
     return shape
 
 
+def _parameters(value, where: str) -> dict:
+    """A 'parameters' object (absent means empty)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{where}: 'parameters' must be an object")
+    return value
+
+
 def _bytes_from_binary(raw: bytes, name: str) -> list[bytes]:
     """Split length-prefixed BYTES elements."""
     items, offset = [], 0
@@ -99,7 +108,7 @@ def _decode_input(spec: dict, binary: memoryview, offset: int) -> tuple[Tensor, 
     if datatype != "BYTES" and datatype not in NUMPY_TYPES:
         raise ProtocolError(f"input {name!r}: unknown datatype {datatype!r}")
     shape = _check_shape(spec.get("shape"), name)
-    parameters = spec.get("parameters") or {}
+    parameters = _parameters(spec.get("parameters"), f"input {name!r}")
     size = parameters.get("binary_data_size")
     count = prod(shape)
     if size is not None:
@@ -123,8 +132,8 @@ def _decode_input(spec: dict, binary: memoryview, offset: int) -> tuple[Tensor, 
         else:
             try:
                 data = np.asarray(values, dtype=NUMPY_TYPES[datatype])
-            except (TypeError, ValueError) as exc:
-                raise ProtocolError(f"input {name!r}: data is not {datatype}") from exc
+            except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: 300 as UINT8, 2**70 as INT64
+                raise ProtocolError(f"input {name!r}: data is not {datatype} (or out of its range)") from exc
             if data.size != count:
                 raise ProtocolError(f"input {name!r}: {data.size} values do not fill shape {shape}")
             data = data.reshape(shape)
@@ -157,14 +166,16 @@ def decode_request(body: bytes, header_length: str | None) -> InferenceRequest:
         inputs.append(tensor)
     if offset != len(binary):
         raise ProtocolError(f"{len(binary) - offset} bytes of binary data are not claimed by any input")
-    parameters = doc.get("parameters") or {}
+    parameters = _parameters(doc.get("parameters"), "request")
     outputs = doc.get("outputs")
     requested, binary_outputs = None, set()
     if outputs is not None:
-        if not isinstance(outputs, list) or not all(isinstance(o, dict) and "name" in o for o in outputs):
-            raise ProtocolError("'outputs' must be a list of objects with a 'name'")
+        if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
+                                                    for o in outputs):
+            raise ProtocolError("'outputs' must be a list of objects with a string 'name'")
         requested = [o["name"] for o in outputs]
-        binary_outputs = {o["name"] for o in outputs if (o.get("parameters") or {}).get("binary_data")}
+        binary_outputs = {o["name"] for o in outputs
+                          if _parameters(o.get("parameters"), f"output {o['name']!r}").get("binary_data")}
     request_id = doc.get("id")
     return InferenceRequest(
         id=str(request_id) if request_id is not None else None,
