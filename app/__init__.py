@@ -5,7 +5,7 @@ import logging
 
 from flask import Flask
 
-from app.config import ENV_PREFIX, DefaultConfig, environment_overrides
+from app.config import ENV_PREFIX, DefaultConfig, environment_overrides, restore_strings, validate_settings
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -15,8 +15,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.from_object(DefaultConfig)
     app.config.update(environment_overrides())
     app.config.from_prefixed_env(ENV_PREFIX)
+    restore_strings(app.config)
     if test_config:
         app.config.update(test_config)
+    validate_settings(app.config)
     app.json.sort_keys = app.config["JSON_SORT_KEYS"]
 
     configure_logging(app)

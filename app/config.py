@@ -83,3 +83,43 @@ def environment_overrides() -> dict:
     if os.environ.get("DATABASE_URL"):
         overrides["DATABASE_URL"] = os.environ["DATABASE_URL"]
     return overrides
+
+
+# Settings that must be whole numbers of at least 1, numbers of at least 0, and verbatim strings.
+POSITIVE_INTEGERS = ("MAX_CONTENT_LENGTH", "MAX_TEXT_CHARS", "MAX_BATCH_TEXT_CHARS", "MAX_IMAGE_PIXELS", "MAX_INFLIGHT",
+                     "ONNX_THREADS", "JOB_LEASE_SECONDS", "JOB_MAX_ATTEMPTS", "JOB_RETENTION_SECONDS", "MAX_BATCH")
+NON_NEGATIVE_NUMBERS = ("MAX_QUEUED", "REQUEST_DEADLINE_SECONDS", "SHED_DELAY_SECONDS", "JOB_MAX_WAIT_SECONDS")
+# Secrets and lists are taken as written: "12345678" is a token, not a number, and "null" is not "off".
+STRINGS = ("WORKER_TOKEN", "API_KEYS", "MODELS", "CORS_ORIGINS", "RATELIMIT_DEFAULT", "COMPAT_MODEL")
+
+
+class SettingsError(ValueError):
+    """A setting whose value cannot work; the message names it and says what it must be."""
+
+
+def restore_strings(config) -> None:
+    """Undo JSON parsing of the string settings: their value is the environment variable's text."""
+    for name in STRINGS:
+        raw = os.environ.get(f"{ENV_PREFIX}_{name}")
+        if raw is not None:
+            config[name] = raw
+
+
+def validate_settings(config) -> None:
+    """Refuse to start with a setting that would fail later (every request a 500, a server never ready)."""
+    problems = []
+    for name in POSITIVE_INTEGERS:
+        value = config[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            problems.append(f"{ENV_PREFIX}_{name}={value!r} must be a whole number of at least 1")
+    for name in NON_NEGATIVE_NUMBERS:
+        value = config[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            problems.append(f"{ENV_PREFIX}_{name}={value!r} must be a number of at least 0")
+    for name in STRINGS:
+        if not isinstance(config[name], str):
+            problems.append(f"{ENV_PREFIX}_{name} must be a string")
+    if config["LOG_FORMAT"] not in ("json", "text"):
+        problems.append(f"{ENV_PREFIX}_LOG_FORMAT={config['LOG_FORMAT']!r} must be 'json' or 'text'")
+    if problems:
+        raise SettingsError("invalid settings: " + "; ".join(problems))

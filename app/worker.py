@@ -7,7 +7,7 @@ import os
 
 from flask import Config
 
-from app.config import ENV_PREFIX, PROJECT_ROOT, DefaultConfig
+from app.config import ENV_PREFIX, PROJECT_ROOT, DefaultConfig, restore_strings, validate_settings
 from app.jobs.worker import Server, run_worker
 from app.models.base import Limits
 from app.models.registry import ModelRegistry
@@ -18,6 +18,8 @@ def settings() -> Config:
     config = Config(PROJECT_ROOT)
     config.from_object(DefaultConfig)
     config.from_prefixed_env(ENV_PREFIX)
+    restore_strings(config)
+    validate_settings(config)
     return config
 
 

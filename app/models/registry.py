@@ -93,6 +93,8 @@ class ModelRegistry:
                 model = self._load_one(manifest, key)
                 if model is not None:
                     table.setdefault(manifest.name, {})[manifest.version] = model
+            for name in sorted((self.only or set()) - {m.name for m in discover(self.model_dir, self.only)}):
+                log.error("model %r named in the MODELS setting has no version in the model folder", name)
             self._models = table  # swap in one assignment: readers see old or new, never half
             self.loaded = True
 
