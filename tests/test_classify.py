@@ -157,3 +157,9 @@ def test_keras_and_onnx_exports_agree(tmp_path):
     images = np.random.default_rng(0).random((8, 32, 32, 3), dtype=np.float32)
     _, max_diff = export_onnx(model, tmp_path / "m.onnx", images)
     assert max_diff < 1e-4
+
+
+def test_nameless_form_part_is_400_not_500(client):
+    body = b'--b\r\nContent-Disposition: form-data; name=""\r\n\r\ntrue\r\n--b--\r\n'
+    response = client.post("/classify", data=body, content_type="multipart/form-data; boundary=b")
+    assert response.status_code == 400 and "missing file field 'image'" in response.json["error"]

@@ -22,7 +22,7 @@ def image_from_request() -> bytes:
         )
     upload = request.files.get("image")
     if upload is None:
-        received = sorted(set(request.files) | set(request.form))
+        received = sorted({str(k) for k in (*request.files, *request.form) if k})  # a nameless part has key None
         raise BadRequest("missing file field 'image'", received_fields=received)
     return upload.read()
 
