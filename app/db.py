@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
+import time
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -51,6 +53,25 @@ jobs = sa.Table(
 )
 
 
+def enable_wal(cursor, attempts: int = 100) -> None:
+    """Switch a SQLite file to WAL once; workers starting together retry instead of failing.
+
+    WAL is a property of the file, so it is read first (no lock needed). Changing the
+    journal mode answers "database is locked" at once, without waiting for the busy
+    timeout, when another worker holds the file at that moment.
+    """
+    if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+        return
+    for attempt in range(attempts):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
+
+
 def make_engine(url: str) -> sa.Engine:
     """Create an engine; SQLite gets WAL mode and a busy timeout so several workers can share it."""
     if url.startswith("sqlite:///"):
@@ -61,7 +82,7 @@ def make_engine(url: str) -> sa.Engine:
         def _sqlite_pragmas(dbapi_connection, _record):
             dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (below)
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
+            enable_wal(cursor)
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
