@@ -5,20 +5,14 @@ import logging
 
 from flask import Flask
 
-from app.config import ENV_PREFIX, DefaultConfig, environment_overrides, restore_strings, validate_settings
+from app.config import load_settings
 
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app: defaults -> environment -> test overrides, then wire everything up."""
     # No app-wide static folder: the pages' files are the web blueprint's (/static/web/).
     app = Flask(__name__, instance_relative_config=True, static_folder=None)
-    app.config.from_object(DefaultConfig)
-    app.config.update(environment_overrides())
-    app.config.from_prefixed_env(ENV_PREFIX)
-    restore_strings(app.config)
-    if test_config:
-        app.config.update(test_config)
-    validate_settings(app.config)
+    load_settings(app.config, test_config)
     app.json.sort_keys = app.config["JSON_SORT_KEYS"]
 
     configure_logging(app)
@@ -43,7 +37,7 @@ def configure_logging(app: Flask) -> None:
 def register_extensions(app: Flask) -> None:
     """Database engine and model registry, kept in app.extensions."""
     from app import db
-    from app.models.registry import ModelRegistry
+    from app.models.registry import ModelRegistry, runtime_options
 
     from app import admission, observability, protection
 
@@ -60,10 +54,7 @@ def register_extensions(app: Flask) -> None:
         retention_seconds=app.config["JOB_RETENTION_SECONDS"],
     )
     only = {n.strip() for n in str(app.config["MODELS"]).split(",") if n.strip()}
-    from app.models.base import Limits
-
-    options = {"onnx_threads": app.config["ONNX_THREADS"], "limits": Limits.from_config(app.config)}
-    app.extensions["model_registry"] = ModelRegistry(app.config["MODEL_DIR"], only, options)
+    app.extensions["model_registry"] = ModelRegistry(app.config["MODEL_DIR"], only, runtime_options(app.config))
 
 
 def register_blueprints(app: Flask) -> None:

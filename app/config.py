@@ -105,6 +105,17 @@ def restore_strings(config) -> None:
             config[name] = raw
 
 
+def load_settings(config, overrides: dict | None = None) -> None:
+    """Defaults -> conventional variables -> MODELSERVE_* -> overrides (tests), then checked."""
+    config.from_object(DefaultConfig)
+    config.update(environment_overrides())
+    config.from_prefixed_env(ENV_PREFIX)
+    restore_strings(config)
+    if overrides:
+        config.update(overrides)
+    validate_settings(config)
+
+
 def validate_settings(config) -> None:
     """Refuse to start with a setting that would fail later (every request a 500, a server never ready)."""
     problems = []

@@ -7,20 +7,9 @@ import os
 
 from flask import Config
 
-from app.config import ENV_PREFIX, PROJECT_ROOT, DefaultConfig, restore_strings, validate_settings
+from app.config import PROJECT_ROOT, load_settings
 from app.jobs.worker import Server, run_worker
-from app.models.base import Limits
-from app.models.registry import ModelRegistry
-
-
-def settings() -> Config:
-    """The server's settings as the environment gives them (limits, thread counts), without an app."""
-    config = Config(PROJECT_ROOT)
-    config.from_object(DefaultConfig)
-    config.from_prefixed_env(ENV_PREFIX)
-    restore_strings(config)
-    validate_settings(config)
-    return config
+from app.models.registry import ModelRegistry, runtime_options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,9 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-jobs", type=int, default=None, help="stop after this many jobs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = settings()
-    options = {"onnx_threads": config["ONNX_THREADS"], "limits": Limits.from_config(config)}
-    registry = ModelRegistry(args.model_dir or config["MODEL_DIR"], set(args.models) if args.models else None, options)
+    config = Config(PROJECT_ROOT)  # the server's settings, without an app
+    load_settings(config)
+    registry = ModelRegistry(args.model_dir or config["MODEL_DIR"], set(args.models) if args.models else None,
+                             runtime_options(config))
     run_worker(Server(args.server, args.token), registry, args.models, args.wait, args.max_jobs)
     return 0
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from app.errors import ModelNotFound, ModelNotReady
-from app.models.base import MANIFEST_NAME, Manifest, ManifestError, Model
+from app.models.base import MANIFEST_NAME, Limits, Manifest, ManifestError, Model
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,11 @@ def runtime_factory(runtime: str) -> Callable[[Manifest, dict], Model]:
         return getattr(importlib.import_module(module_name), attribute)
     except ImportError as exc:  # e.g. onnxruntime not installed on this machine
         raise ManifestError(f"runtime {runtime!r} is not available in this server ({exc})") from exc
+
+
+def runtime_options(config) -> dict:
+    """What every model is built with, from the settings: ONNX Runtime threads and the request limits."""
+    return {"onnx_threads": config["ONNX_THREADS"], "limits": Limits.from_config(config)}
 
 
 def build_model(manifest: Manifest, options: dict | None = None) -> Model:
