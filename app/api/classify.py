@@ -5,7 +5,6 @@ from flask import Blueprint, current_app, request
 
 from app.admission import admitted
 from app.api import registry
-from app.api.inputs import model_ref
 from app.errors import BadRequest, UnsupportedMediaType
 
 bp = Blueprint("classify", __name__, url_prefix="/classify")
@@ -81,4 +80,4 @@ def classify_cell():
     """
     model = registry().get(CELL_MODEL)
     prediction = model.run([image_from_request()])[0]
-    return {"label": prediction["label"], "probabilities": prediction["probabilities"], "model": model_ref(model)}
+    return {"label": prediction["label"], "probabilities": prediction["probabilities"], "model": model.reference()}

@@ -39,10 +39,6 @@ def string_field(fields: dict, name: str) -> str:
     return value
 
 
-def model_ref(model) -> dict:
-    """{name, version} of the model that answered."""
-    return {"name": model.name, "version": model.version}
-
 
 def _urlencoded_body_is_utf8() -> bool:
     """Whether the percent-decoded form body is UTF-8 (Werkzeug would silently replace bad bytes).

@@ -5,7 +5,6 @@ from flask import Blueprint, request
 
 from app.admission import admitted
 from app.api import registry
-from app.api.inputs import model_ref
 from app.codecs.instances import instances_to_inputs
 from app.errors import BadRequest, UnsupportedMediaType
 
@@ -92,4 +91,4 @@ def predict(name: str, version: str | None = None):
     if not isinstance(body, dict) or "instances" not in body:
         raise BadRequest('body must be a JSON object {"instances": [...]}')
     rows = model.postprocess(model.infer(instances_to_inputs(model, body["instances"])))
-    return {"predictions": rows, "model": model_ref(model)}
+    return {"predictions": rows, "model": model.reference()}

@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app
 
 from app.admission import admitted
-from app.api.inputs import model_ref, request_fields, string_field
+from app.api.inputs import request_fields, string_field
 from app.errors import BadRequest, ModelNotFound
 
 bp = Blueprint("predict", __name__, url_prefix="/predict")
@@ -99,7 +99,7 @@ def predict():
 
 def sentiment_body(model, prediction: dict) -> dict:
     """label plus probability_positive, or the decision score and a note (never an invented probability)."""
-    body = {"label": prediction["label"], "model": model_ref(model)}
+    body = {"label": prediction["label"], "model": model.reference()}
     if "probabilities" in prediction:
         body["probability_positive"] = prediction["probabilities"]["positive"]
     else:

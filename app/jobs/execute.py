@@ -48,5 +48,5 @@ def execute(model: Model, payload: bytes, explain: bool = True) -> dict:
     explanations = model.explain(batch, outputs) if explain else None
     for row, extra in zip(rows, explanations or []):
         row.update(extra)
-    reference = {"name": model.name, "version": model.version}
+    reference = model.reference()
     return {"predictions": rows, "model": reference} if several else {**rows[0], "model": reference}

@@ -183,7 +183,8 @@ def describe_sklearn(source: Path, staging: Path, options: AddOptions) -> tuple[
     estimator = read_sklearn(source, options.trust)
     filename = "estimator" + source.suffix.lower()
     shutil.copy2(source, staging / filename)
-    if takes_text(estimator):
+    text_in = takes_text(estimator)
+    if text_in:
         inputs = [{"name": "text", "datatype": "BYTES", "shape": [-1], "content": "text", "description": "UTF-8 text"}]
     elif hasattr(estimator, "n_features_in_"):
         names = [str(n) for n in getattr(estimator, "feature_names_in_", [])]
@@ -199,7 +200,7 @@ def describe_sklearn(source: Path, staging: Path, options: AddOptions) -> tuple[
     config = {"estimator": filename, "trusted_types": sorted(options.trust),
               "estimator_class": type(estimator).__name__}
     task = "classification" if classes else "regression"
-    if takes_text(estimator) and classes:
+    if text_in and classes:
         task = "text-classification"
     libraries = ["scikit-learn", "numpy", "scipy", "skops" if filename.endswith(".skops") else "joblib"]
     return {"runtime": "sklearn", "task": task, "labels": labels, "inputs": inputs, "outputs": outputs,

@@ -306,6 +306,14 @@ class Model:
         """Class labels, in the order of the model's outputs."""
         return self.manifest.labels
 
+    def reference(self) -> dict:
+        """{name, version}: which model answered, as every response says it."""
+        return {"name": self.name, "version": self.version}
+
+    def labels_at(self, indices) -> np.ndarray:
+        """The labels of class indices, as an object array (a label output column)."""
+        return np.array([self.labels[int(i)] for i in indices], dtype=object)
+
     @property
     def inputs(self) -> list[TensorSpec]:
         """The inputs the model takes."""

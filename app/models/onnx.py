@@ -117,8 +117,7 @@ class OnnxImageModel(OnnxModel):
     def predict(self, batch: dict) -> dict:
         """label and per-label probabilities for each image."""
         probabilities = self.probabilities(batch[self.inputs[0].name])
-        labels = np.array([self.labels[int(i)] for i in probabilities.argmax(axis=1)], dtype=object)
-        return {"label": labels, "probabilities": probabilities}
+        return {"label": self.labels_at(probabilities.argmax(axis=1)), "probabilities": probabilities}
 
     @property
     def occlusion_geometry(self) -> tuple[int, int]:

@@ -5,7 +5,6 @@ import joblib
 import numpy as np
 import sklearn
 
-from app.models.base import decode_texts
 from app.models.fast_linear import compile_pipeline
 from app.models.sklearn import SklearnModel
 from app.preprocessing.text import build_vectorizer, load_stopwords
@@ -38,10 +37,6 @@ class SklearnTextModel(SklearnModel):
         self._check_classes()
         self._fast = compile_pipeline(self.estimator, self.vectorizer, PARITY_SAMPLES)
 
-    def decode_input(self, spec, column):
-        """The review input is text whatever the manifest's content field says."""
-        return decode_texts(spec, column, self.limits)
-
     def predict(self, batch: dict) -> dict:
         """Label each text; add probabilities or, failing those, the decision score."""
         # The features come from our own vectorizer (finite by construction) and the estimator's
@@ -53,13 +48,9 @@ class SklearnTextModel(SklearnModel):
                 return self.predict_features(features)
             scores, proba = self._fast(features)
         if proba is not None:
-            return {"label": self.label_names_by_index(np.argmax(proba, axis=1)), "probabilities": proba}
+            return {"label": self.labels_at(np.argmax(proba, axis=1)), "probabilities": proba}
         # Binary decision score: > 0 means the second class.
-        return {"label": self.label_names_by_index((scores > 0).astype(int)), "decision_score": scores}
-
-    def label_names_by_index(self, indices: np.ndarray) -> np.ndarray:
-        """Labels for class indices."""
-        return np.array([self.labels[int(i)] for i in indices], dtype=object)
+        return {"label": self.labels_at(scores > 0), "decision_score": scores}
 
     def learn(self, texts: list[str], labels: list[str]) -> None:
         """Update the classifier in place with partial_fit (online learning)."""

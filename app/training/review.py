@@ -106,7 +106,7 @@ def base_manifest(name: str, version: int, description: str, has_probabilities: 
         "runtime": "sklearn-text",
         "description": description,
         "labels": LABELS,
-        "inputs": [{"name": "review", "datatype": "BYTES", "shape": [-1], "description": "review text, UTF-8, any length up to the server's MAX_TEXT_CHARS"}],
+        "inputs": [{"name": "review", "datatype": "BYTES", "shape": [-1], "content": "text", "description": "review text, UTF-8, any length up to the server's MAX_TEXT_CHARS"}],
         "outputs": [{"name": "label", "datatype": "BYTES", "shape": [-1]}, score_output],
         "preprocessing": {
             "tokenizer": "app.preprocessing.text.ReviewTokenizer: strip HTML, keep emoticons, lowercase, split on non-word characters, drop NLTK English stopwords (stopwords.pkl)",
