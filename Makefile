@@ -16,12 +16,14 @@ serve: $(VENV)/.installed  ## start the server on $$PORT (default 8000) with the
 test: $(VENV)/.installed system-deps  ## run the whole test suite
 	$(VENV)/bin/python -m pytest
 
-# The browser tests drive Debian's Chromium and the benchmark smoke tests drive wrk;
-# install them when missing (needs root or sudo).
+# The browser tests drive Debian's Chromium, the benchmark smoke tests drive wrk and the
+# slow-client test runs the shipped nginx configuration; install them when missing (needs root or sudo).
+NGINX := $(shell command -v nginx || echo /usr/sbin/nginx)
 system-deps:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v wrk >/dev/null || \
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v wrk >/dev/null && \
+	  test -x $(NGINX) || \
 	  { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update -qq && \
-	    $$SUDO apt-get install -y -qq chromium chromium-driver wrk >/dev/null; }
+	    $$SUDO apt-get install -y -qq chromium chromium-driver wrk nginx >/dev/null; }
 
 .venv-train/.installed: requirements-train.txt requirements.txt
 	$(PYTHON) -m venv .venv-train

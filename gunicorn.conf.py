@@ -3,9 +3,12 @@
 Every value can be overridden from the environment (PORT, WEB_CONCURRENCY,
 GUNICORN_THREADS, GUNICORN_TIMEOUT).
 """
+import json
 import os
 import shutil
 import tempfile
+
+from gunicorn import util
 
 # Prometheus multiprocess mode: each worker writes its metrics to files here and
 # /metrics aggregates them. Set before any worker imports prometheus_client.
@@ -51,6 +54,25 @@ pidfile = os.environ.get("GUNICORN_PIDFILE", os.path.join(tempfile.gettempdir(),
 # gunicorn's own access log would only repeat it; GUNICORN_ACCESSLOG=- turns it back on.
 accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
 errorlog = "-"
+# What one connection may send before the app sees it (gunicorn's defaults, stated): a request
+# line of 4094 bytes, 100 header fields of 8190 bytes each. Bare gunicorn has no time limit on
+# reading headers or bodies: a thread waits for a slow client, so production puts a buffering
+# proxy in front (deploy/nginx; Heroku's router and App Engine's front end buffer too).
+limit_request_line = 4094
+limit_request_fields = 100
+limit_request_field_size = 8190
+
+
+def write_json_error(sock, status_int, reason, mesg):
+    """gunicorn's own refusals (bad header bytes, request line too long) as JSON, like the app's."""
+    body = json.dumps({"error": f"{reason}: {mesg}" if mesg else reason})
+    util.write_nonblock(sock, (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json"
+                               f"\r\nContent-Length: {len(body)}\r\n\r\n{body}").encode("latin1", "replace"))
+
+
+# The workers call util.write_error at the time of the error, so replacing it here (in the
+# master, before they fork) is enough.
+util.write_error = write_json_error
 
 
 def on_starting(server):

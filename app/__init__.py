@@ -5,6 +5,7 @@ import logging
 
 from flask import Flask
 
+from app.codecs.strict_json import StrictJSONProvider
 from app.config import load_settings
 
 
@@ -12,10 +13,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     """Build the app: defaults -> environment -> test overrides, then wire everything up."""
     # No app-wide static folder: the pages' files are the web blueprint's (/static/web/).
     app = Flask(__name__, instance_relative_config=True, static_folder=None)
+    app.json = StrictJSONProvider(app)
     load_settings(app.config, test_config)
     app.json.sort_keys = app.config["JSON_SORT_KEYS"]
 
     configure_logging(app)
+    trust_proxies(app)
     register_extensions(app)
     register_blueprints(app)
     register_error_handlers(app)
@@ -34,24 +37,35 @@ def configure_logging(app: Flask) -> None:
         logging.getLogger("app").setLevel(app.config["LOG_LEVEL"])
 
 
+def trust_proxies(app: Flask) -> None:
+    """Behind PROXY_HOPS reverse proxies, the client address is the one they forward (quotas, rate limits)."""
+    if app.config["PROXY_HOPS"]:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = int(app.config["PROXY_HOPS"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=0)
+
+
 def register_extensions(app: Flask) -> None:
     """Database engine and model registry, kept in app.extensions."""
     from app import db
     from app.models.registry import ModelRegistry, runtime_options
 
-    from app import admission, observability, protection
+    from app import admission, auth, observability, protection
 
     from app.jobs.store import JobStore
 
     db.init_app(app)
     observability.init_app(app)
     protection.init_app(app)
+    auth.init_app(app)  # after the limiter: failed key guesses count against the address
     admission.init_app(app)
     app.extensions["job_store"] = JobStore(
         app.extensions["db_engine"],
         lease_seconds=app.config["JOB_LEASE_SECONDS"],
         max_attempts=app.config["JOB_MAX_ATTEMPTS"],
         retention_seconds=app.config["JOB_RETENTION_SECONDS"],
+        queued_seconds=app.config["JOB_QUEUED_SECONDS"],
     )
     only = {n.strip() for n in str(app.config["MODELS"]).split(",") if n.strip()}
     app.extensions["model_registry"] = ModelRegistry(app.config["MODEL_DIR"], only, runtime_options(app.config))
@@ -91,10 +105,11 @@ def register_error_handlers(app: Flask) -> None:
 
 def register_commands(app: Flask) -> None:
     """`flask train ...`, `flask evaluate ...`, `flask feedback ...`."""
-    from app.training.cli import evaluate_cli, feedback_cli, models_cli, train_cli, worker_command
+    from app.training.cli import db_cli, evaluate_cli, feedback_cli, models_cli, train_cli, worker_command
 
     app.cli.add_command(train_cli)
     app.cli.add_command(evaluate_cli)
     app.cli.add_command(feedback_cli)
     app.cli.add_command(models_cli)
     app.cli.add_command(worker_command)
+    app.cli.add_command(db_cli)

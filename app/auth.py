@@ -1,15 +1,36 @@
-"""Bearer-token checks for workers and (optionally) API keys for clients.
+"""Credentials: a bearer token for workers, optional API keys for clients.
 
-Tokens come from the environment (MODELSERVE_WORKER_TOKEN, MODELSERVE_API_KEYS)
-and are compared in constant time; they are never logged.
+Worker endpoints are closed by default. With no MODELSERVE_WORKER_TOKEN the
+server makes a random token on first start and keeps it in a file readable by
+its owner only (instance/worker_token, the way Jupyter does it); the log says
+where. MODELSERVE_OPEN_WORKER_ENDPOINTS=true opens them for local experiments.
+
+With MODELSERVE_API_KEYS set, every endpoint but health, metrics, the docs and
+the pages' static files needs one of the keys; jobs belong to the key that
+created them. Tokens are compared in constant time and never logged.
 """
 from __future__ import annotations
 
+import hashlib
 import hmac
+import logging
+import os
+import secrets
+from pathlib import Path
 
-from flask import current_app, request
+from flask import Flask, current_app, g, request
 
 from app.errors import APIError
+
+log = logging.getLogger(__name__)
+
+# Endpoints no client key guards: liveness and readiness, metrics (its own token), the docs,
+# and the pages (HTML shells whose data comes from the guarded API) with their static files.
+PUBLIC_BLUEPRINTS = ("health", "docs", "web")
+PUBLIC_ENDPOINTS = ("metrics", "v2.server_live", "v2.server_ready")
+# Worker endpoints: the worker token guards them, not the client keys.
+WORKER_ENDPOINTS = ("jobs.lease_job", "jobs.heartbeat", "jobs.post_result", "jobs.post_failure",
+                    "compat.get_next_task_v0", "compat.put_task_result_v0")
 
 
 class Unauthorized(APIError):
@@ -17,8 +38,13 @@ class Unauthorized(APIError):
 
     status = 401
 
+    def __init__(self, message: str, scheme: str = "Bearer"):
+        """A 401 that names the scheme to use (RFC 9110 asks for WWW-Authenticate)."""
+        super().__init__(message)
+        self.headers = {"WWW-Authenticate": f'{scheme} realm="modelserve"'}
 
-def _presented_token() -> str:
+
+def presented_token() -> str:
     """The bearer token or X-API-Key header of the request ('' when none)."""
     header = request.headers.get("Authorization", "")
     if header.lower().startswith("bearer "):
@@ -26,7 +52,7 @@ def _presented_token() -> str:
     return request.headers.get("X-API-Key", "").strip()
 
 
-def _matches(presented: str, valid: list[str]) -> bool:
+def matches(presented: str, valid: list[str]) -> bool:
     """Constant-time comparison against every valid token."""
     found = False
     for token in valid:
@@ -34,15 +60,105 @@ def _matches(presented: str, valid: list[str]) -> bool:
     return found
 
 
+def key_id(key: str) -> str:
+    """A stable, non-secret name for an API key (what jobs record as their owner)."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def api_keys(config) -> list[str]:
+    """The configured client keys."""
+    return [k.strip() for k in config["API_KEYS"].split(",") if k.strip()]
+
+
+# -- worker token -----------------------------------------------------------------
+def generated_token(path: Path) -> str:
+    """The token in ``path``, made first if there is none (owner-only, safe when workers start together)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        scratch = path.with_name(f".{path.name}.{os.getpid()}")
+        descriptor = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_urlsafe(32) + "\n")
+        try:
+            os.link(scratch, path)  # atomic: the first process's token wins, complete
+        except FileExistsError:
+            pass
+        finally:
+            scratch.unlink()
+    return path.read_text().strip()
+
+
+def init_worker_auth(app: Flask) -> None:
+    """Decide how worker endpoints are guarded: the set token, a generated one, or open on request."""
+    if app.config["WORKER_TOKEN"]:
+        app.extensions["worker_token"] = app.config["WORKER_TOKEN"]
+    elif app.config["OPEN_WORKER_ENDPOINTS"]:
+        app.extensions["worker_token"] = ""
+        log.warning("worker endpoints are OPEN (MODELSERVE_OPEN_WORKER_ENDPOINTS): anyone who can reach this "
+                    "server can lease jobs and post results")
+    else:
+        path = Path(app.config["WORKER_TOKEN_FILE"])
+        try:
+            app.extensions["worker_token"] = generated_token(path)
+            log.info("worker endpoints need the token in %s (or set MODELSERVE_WORKER_TOKEN)", path)
+        except OSError as exc:  # a read-only file system: stay closed with a token nobody knows
+            app.extensions["worker_token"] = secrets.token_urlsafe(32)
+            log.error("cannot keep a worker token in %s (%s): worker endpoints are closed to everyone; set "
+                      "MODELSERVE_WORKER_TOKEN", path, exc)
+
+
+def local_worker_token(config) -> str:
+    """The token a worker on the server's own machine can use: the setting, else the generated file."""
+    if config["WORKER_TOKEN"]:
+        return config["WORKER_TOKEN"]
+    try:
+        return Path(config["WORKER_TOKEN_FILE"]).read_text().strip()
+    except OSError:
+        return ""
+
+
 def require_worker() -> None:
-    """Worker endpoints need MODELSERVE_WORKER_TOKEN when one is configured."""
-    token = current_app.config.get("WORKER_TOKEN") or ""
-    if token and not _matches(_presented_token(), [token]):
-        raise Unauthorized("worker endpoints need 'Authorization: Bearer <worker token>'")
+    """Worker endpoints need the worker token unless they were opened explicitly."""
+    token = current_app.extensions["worker_token"]
+    if token and not matches(presented_token(), [token]):
+        raise Unauthorized("worker endpoints need 'Authorization: Bearer <worker token>' (the server's "
+                           "MODELSERVE_WORKER_TOKEN, or the token file it names in its log)")
 
 
-def require_client() -> None:
-    """Client job endpoints need one of MODELSERVE_API_KEYS when any is configured."""
-    keys = [k.strip() for k in str(current_app.config.get("API_KEYS") or "").split(",") if k.strip()]
-    if keys and not _matches(_presented_token(), keys):
-        raise Unauthorized("this endpoint needs an API key: 'X-API-Key: <key>' or 'Authorization: Bearer <key>'")
+# -- client keys --------------------------------------------------------------------
+def needs_client_key(endpoint: str | None) -> bool:
+    """Whether a request routed to ``endpoint`` must carry a client key (when keys are configured)."""
+    if endpoint is None:  # no such route: the 404 says nothing a key would protect
+        return False
+    blueprint = endpoint.partition(".")[0] if "." in endpoint else ""
+    return not (blueprint in PUBLIC_BLUEPRINTS or endpoint in PUBLIC_ENDPOINTS or endpoint in WORKER_ENDPOINTS)
+
+
+def client_id() -> str | None:
+    """The id of the request's API key when it is a valid one, else None (worked out once per request)."""
+    if "client" not in g:
+        keys = api_keys(current_app.config)
+        presented = presented_token()
+        g.client = key_id(presented) if keys and presented and matches(presented, keys) else None
+    return g.client
+
+
+def client_label() -> str:
+    """Who is asking, for ownership and quotas: "key:<key id>" with a valid key, else "ip:<address>"."""
+    client = client_id()
+    return f"key:{client}" if client else f"ip:{request.remote_addr or '-'}"
+
+
+def check_client_key() -> None:
+    """Before every request: with keys configured, endpoints that need one get 401 without a valid key."""
+    if not api_keys(current_app.config) or not needs_client_key(request.endpoint) or request.method == "OPTIONS":
+        return
+    if client_id() is None:
+        raise Unauthorized("this endpoint needs an API key: 'X-API-Key: <key>' or 'Authorization: Bearer <key>'",
+                           scheme="ApiKey")
+
+
+def init_app(app: Flask) -> None:
+    """Worker token now; the client key check before every request."""
+    init_worker_auth(app)
+    app.before_request(check_client_key)

@@ -23,6 +23,10 @@ class DefaultConfig:
     MODELS = ""
     # Embedded SQLite by default, so the server runs with no external service.
     DATABASE_URL = "sqlite:///" + str(PROJECT_ROOT / "instance" / "modelserve.db")
+    # Each worker brings the schema up to date at start (under a lock; a no-op when current).
+    # False where `flask --app app db upgrade` runs as a release step (Heroku's release phase, the
+    # Kubernetes Job): workers then only check, and database endpoints answer 503 until it has run.
+    AUTO_MIGRATE = True
     # Largest request body accepted, in bytes (Flask answers 413 beyond it).
     MAX_CONTENT_LENGTH = 10 * 1024 * 1024
     # Longest review accepted, in characters (the longest IMDb review is 13,704).
@@ -32,6 +36,9 @@ class DefaultConfig:
     MAX_BATCH_TEXT_CHARS = 500_000
     # Largest decoded image accepted, in pixels (checked from the header, before decoding).
     MAX_IMAGE_PIXELS = 4_000_000
+    # Most decoded pixels in one inference request, all images together (a memory budget:
+    # 64 images at the single-image limit would need about 3 GB).
+    MAX_BATCH_IMAGE_PIXELS = 16_000_000
     # Backpressure, per worker process: inference requests run at once, and how many more
     # may wait for a slot; beyond that (or past the deadline) the answer is 503 + Retry-After.
     # One at a time per worker is fastest (benchmarks/results/backpressure.md): a worker per
@@ -53,16 +60,35 @@ class DefaultConfig:
     JOB_MAX_ATTEMPTS = 3
     JOB_RETENTION_SECONDS = 86400
     JOB_MAX_WAIT_SECONDS = 20
+    # Queued jobs no worker takes within this many seconds expire (payload deleted).
+    JOB_QUEUED_SECONDS = 86400
+    # Bounds on what waits in the queue, per client (API key, else address) and in total:
+    # beyond them a submission gets 429 (that client) or 503 (everyone) with Retry-After.
+    MAX_QUEUED_JOBS_PER_CLIENT = 10_000
+    MAX_QUEUED_JOB_BYTES_PER_CLIENT = 100 * 1024 * 1024
+    MAX_QUEUED_JOBS = 100_000
+    MAX_QUEUED_JOB_BYTES = 1024 * 1024 * 1024
+    # Models that only remote workers serve, which jobs may name besides this server's own
+    # (comma-separated; "*" accepts any name). Jobs for other names are refused with 404.
+    WORKER_MODELS = ""
     # Model name given to tasks that arrive through the AzureMLDeploy-compatible /api/*_v0 endpoints.
     COMPAT_MODEL = "compat"
-    # Bearer token the pull workers must present (empty: worker endpoints are open).
+    # Bearer token the pull workers must present. Empty: the server makes one on first start
+    # and keeps it in WORKER_TOKEN_FILE (default instance/worker_token, owner-only).
     WORKER_TOKEN = ""
-    # Comma-separated API keys for the job client endpoints (empty: open).
+    WORKER_TOKEN_FILE = str(PROJECT_ROOT / "instance" / "worker_token")
+    # True opens the worker endpoints to anyone (local experiments only).
+    OPEN_WORKER_ENDPOINTS = False
+    # Comma-separated API keys; when set, every endpoint but health, metrics, docs and pages
+    # needs one, and jobs belong to the key that made them (empty: no keys).
     API_KEYS = ""
     # Rate limiting (off when empty), e.g. "100/minute;20/second", per API key or client address.
     RATELIMIT_DEFAULT = ""
     # memory:// (per process) or redis://host:6379 (shared by every worker and server).
     RATELIMIT_STORAGE_URI = "memory://"
+    # Reverse proxies in front of the app that append to X-Forwarded-For (deploy/nginx: 1;
+    # Heroku's router: 1). 0 trusts no such header: the client is the connection's address.
+    PROXY_HOPS = 0
     # Comma-separated origins allowed by CORS (off when empty).
     CORS_ORIGINS = ""
     # Most items (texts, images, rows) in one inference request, whatever the protocol.
@@ -86,11 +112,16 @@ def environment_overrides() -> dict:
 
 
 # Settings that must be whole numbers of at least 1, numbers of at least 0, and verbatim strings.
-POSITIVE_INTEGERS = ("MAX_CONTENT_LENGTH", "MAX_TEXT_CHARS", "MAX_BATCH_TEXT_CHARS", "MAX_IMAGE_PIXELS", "MAX_INFLIGHT",
-                     "ONNX_THREADS", "JOB_LEASE_SECONDS", "JOB_MAX_ATTEMPTS", "JOB_RETENTION_SECONDS", "MAX_BATCH")
-NON_NEGATIVE_NUMBERS = ("MAX_QUEUED", "REQUEST_DEADLINE_SECONDS", "SHED_DELAY_SECONDS", "JOB_MAX_WAIT_SECONDS")
+POSITIVE_INTEGERS = ("MAX_CONTENT_LENGTH", "MAX_TEXT_CHARS", "MAX_BATCH_TEXT_CHARS", "MAX_IMAGE_PIXELS",
+                     "MAX_BATCH_IMAGE_PIXELS", "MAX_INFLIGHT",
+                     "ONNX_THREADS", "JOB_LEASE_SECONDS", "JOB_MAX_ATTEMPTS", "JOB_RETENTION_SECONDS", "MAX_BATCH",
+                     "JOB_QUEUED_SECONDS", "MAX_QUEUED_JOBS_PER_CLIENT", "MAX_QUEUED_JOB_BYTES_PER_CLIENT",
+                     "MAX_QUEUED_JOBS", "MAX_QUEUED_JOB_BYTES")
+NON_NEGATIVE_NUMBERS = ("PROXY_HOPS", "MAX_QUEUED", "REQUEST_DEADLINE_SECONDS", "SHED_DELAY_SECONDS", "JOB_MAX_WAIT_SECONDS")
 # Secrets and lists are taken as written: "12345678" is a token, not a number, and "null" is not "off".
-STRINGS = ("WORKER_TOKEN", "API_KEYS", "MODELS", "CORS_ORIGINS", "RATELIMIT_DEFAULT", "COMPAT_MODEL")
+STRINGS = ("WORKER_TOKEN", "WORKER_TOKEN_FILE", "API_KEYS", "MODELS", "CORS_ORIGINS", "RATELIMIT_DEFAULT", "COMPAT_MODEL",
+           "WORKER_MODELS")
+BOOLEANS = ("OPEN_WORKER_ENDPOINTS", "AUTO_MIGRATE")
 
 
 class SettingsError(ValueError):
@@ -130,6 +161,9 @@ def validate_settings(config) -> None:
     for name in STRINGS:
         if not isinstance(config[name], str):
             problems.append(f"{ENV_PREFIX}_{name} must be a string")
+    for name in BOOLEANS:
+        if not isinstance(config[name], bool):
+            problems.append(f"{ENV_PREFIX}_{name}={config[name]!r} must be true or false")
     if config["LOG_FORMAT"] not in ("json", "text"):
         problems.append(f"{ENV_PREFIX}_LOG_FORMAT={config['LOG_FORMAT']!r} must be 'json' or 'text'")
     if problems:

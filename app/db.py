@@ -24,6 +24,12 @@ review_feedback = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     # The model version this row was learned into (NULL until `flask feedback learn`).
     sa.Column("learned_in_version", sa.String(16), nullable=True),
+    # Who sent it (API key id or address), and what makes a repeat recognisable (see app/api/review.py).
+    sa.Column("client", sa.String(64), nullable=True),
+    sa.Column("content_hash", sa.String(64), nullable=True),
+    sa.Column("idempotency_key", sa.String(100), nullable=True),
+    sa.Index("ux_feedback_content_hash", "content_hash", unique=True),
+    sa.Index("ux_feedback_idempotency_key", "idempotency_key", unique=True),
 )
 
 
@@ -49,7 +55,13 @@ jobs = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    # Who made the job ("key:<API key id>" or "ip:<address>"), and the client's Idempotency-Key
+    # with its request's hash.
+    sa.Column("client", sa.String(64), nullable=True),
+    sa.Column("idempotency_key", sa.String(100), nullable=True),
+    sa.Column("request_hash", sa.String(64), nullable=True),
     sa.Index("ix_jobs_status_created", "status", "created_at"),
+    sa.Index("ux_jobs_idempotency_key", "idempotency_key", unique=True),
 )
 
 
@@ -96,16 +108,88 @@ def make_engine(url: str) -> sa.Engine:
     for prefix in ("postgres://", "postgresql://"):  # Heroku's spelling, and the driver we ship (psycopg 3)
         if url.startswith(prefix):
             url = "postgresql+psycopg://" + url.removeprefix(prefix)
-    return sa.create_engine(url, pool_pre_ping=True)
+    # A database that does not answer fails a request in seconds (a 503), not at the TCP timeout.
+    return sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached right now (answered as 503 + Retry-After)."""
+
+
+# Endpoints that read or write the database; everything else (inference included) never touches it.
+DATABASE_BLUEPRINTS = ("jobs", "compat")
+DATABASE_ENDPOINTS = ("review.feedback",)
 
 
 def init_app(app: Flask) -> None:
-    """Create the engine, bring the schema to the newest migration, keep the engine on the app."""
-    from app.migrations import upgrade_database
+    """Create the engine (no connection yet) and bring the schema up to date (AUTO_MIGRATE) or check it.
 
-    engine = make_engine(app.config["DATABASE_URL"])
-    upgrade_database(engine)
-    app.extensions["db_engine"] = engine
+    A database that is down at start does not stop the server: inference serves, the database
+    endpoints answer 503 until it is back, and the schema is seen to on their first use.
+    """
+    app.extensions["db_engine"] = make_engine(app.config["DATABASE_URL"])
+    app.extensions["db_schema_current"] = False
+    app.extensions["db_state"] = "unknown"
+    try:
+        ensure_schema(app)
+    except DatabaseUnavailable as exc:
+        app.extensions["db_state"] = "unavailable"
+        log.error("database not usable at start (%s): inference serves; database endpoints answer 503 "
+                  "until it is", exc)
+    app.before_request(database_endpoints_need_schema)
+    app.after_request(note_database_state)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether a SQLAlchemy error means the database could not be reached (not a bad statement)."""
+    return isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) or \
+        (isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated)
+
+
+def ensure_schema(app: Flask, migrate: bool | None = None) -> None:
+    """Make sure the schema is current, once per process: migrate (under the migration lock) when
+    AUTO_MIGRATE is on, else only check. DatabaseUnavailable when the database is down, or behind
+    and this process may not migrate it (the release step `flask db upgrade` has not run yet)."""
+    from app.migrations import current_and_head, upgrade_database
+
+    if app.extensions["db_schema_current"]:
+        return
+    engine = app.extensions["db_engine"]
+    try:
+        if app.config["AUTO_MIGRATE"] if migrate is None else migrate:
+            upgrade_database(engine)
+        else:
+            current, head = current_and_head(engine)
+            if current != head:
+                raise DatabaseUnavailable(f"the schema is at revision {current}, this code needs {head}: "
+                                          "run `flask --app app db upgrade`")
+    except sa.exc.DBAPIError as exc:
+        if is_outage(exc):
+            raise DatabaseUnavailable(str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)) from exc
+        raise
+    app.extensions["db_schema_current"] = True
+
+
+def uses_database() -> bool:
+    """Whether the current request is routed to a database endpoint."""
+    from flask import request
+
+    endpoint = request.endpoint or ""
+    return endpoint.partition(".")[0] in DATABASE_BLUEPRINTS or endpoint in DATABASE_ENDPOINTS
+
+
+def database_endpoints_need_schema() -> None:
+    """Before a database endpoint: the schema is current (migrated now if the start could not)."""
+    if uses_database():
+        ensure_schema(current_app._get_current_object())
+
+
+def note_database_state(response):
+    """What the last database request found ("ok" or "unavailable"), for /health/ready to report."""
+    if uses_database():
+        current_app.extensions["db_state"] = "unavailable" if response.status_code == 503 and \
+            "database" in (response.get_json(silent=True) or {}).get("error", "") else "ok"
+    return response
 
 
 def get_engine() -> sa.Engine:

@@ -94,6 +94,22 @@ def register_error_handlers(app: Flask) -> None:
             response.headers["Allow"] = ", ".join(valid_methods)
         return response
 
+    from app.db import DatabaseUnavailable, is_outage
+    from sqlalchemy.exc import DBAPIError
+
+    @app.errorhandler(DatabaseUnavailable)
+    def handle_database_down(err: Exception):
+        log.warning("database unavailable: %s", err)
+        response = error_response(503, "the database is unavailable right now; retry later (inference is not affected)")
+        response.headers["Retry-After"] = "5"
+        return response
+
+    @app.errorhandler(DBAPIError)
+    def handle_database_error(err: DBAPIError):
+        if is_outage(err):
+            return handle_database_down(err)
+        return handle_unexpected(err)
+
     @app.errorhandler(Exception)
     def handle_unexpected(err: Exception):
         # Never leak a stack trace to the client; keep it in the log.

@@ -24,6 +24,9 @@ from pythonjsonlogger.json import JsonFormatter
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
+# Every label takes a bounded set of values: route templates (or "(unmatched)"), these methods
+# (any other name a client invents is "other"), and the status codes the app answers.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 REQUESTS = Counter("modelserve_http_requests_total", "HTTP requests by route, method and status",
                    ["route", "method", "status"])
 REQUEST_SECONDS = Histogram("modelserve_http_request_duration_seconds", "HTTP request latency by route",
@@ -131,8 +134,9 @@ def init_app(app: Flask) -> None:
         response.headers["X-Request-ID"] = request_id
         route = request.url_rule.rule if request.url_rule else "(unmatched)"
         elapsed = time.perf_counter() - getattr(g, "started", time.perf_counter())
-        REQUESTS.labels(route, request.method, str(response.status_code)).inc()
-        REQUEST_SECONDS.labels(route, request.method).observe(elapsed)
+        method = request.method if request.method in KNOWN_METHODS else "other"
+        REQUESTS.labels(route, method, str(response.status_code)).inc()
+        REQUEST_SECONDS.labels(route, method).observe(elapsed)
         if response.status_code >= 400:
             ERRORS.labels(str(response.status_code)).inc()
         if route != "/metrics":

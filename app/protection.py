@@ -1,7 +1,7 @@
 """Rate limiting (Flask-Limiter) and CORS (flask-cors): both off unless configured.
 
 MODELSERVE_RATELIMIT_DEFAULT="100/minute;20/second" turns limits on, counted per
-API key when the request has one, else per client address; storage is memory
+valid API key when the request has one, else per client address; storage is memory
 (per process) unless MODELSERVE_RATELIMIT_STORAGE_URI names Redis
 (redis://127.0.0.1:6379), which shares the counts between workers and servers.
 MODELSERVE_CORS_ORIGINS="https://a.example,https://b.example" allows those origins.
@@ -12,14 +12,15 @@ from flask import Flask, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
+from app.auth import client_id
+
 EXEMPT_PREFIXES = ("/health", "/v2/health", "/metrics", "/static", "/docs")
 
 
 def rate_limit_key() -> str:
-    """The caller's API key (hashed by the limiter's storage key) or its address."""
-    auth = request.headers.get("Authorization", "")
-    key = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("X-API-Key", "").strip()
-    return f"key:{key}" if key else f"ip:{get_remote_address()}"
+    """The caller's validated API key (its id), else its address: an invented key buys no new quota."""
+    client = client_id()
+    return f"key:{client}" if client else f"ip:{get_remote_address()}"
 
 
 def init_app(app: Flask) -> None:

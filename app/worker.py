@@ -7,6 +7,7 @@ import os
 
 from flask import Config
 
+from app.auth import local_worker_token
 from app.config import PROJECT_ROOT, load_settings
 from app.jobs.worker import Server, run_worker
 from app.models.registry import ModelRegistry, runtime_options
@@ -16,7 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run the worker loop."""
     parser = argparse.ArgumentParser(description="Pull jobs from a modelserve server and run them on local models.")
     parser.add_argument("--server", required=True, help="base URL of the server, e.g. http://host:8000")
-    parser.add_argument("--token", default=os.environ.get("MODELSERVE_WORKER_TOKEN", ""), help="worker bearer token")
+    parser.add_argument("--token", default=os.environ.get("MODELSERVE_WORKER_TOKEN", ""),
+                        help="worker bearer token (default: MODELSERVE_WORKER_TOKEN, else the token file of a server "
+                             "on this machine)")
     parser.add_argument("--model", action="append", dest="models", help="model to serve (repeatable; default: all)")
     parser.add_argument("--model-dir", default=None, help="model folder (default: the MODEL_DIR setting)")
     parser.add_argument("--wait", type=float, default=20, help="long-poll seconds per lease request")
@@ -27,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     load_settings(config)
     registry = ModelRegistry(args.model_dir or config["MODEL_DIR"], set(args.models) if args.models else None,
                              runtime_options(config))
-    run_worker(Server(args.server, args.token), registry, args.models, args.wait, args.max_jobs)
+    run_worker(Server(args.server, args.token or local_worker_token(config)), registry, args.models, args.wait, args.max_jobs)
     return 0
 
 

@@ -26,6 +26,8 @@ from benchmarks.classify_bench import sample_image  # noqa: E402
 from benchmarks.loadgen import multipart_body, publish, wrk  # noqa: E402
 from benchmarks.serverctl import gunicorn_server  # noqa: E402
 
+# The worker endpoints are closed by default; the load test is its own worker.
+WORKER_TOKEN = "load-test-worker-token"
 REVIEW = "A thoughtful, well acted film with a script that never talks down to its audience. Loved it!"
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
@@ -63,7 +65,8 @@ class Client:
         """(status, body, seconds) of one JSON request."""
         started = time.perf_counter()
         data = json.dumps(body).encode() if body is not None else None
-        self.conn.request(method, path, data, {"Content-Type": JSON} if data is not None else {})
+        headers = {"Authorization": f"Bearer {WORKER_TOKEN}", **({"Content-Type": JSON} if data is not None else {})}
+        self.conn.request(method, path, data, headers)
         response = self.conn.getresponse()
         return response.status, response.read(), time.perf_counter() - started
 
@@ -229,7 +232,7 @@ def main() -> None:
              "| endpoint | req/s | p50 ms | p99 ms | requests | non-2xx | socket errors |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     failures = 0
-    with gunicorn_server({"WEB_CONCURRENCY": "2"}) as (base, _, _):
+    with gunicorn_server({"WEB_CONCURRENCY": "2", "MODELSERVE_WORKER_TOKEN": WORKER_TOKEN}) as (base, _, _):
         ids = setup_ids(base)
         cases = wrk_cases(ids)
         check_coverage(base, cases)

@@ -34,13 +34,17 @@ def test_kubernetes_manifests_validate():
             kinds.add(doc["kind"])
     assert {"Deployment", "Service", "HorizontalPodAutoscaler", "ConfigMap", "Secret"} <= kinds
     web = yaml.safe_load((PROJECT_ROOT / "deploy" / "k8s" / "deployment.yaml").read_text())
-    container = web["spec"]["template"]["spec"]["containers"][0]
-    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    containers = {c["name"]: c for c in web["spec"]["template"]["spec"]["containers"]}
+    assert containers["web"]["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert containers["web"]["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    # Clients reach gunicorn through the buffering proxy (deploy/nginx), never directly.
+    service = yaml.safe_load((PROJECT_ROOT / "deploy" / "k8s" / "service.yaml").read_text())
+    assert containers["proxy"]["ports"][0]["name"] == service["spec"]["ports"][0]["targetPort"]
 
 
 def test_procfile_and_app_yaml_run_the_same_server():
-    assert (PROJECT_ROOT / "Procfile").read_text().strip() == f"web: {GUNICORN}"
+    assert (PROJECT_ROOT / "Procfile").read_text().splitlines() == ["release: flask --app app db upgrade",
+                                                                     f"web: {GUNICORN}"]
     app_yaml = yaml.safe_load((PROJECT_ROOT / "app.yaml").read_text())
     assert app_yaml["entrypoint"] == GUNICORN and app_yaml["runtime"] == "python311"
 

@@ -32,8 +32,9 @@ def test_learn_writes_new_version_and_keeps_old(app_with_model_dir, model_dir, t
     app = app_with_model_dir
     client = app.test_client()
     before = client.post("/review", data={"review": REVIEW}).json
-    for _ in range(30):
-        assert client.post("/review/feedback", data={"review": REVIEW, "label": "negative"}).status_code == 201
+    for user in range(30):  # 30 users disagree (one user's repeats are stored once)
+        assert client.post("/review/feedback", data={"review": REVIEW, "label": "negative"},
+                           environ_base={"REMOTE_ADDR": f"10.0.0.{user}"}).status_code == 201
 
     result = app.test_cli_runner().invoke(args=["feedback", "learn", "--data", str(tmp_path / "no-data")])
     assert result.exit_code == 0, result.output

@@ -13,7 +13,8 @@ BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture
 def jobs_client(database_url):
-    app = create_app({"TESTING": True, "DATABASE_URL": database_url, "WORKER_TOKEN": TOKEN})
+    app = create_app({"TESTING": True, "DATABASE_URL": database_url, "WORKER_TOKEN": TOKEN,
+                      "WORKER_MODELS": "m,custom"})
     yield app.test_client()
     app.extensions["db_engine"].dispose()
 
@@ -85,7 +86,7 @@ def test_stale_lease_gets_409_and_cannot_overwrite(jobs_client):
     job_id = jobs_client.post("/jobs", json={"model": "m", "text": "x"}).json["id"]
     first = lease(jobs_client).json["lease_id"]
     jobs_client.post(f"/jobs/{job_id}/result", json={"lease_id": first, "result": "first"}, headers=BEARER)
-    stale = jobs_client.post(f"/jobs/{job_id}/result", json={"lease_id": "not-the-lease", "result": "late"},
+    stale = jobs_client.post(f"/jobs/{job_id}/result", json={"lease_id": "0" * 32, "result": "late"},
                              headers=BEARER)
     assert stale.status_code == 409 and "already succeeded" in stale.json["error"]
     repeat = jobs_client.post(f"/jobs/{job_id}/result", json={"lease_id": first, "result": "first"}, headers=BEARER)
@@ -109,7 +110,7 @@ def test_failure_with_retry_false_fails_the_job(jobs_client):
 
 
 def test_api_keys_protect_client_endpoints(database_url):
-    app = create_app({"TESTING": True, "DATABASE_URL": database_url, "API_KEYS": "k1,k2"})
+    app = create_app({"TESTING": True, "DATABASE_URL": database_url, "API_KEYS": "k1,k2", "WORKER_MODELS": "m"})
     client = app.test_client()
     assert client.post("/jobs", json={"model": "m", "text": "x"}).status_code == 401
     assert client.post("/jobs", json={"model": "m", "text": "x"}, headers={"X-API-Key": "k2"}).status_code == 202
@@ -132,11 +133,11 @@ def test_compat_replay_page_and_notebook(jobs_client):
     # The notebook loop: requests.post(host + "/api/getnexttask_v0").text -> "<id>|<payload>"
     text = jobs_client.post("/api/getnexttask_v0", headers=BEARER).get_data(as_text=True)
     got_id, got_payload = text.split("|", 1)
-    assert got_id == task_id and base64.b64decode(got_payload) == b'{"values": [1, 2, 3]}'
+    assert got_id.startswith(task_id + ".") and base64.b64decode(got_payload) == b'{"values": [1, 2, 3]}'
     result = base64.b64encode(b"6").decode()
     # requests.post(host + "/api/puttaskresult_v0", json={"task_id": ..., "result": ...})
     put = jobs_client.post("/api/puttaskresult_v0", json={"task_id": got_id, "result": result}, headers=BEARER)
-    assert put.get_data(as_text=True) == task_id
+    assert put.get_data(as_text=True) == got_id
     # Nothing left for the loop: empty text.
     assert jobs_client.post("/api/getnexttask_v0", headers=BEARER).data == b""
 

@@ -27,7 +27,7 @@ def test_rate_limit_answers_429_json_with_retry_after(tmp_path):
 
 
 def test_rate_limit_counts_per_api_key(tmp_path):
-    client = make_client(tmp_path, RATELIMIT_DEFAULT="2/minute")
+    client = make_client(tmp_path, RATELIMIT_DEFAULT="2/minute", API_KEYS="alice,bob")
     for key in ("alice", "bob"):
         codes = [client.post("/review", data={"review": "ok"}, headers={"X-API-Key": key}).status_code
                  for _ in range(3)]
@@ -41,8 +41,9 @@ def test_redis_storage_shares_counts_between_servers(tmp_path):
         redis.Redis.from_url("redis://127.0.0.1:6379").ping()
     except redis.exceptions.ConnectionError as exc:
         pytest.fail(f"Redis on 127.0.0.1:6379 is not reachable: {exc}")
-    key = {"X-API-Key": f"shared-{uuid.uuid4().hex}"}
-    config = {"RATELIMIT_DEFAULT": "3/minute", "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379"}
+    key = {"X-API-Key": f"shared-{uuid.uuid4().hex}"}  # a fresh key: counts from earlier runs do not apply
+    config = {"RATELIMIT_DEFAULT": "3/minute", "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379",
+              "API_KEYS": key["X-API-Key"]}
     first, second = make_client(tmp_path, **config), make_client(tmp_path, **config)
     codes = [c.post("/review", data={"review": "ok"}, headers=key).status_code for c in (first, second, first, second)]
     assert codes == [200, 200, 200, 429]

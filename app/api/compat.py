@@ -13,9 +13,9 @@ import json
 
 from flask import Blueprint, Response, current_app, request
 
-from app.api.jobs import store
-from app.auth import require_client, require_worker
-from app.errors import BadRequest
+from app.api.jobs import JOB_ID, Conflict, enqueue, load_job, store
+from app.auth import require_worker
+from app.errors import BadRequest, NotFound
 from app.jobs.store import JobNotFound, LeaseConflict
 
 bp = Blueprint("compat", __name__, url_prefix="/api")
@@ -27,8 +27,8 @@ def json_body() -> dict:
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
+        body = current_app.json.loads(raw)
+    except ValueError:  # UnicodeDecodeError is one
         raise BadRequest("body must be JSON text") from None
     if not isinstance(body, dict):
         raise BadRequest("body must be a JSON object")
@@ -68,14 +68,15 @@ def predict_v0():
           description: the task id
           content: {text/plain: {schema: {type: string}}}
     """
-    require_client()
     payload = request.args.get("payload")
     if payload is None:
         payload = json_body().get("payload")
     if payload is None:
         raise BadRequest("send {\"payload\": \"<base64>\"} as the body or ?payload=<base64>")
     data = b64decode(payload, "payload")
-    job = store().submit(current_app.config["COMPAT_MODEL"], data, "application/octet-stream", source="compat")
+    if not data:
+        raise BadRequest("the payload is empty")
+    job, _ = enqueue(current_app.config["COMPAT_MODEL"], data, "application/octet-stream", source="compat")
     return plain(job["id"])
 
 
@@ -96,8 +97,9 @@ def get_next_task_v0():
     if lease is None:
         return plain("")
     payload = base64.b64encode(lease.job["payload"]).decode("ascii")
-    # The original protocol has no lease id: the task id stands for it (see put_task_result_v0).
-    return plain(f"{lease.job['id']}|{payload}")
+    # The original protocol has no lease id, so the task id handed to the worker carries it
+    # ("<job id>.<lease id>"); the worker quotes it back unchanged (see put_task_result_v0).
+    return plain(f"{lease.job['id']}.{lease.lease_id}|{payload}")
 
 
 @bp.post("/puttaskresult_v0")
@@ -121,17 +123,19 @@ def put_task_result_v0():
     if not isinstance(task_id, str):
         raise BadRequest("'task_id' is required")
     result = b64decode(body.get("result"), "result")
+    job_id, _, lease_id = task_id.partition(".")
     try:
-        job = store().get(task_id)
+        job = store().get(job_id) if JOB_ID.fullmatch(job_id) else None
     except JobNotFound:
-        raise BadRequest(f"unknown task_id {task_id!r}") from None
-    if job["lease_id"] is None:
-        raise BadRequest(f"task {task_id} is not being processed (status {job['status']})")
+        job = None
+    if job is None or job["model"] != current_app.config["COMPAT_MODEL"]:
+        raise NotFound(f"no compat task {task_id[:80]!r}")
+    if not JOB_ID.fullmatch(lease_id):
+        raise Conflict(f"task {job_id} is bound to the worker that took it: quote the task id that "
+                       "getnexttask_v0 handed out ('<job id>.<lease id>')")
     try:
-        store().complete(task_id, job["lease_id"], result, "application/octet-stream")
+        store().complete(job_id, lease_id, result, "application/octet-stream")
     except LeaseConflict as exc:
-        from app.api.jobs import Conflict
-
         raise Conflict(str(exc)) from None
     return plain(task_id)
 
@@ -151,14 +155,13 @@ def get_result_v0():
           description: base64 result, or empty text while the task is queued or running
           content: {text/plain: {schema: {type: string}}}
     """
-    require_client()
     task_id = json_body().get("task_id") or request.args.get("task_id")
     if not isinstance(task_id, str):
         raise BadRequest("'task_id' is required")
     try:
-        job = store().get(task_id)
-    except JobNotFound:
-        raise BadRequest(f"unknown task_id {task_id!r}") from None
+        job = load_job(task_id.partition(".")[0])
+    except NotFound:
+        raise BadRequest(f"unknown task_id {task_id[:80]!r}") from None
     if job["status"] != "succeeded":
         return plain("")
     return plain(base64.b64encode(job["result"]).decode("ascii"))

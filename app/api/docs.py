@@ -12,6 +12,8 @@ from apispec_webframeworks.flask import FlaskPlugin
 from flask import Blueprint, Flask, current_app, render_template_string, send_from_directory
 from swagger_ui_bundle import swagger_ui_path
 
+from app import auth
+
 bp = Blueprint("docs", __name__)
 
 UNDOCUMENTED_ENDPOINTS = {"docs.swagger_asset", "web.static"}
@@ -50,7 +52,9 @@ COMPONENT_SCHEMAS = {
         "type": "object",
         "properties": {"ready": {"type": "boolean"}, "loading": {"type": "boolean"}, "overloaded": {"type": "boolean"},
                        "models": {"type": "array", "items": {"type": "string"}},
-                       "refused": {"type": "object", "additionalProperties": {"type": "string"}}},
+                       "refused": {"type": "object", "additionalProperties": {"type": "string"}},
+                       "database": {"type": "string", "enum": ["ok", "unavailable", "unknown"],
+                                    "description": "what the last request that used the database found"}},
     },
     "Job": {
         "type": "object",
@@ -108,6 +112,23 @@ TIMEOUT_HEADER = {"in": "header", "name": "X-Request-Timeout", "required": False
                   "schema": {"type": "number", "exclusiveMinimum": True, "minimum": 0}}
 
 
+SECURITY_SCHEMES = {
+    "workerToken": {"type": "http", "scheme": "bearer",
+                    "description": "the worker token (MODELSERVE_WORKER_TOKEN, or the file the server names in its log)"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "one of MODELSERVE_API_KEYS"},
+    "apiKeyBearer": {"type": "http", "scheme": "bearer", "description": "one of MODELSERVE_API_KEYS, as a bearer token"},
+}
+
+
+def operation_security(app: Flask, endpoint: str) -> list[dict]:
+    """The credentials an operation needs on this server: the worker token, an API key, or none."""
+    if endpoint in auth.WORKER_ENDPOINTS:
+        return [] if app.config["OPEN_WORKER_ENDPOINTS"] and not app.config["WORKER_TOKEN"] else [{"workerToken": []}]
+    if auth.api_keys(app.config) and auth.needs_client_key(endpoint):
+        return [{"apiKey": []}, {"apiKeyBearer": []}]
+    return []
+
+
 def build_spec(app: Flask) -> dict:
     """The OpenAPI document of every route of ``app``."""
     spec = APISpec(
@@ -119,6 +140,8 @@ def build_spec(app: Flask) -> dict:
     )
     for name, schema in COMPONENT_SCHEMAS.items():
         spec.components.schema(name, schema)
+    for name, scheme in SECURITY_SCHEMES.items():
+        spec.components.security_scheme(name, scheme)
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         if rule.endpoint in UNDOCUMENTED_ENDPOINTS:
             continue
@@ -131,6 +154,10 @@ def build_spec(app: Flask) -> dict:
             if getattr(view, "admitted", False):  # behind the backpressure gate (app/admission.py)
                 operation["responses"].setdefault(503, OVERLOADED_RESPONSE)
                 operation["parameters"] = [*operation.get("parameters", []), TIMEOUT_HEADER]
+            security = operation_security(app, rule.endpoint)
+            if security:
+                operation["security"] = security
+                operation["responses"].setdefault(401, {**ERROR_RESPONSE, "description": "missing or wrong credentials"})
             operation.setdefault("operationId", f"{rule.endpoint}.{rule.rule}".replace("/", "_").replace("<", "").replace(">", ""))
         parameters = [{"in": "path", "name": arg, "required": True, "schema": {"type": "string"}}
                       for arg in sorted(rule.arguments)]
@@ -161,9 +188,9 @@ DOCS_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>modelserve API</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="stylesheet" href="{{ url_for('docs.swagger_asset', filename='swagger-ui.css') }}"></head>
-<body><div id="swagger-ui"></div>
+<body><div id="swagger-ui" data-spec-url="{{ url_for('docs.openapi_json') }}"></div>
 <script src="{{ url_for('docs.swagger_asset', filename='swagger-ui-bundle.js') }}"></script>
-<script>window.ui = SwaggerUIBundle({url: "{{ url_for('docs.openapi_json') }}", dom_id: "#swagger-ui"});</script>
+<script src="{{ url_for('web.static', filename='docs.js') }}"></script>
 </body></html>"""
 
 

@@ -46,10 +46,14 @@ def readiness() -> dict:
     Ready means: models have been loaded (and warmed up), at least one of them can
     serve, and this worker is not shedding load. A refused model version is listed
     but does not make the server unready: the others still serve, and the refusal is
-    visible here, in the log and in that model's own /v2/models/<name>/ready.
+    visible here, in the log and in that model's own /v2/models/<name>/ready. The
+    database's state is what the last request that used it found.
     """
     registry = current_app.extensions["model_registry"]
     models = [f"{m.name}/{m.version}" for m in registry.all_models() if m.ready] if registry.loaded else []
     overloaded = current_app.extensions["admission_gate"].overloaded
+    # The database is reported, not required: inference never touches it, so an outage must not
+    # take this worker out of the load balancer (its endpoints answer 503 + Retry-After meanwhile).
     return {"ready": registry.loaded and bool(models) and not overloaded, "loading": not registry.loaded,
-            "overloaded": overloaded, "models": models, "refused": registry.refused}
+            "overloaded": overloaded, "models": models, "refused": registry.refused,
+            "database": current_app.extensions["db_state"]}

@@ -1,6 +1,7 @@
 """Reading request fields: form or JSON body, with clear 4xx errors."""
 from __future__ import annotations
 
+import re
 from urllib.parse import unquote_to_bytes
 
 from flask import request
@@ -8,6 +9,11 @@ from flask import request
 from app.errors import BadRequest, UnsupportedMediaType
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+# type/subtype with optional parameters (RFC 9110 tokens; quoted values without controls).
+TOKEN = r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"
+MIME_TYPE = re.compile(rf"{TOKEN}/{TOKEN}(\s*;\s*{TOKEN}=({TOKEN}|\"[^\"\\\x00-\x1f\x7f]*\"))*")
+MAX_CONTENT_TYPE = 128
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,64}")
 
 
 def request_fields() -> dict:
@@ -23,7 +29,10 @@ def request_fields() -> dict:
     if mimetype == "application/x-www-form-urlencoded" and not _urlencoded_body_is_utf8():
         raise BadRequest("request body is not valid UTF-8")
     if mimetype in FORM_TYPES:
-        return request.form.to_dict()
+        fields = request.form.to_dict()
+        if any("\ufffd" in value for value in fields.values()):  # Werkzeug replaced undecodable bytes
+            raise BadRequest("a form field is not valid UTF-8")
+        return fields
     raise UnsupportedMediaType(
         f"unsupported content type {mimetype or '(none)'!r}; send a form or application/json"
     )
@@ -38,6 +47,30 @@ def string_field(fields: dict, name: str) -> str:
         raise BadRequest(f"field {name!r} must be a string")
     return value
 
+
+def checked_text(value: str, name: str) -> str:
+    """Text that will be stored: a NUL character is refused (PostgreSQL cannot store it)."""
+    if "\x00" in value:
+        raise BadRequest(f"{name} must not contain NUL characters")
+    return value
+
+
+def content_type_field(value, name: str = "content_type") -> str:
+    """A declared media type: 'type/subtype' with optional parameters, at most 128 characters."""
+    if not isinstance(value, str) or len(value) > MAX_CONTENT_TYPE or not MIME_TYPE.fullmatch(value.strip()):
+        raise BadRequest(f"{name} must be a media type such as 'application/json' (at most {MAX_CONTENT_TYPE} "
+                         "characters)")
+    return value.strip()
+
+
+def idempotency_key() -> str | None:
+    """The request's Idempotency-Key header (1 to 64 visible ASCII characters), or None."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not IDEMPOTENCY_KEY.fullmatch(key):
+        raise BadRequest("Idempotency-Key must be 1 to 64 visible ASCII characters")
+    return key
 
 
 def _urlencoded_body_is_utf8() -> bool:

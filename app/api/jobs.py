@@ -9,14 +9,16 @@ import re
 from flask import Blueprint, Response, current_app, request, url_for
 
 from app.api import registry
-from app.auth import require_client, require_worker
-from app.errors import APIError, BadRequest, ModelNotFound, ModelNotReady, NotFound
+from app.api.inputs import checked_text, content_type_field, idempotency_key
+from app.auth import api_keys, client_label, require_worker
+from app.errors import APIError, BadRequest, ModelNotFound, ModelNotReady, NotFound, Unprocessable
 from app.jobs.execute import validate_payload
-from app.jobs.store import FINISHED, JobNotFound, LeaseConflict
+from app.jobs.store import FINISHED, IdempotencyConflict, JobNotFound, LeaseConflict
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 
-MODEL_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+JOB_ID = re.compile(r"[0-9a-f]{32}")  # job and lease ids: uuid4().hex
 
 
 class Conflict(APIError):
@@ -30,12 +32,64 @@ def store():
     return current_app.extensions["job_store"]
 
 
-def load_job(job_id: str) -> dict:
-    """The job, or a 404."""
+class QueueFull(APIError):
+    """Too much is waiting in the queue: 429 for one client's share, 503 for the whole queue."""
+
+    def __init__(self, message: str, status: int, retry_after: int = 30):
+        """A refusal with Retry-After."""
+        super().__init__(message, status=status)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+def fetch_job(job_id: str) -> dict:
+    """The job, or a 404 (an id that cannot be one is not looked up)."""
     try:
+        if not JOB_ID.fullmatch(job_id):
+            raise JobNotFound(job_id)
         return store().get(job_id)
     except JobNotFound:
-        raise NotFound(f"no job {job_id!r}") from None
+        raise NotFound(f"no job {job_id[:64]!r}") from None
+
+
+def load_job(job_id: str) -> dict:
+    """The caller's job, or a 404 (with API keys on, another key's job is not found either)."""
+    job = fetch_job(job_id)
+    if api_keys(current_app.config) and job["client"] != client_label():
+        raise NotFound(f"no job {job_id!r}")
+    return job
+
+
+def check_queue_room(client: str, size: int) -> None:
+    """Refuse a job that would take the client's share, or the queue, past its bounds."""
+    config = current_app.config
+    count, used = store().queued_usage(client)
+    if count + 1 > config["MAX_QUEUED_JOBS_PER_CLIENT"] or used + size > config["MAX_QUEUED_JOB_BYTES_PER_CLIENT"]:
+        raise QueueFull(f"you have {count} jobs ({used} bytes) waiting, the most one client may queue; "
+                        "retry when some have run", 429)
+    count, used = store().queued_usage()
+    if count + 1 > config["MAX_QUEUED_JOBS"] or used + size > config["MAX_QUEUED_JOB_BYTES"]:
+        raise QueueFull("the job queue is full; retry later", 503)
+
+
+def check_model_known(model_name: str) -> None:
+    """Jobs name a model of this server, the compat model, or one of WORKER_MODELS ("*": any)."""
+    allowed = {m.strip() for m in current_app.config["WORKER_MODELS"].split(",") if m.strip()}
+    if "*" in allowed or model_name in allowed or model_name == current_app.config["COMPAT_MODEL"]:
+        return
+    if model_name not in registry().names():
+        raise ModelNotFound(f"no model {model_name!r} on this server (a model only remote workers serve must be "
+                            "listed in MODELSERVE_WORKER_MODELS)")
+
+
+def enqueue(model: str, payload: bytes, content_type: str, source: str = "api") -> tuple[dict, bool]:
+    """Queue a job within the bounds, once per Idempotency-Key; returns (job, created)."""
+    client = client_label()
+    key = idempotency_key()
+    check_queue_room(client, len(payload))
+    try:
+        return store().submit_once(model, payload, content_type, source, client, f"{client}:{key}" if key else None)
+    except IdempotencyConflict:
+        raise Unprocessable("this Idempotency-Key was already used for a different request") from None
 
 
 def job_view(job: dict) -> dict:
@@ -48,13 +102,46 @@ def job_view(job: dict) -> dict:
         "links": {"self": url_for("jobs.get_job", job_id=job["id"])},
     }
     if job["status"] == "succeeded" and job["result"] is not None:
-        if job["result_content_type"] == "application/json":
-            body["result"] = json.loads(job["result"])
+        if is_json_type(job["result_content_type"]):
+            body["result"] = json_result(job["result"])
         body["result_content_type"] = job["result_content_type"]
         body["links"]["result"] = url_for("jobs.get_result", job_id=job["id"])
-    if job["error"] and job["status"] in ("failed", "queued"):
+    if job["error"] and job["status"] in ("failed", "queued", "expired"):
         body["error"] = job["error"]
     return body
+
+
+def is_json_type(content_type: str | None) -> bool:
+    """application/json, with or without parameters, or any +json type."""
+    essence = (content_type or "").split(";")[0].strip().lower()
+    return essence == "application/json" or essence.endswith("+json")
+
+
+def json_result(raw: bytes):
+    """A stored JSON result, parsed strictly (UTF-8, no NaN or Infinity); ValueError when it is not."""
+    return current_app.json.loads(raw)
+
+
+def result_from_body(body: dict) -> tuple[bytes, str]:
+    """(result bytes, content type) from a worker's post, checked so that every later read works."""
+    if "result_base64" in body:
+        if not isinstance(body["result_base64"], str):
+            raise BadRequest("'result_base64' must be a base64 string")
+        try:
+            result = base64.b64decode(body["result_base64"], validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequest("'result_base64' is not valid base64") from None
+        content_type = content_type_field(body.get("content_type") or "application/octet-stream")
+        if is_json_type(content_type):
+            try:
+                json_result(result)
+            except ValueError:
+                raise BadRequest(f"the result is labelled {content_type} but is not JSON (UTF-8, finite "
+                                 "numbers only)") from None
+        return result, content_type
+    if "result" in body:  # already parsed strictly by the request's JSON loader
+        return json.dumps(body["result"], allow_nan=False).encode("utf-8"), "application/json"
+    raise BadRequest("send 'result' (JSON) or 'result_base64' (+ 'content_type')")
 
 
 def payload_from_request() -> tuple[str, bytes, str]:
@@ -64,8 +151,11 @@ def payload_from_request() -> tuple[str, bytes, str]:
         model = request.form.get("model", "")
         upload = request.files.get("payload") or request.files.get("image")
         if upload is not None:
-            return model, upload.read(), upload.mimetype or "application/octet-stream"
+            return model, upload.read(), content_type_field(upload.mimetype or "application/octet-stream",
+                                                            "the file part's Content-Type")
         if "text" in request.form:
+            if "\ufffd" in request.form["text"]:  # Werkzeug replaced bytes that are not UTF-8
+                raise BadRequest("field 'text' is not valid UTF-8")
             return model, request.form["text"].encode("utf-8"), "text/plain; charset=utf-8"
         raise BadRequest("multipart job needs a file field 'payload' (or 'image') or a field 'text'")
     if mimetype == "application/json":
@@ -80,11 +170,12 @@ def payload_from_request() -> tuple[str, bytes, str]:
                 data = base64.b64decode(body["payload_base64"], validate=True)
             except (binascii.Error, ValueError):
                 raise BadRequest("'payload_base64' is not valid base64") from None
-            return model, data, str(body.get("content_type") or "application/octet-stream")
+            return model, data, content_type_field(body.get("content_type") or "application/octet-stream")
         if "instances" in body:  # rows for a model that takes numbers: run as one batch
             return model, json.dumps({"instances": body["instances"]}).encode(), "application/json"
         raise BadRequest("JSON job needs 'text', 'instances' or 'payload_base64'")
-    return request.args.get("model", ""), request.get_data(), mimetype or "application/octet-stream"
+    declared = request.headers.get("Content-Type") or "application/octet-stream"
+    return request.args.get("model", ""), request.get_data(), content_type_field(declared, "Content-Type")
 
 
 def check_payload(model_name: str, payload: bytes) -> None:
@@ -128,15 +219,18 @@ def submit_job():
           headers: {Location: {schema: {type: string}}}
           content: {application/json: {schema: {$ref: "#/components/schemas/Job"}}}
     """
-    require_client()
     model, payload, content_type = payload_from_request()
-    if not isinstance(model, str) or not MODEL_NAME.match(model):
+    if not isinstance(model, str) or not MODEL_NAME.fullmatch(model):
         raise BadRequest("field 'model' must name a model (letters, digits, '_', '.', '-')")
+    check_model_known(model)
     check_payload(model, payload)  # a model of this server's judges the payload (an empty text: 422)
     if not payload:
         raise BadRequest("the job payload is empty")
-    job = store().submit(model, payload, content_type)
-    return job_view(job), 202, {"Location": url_for("jobs.get_job", job_id=job["id"])}
+    job, created = enqueue(model, payload, content_type)
+    headers = {"Location": url_for("jobs.get_job", job_id=job["id"])}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return job_view(job), 202, headers
 
 
 @bp.get("/<job_id>")
@@ -151,7 +245,6 @@ def get_job(job_id: str):
           description: the job
           content: {application/json: {schema: {$ref: "#/components/schemas/Job"}}}
     """
-    require_client()
     return job_view(load_job(job_id))
 
 
@@ -167,11 +260,12 @@ def get_result(job_id: str):
           description: the result as the worker posted it
           content: {application/octet-stream: {schema: {type: string, format: binary}}}
     """
-    require_client()
     job = load_job(job_id)
     if job["status"] != "succeeded":
         raise Conflict(f"job {job_id} has no result (status {job['status']})", status_of_job=job["status"])
-    return Response(job["result"], mimetype=job["result_content_type"] or "application/octet-stream")
+    # A download, never a page: a worker's bytes must not run as HTML or script in a browser.
+    return Response(job["result"], content_type=job["result_content_type"] or "application/octet-stream",
+                    headers={"Content-Disposition": f'attachment; filename="{job_id}-result"'})
 
 
 @bp.delete("/<job_id>")
@@ -186,7 +280,6 @@ def cancel_job(job_id: str):
           description: canceled
           content: {application/json: {schema: {$ref: "#/components/schemas/Job"}}}
     """
-    require_client()
     job = load_job(job_id)
     if job["status"] in FINISHED or job["status"] == "expired":
         raise Conflict(f"job {job_id} is already {job['status']}")
@@ -204,8 +297,8 @@ def worker_body() -> dict:
 def lease_id_of(body: dict) -> str:
     """The lease id a worker quotes."""
     lease_id = body.get("lease_id")
-    if not isinstance(lease_id, str) or not lease_id:
-        raise BadRequest("field 'lease_id' is required")
+    if not isinstance(lease_id, str) or not JOB_ID.fullmatch(lease_id):
+        raise BadRequest("field 'lease_id' is required: the id the lease answer gave")
     return lease_id
 
 
@@ -241,12 +334,15 @@ def lease_job():
     require_worker()
     body = worker_body()
     wait = body.get("wait", 0)
-    if not isinstance(wait, (int, float)) or wait < 0:
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait < float("inf"):
         raise BadRequest("'wait' must be a non-negative number of seconds")
     models = body.get("models")
     if models is not None and (not isinstance(models, list) or not all(isinstance(m, str) for m in models)):
         raise BadRequest("'models' must be a list of model names")
-    worker = str(body.get("worker") or request.remote_addr or "worker")[:128]
+    worker = body.get("worker") or request.remote_addr or "worker"
+    if not isinstance(worker, str):
+        raise BadRequest("'worker' must be a string")
+    worker = checked_text(worker, "'worker'")[:128]
     lease = store().lease(worker, models, min(float(wait), current_app.config["JOB_MAX_WAIT_SECONDS"]))
     if lease is None:
         return Response(status=204)
@@ -262,7 +358,7 @@ def lease_job():
 
 def under_lease(job_id: str, operation, *args):
     """Run a store operation that quotes a lease: 404 for an unknown job, 409 for a stale lease."""
-    load_job(job_id)
+    fetch_job(job_id)
     try:
         return operation(job_id, *args)
     except LeaseConflict as exc:
@@ -317,16 +413,7 @@ def post_result(job_id: str):
     require_worker()
     body = worker_body()
     lease_id = lease_id_of(body)
-    if "result_base64" in body:
-        try:
-            result = base64.b64decode(str(body["result_base64"]), validate=True)
-        except (binascii.Error, ValueError):
-            raise BadRequest("'result_base64' is not valid base64") from None
-        content_type = str(body.get("content_type") or "application/octet-stream")
-    elif "result" in body:
-        result, content_type = json.dumps(body["result"]).encode("utf-8"), "application/json"
-    else:
-        raise BadRequest("send 'result' (JSON) or 'result_base64' (+ 'content_type')")
+    result, content_type = result_from_body(body)
     job, recorded = under_lease(job_id, store().complete, lease_id, result, content_type)
     return {"recorded": recorded, "job": job_view(job)}
 
@@ -357,5 +444,6 @@ def post_failure(job_id: str):
     reason = body.get("error")
     if not isinstance(reason, str) or not reason.strip():
         raise BadRequest("field 'error' (a message) is required")
+    checked_text(reason, "'error'")
     job, recorded = under_lease(job_id, store().fail, lease_id, reason[:2000], bool(body.get("retry", True)))
     return {"recorded": recorded, "job": job_view(job)}

@@ -1,15 +1,18 @@
 """Movie-review sentiment: POST /review, POST /review/feedback."""
 from __future__ import annotations
 
+import hashlib
+
 import sqlalchemy as sa
 from flask import Blueprint, url_for
 
 from app.admission import admitted
 from app.api import registry
-from app.api.inputs import request_fields, string_field
+from app.api.inputs import checked_text, idempotency_key, request_fields, string_field
 from app.api.predict import sentiment_body
+from app.auth import client_label
 from app.db import get_engine, review_feedback
-from app.errors import BadRequest
+from app.errors import BadRequest, Unprocessable
 
 bp = Blueprint("review", __name__, url_prefix="/review")
 
@@ -95,16 +98,57 @@ def feedback():
               schema:
                 type: object
                 properties: {id: {type: integer}, stored: {type: boolean}, label: {type: string}}
+        200:
+          description: the same feedback (or Idempotency-Key) from this client was stored before; not stored again
+          content:
+            application/json:
+              schema:
+                type: object
+                properties: {id: {type: integer}, stored: {type: boolean}, duplicate: {type: boolean}, label: {type: string}}
     """
     fields = request_fields()
-    review = string_field(fields, "review")
+    review = checked_text(string_field(fields, "review"), "field 'review'")
     model = registry().get(REVIEW_MODEL)
     model.decode({model.inputs[0].name: [review]})  # the model's own checks: empty 422, too long 413
     label = fields.get("label")
     if label not in ("positive", "negative"):
         raise BadRequest("field 'label' must be 'positive' or 'negative'")
-    with get_engine().begin() as conn:
-        row_id = conn.execute(
-            sa.insert(review_feedback).values(review=review, label=label, model=REVIEW_MODEL)
-        ).inserted_primary_key[0]
+    row_id, created = store_feedback(review, label)
+    if not created:
+        return {"id": row_id, "stored": False, "duplicate": True, "label": label}, 200
     return {"id": row_id, "stored": True, "label": label}, 201
+
+
+def store_feedback(review: str, label: str) -> tuple[int, bool]:
+    """Store one feedback row once: a client's repeat (same text and label, or same Idempotency-Key)
+    gives the earlier row's id. Returns (id, created)."""
+    client = client_label()
+    key = idempotency_key()
+    row = {"review": review, "label": label, "model": REVIEW_MODEL, "client": client,
+           "content_hash": hashlib.sha256("\0".join([client, REVIEW_MODEL, label, review]).encode()).hexdigest(),
+           "idempotency_key": f"{client}:{key}" if key else None}
+    earlier = earlier_feedback(row)
+    if earlier is not None:
+        return earlier, False
+    try:
+        with get_engine().begin() as conn:
+            return conn.execute(sa.insert(review_feedback).values(**row)).inserted_primary_key[0], True
+    except sa.exc.IntegrityError:  # the same request raced itself
+        earlier = earlier_feedback(row)
+        if earlier is None:
+            raise
+        return earlier, False
+
+
+def earlier_feedback(row: dict) -> int | None:
+    """The id of a stored row this one repeats (422 when its Idempotency-Key named other feedback)."""
+    table = review_feedback
+    with get_engine().connect() as conn:
+        if row["idempotency_key"]:
+            found = conn.execute(sa.select(table.c.id, table.c.content_hash)
+                                 .where(table.c.idempotency_key == row["idempotency_key"])).first()
+            if found is not None:
+                if found.content_hash != row["content_hash"]:
+                    raise Unprocessable("this Idempotency-Key was already used for different feedback")
+                return found.id
+        return conn.execute(sa.select(table.c.id).where(table.c.content_hash == row["content_hash"])).scalar()

@@ -15,6 +15,8 @@ from math import prod
 
 import numpy as np
 
+from app.codecs.strict_json import strict_loads
+
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 NUMPY_TYPES = {
@@ -155,9 +157,9 @@ def decode_request(body: bytes, header_length: str | None) -> InferenceRequest:
     else:
         header, binary = body, memoryview(b"")
     try:
-        doc = json.loads(header)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ProtocolError("inference request header is not valid JSON") from exc
+        doc = strict_loads(header)
+    except ValueError as exc:  # UnicodeDecodeError, NaN, nesting too deep included
+        raise ProtocolError(f"inference request header is not valid JSON ({exc})") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
         raise ProtocolError("inference request needs a non-empty 'inputs' list")
     inputs, offset = [], 0

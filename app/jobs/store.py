@@ -5,11 +5,13 @@ expiry; the worker renews it with heartbeats. A job whose lease expires goes
 back to the queue (or fails after max_attempts). Results and failures are only
 accepted from the current lease, so a late or repeated post from a stale
 worker never overwrites a newer outcome. Finished jobs expire after the
-retention period: their payload and result are deleted and the status says so.
+retention period, and queued jobs no worker took after their own lifetime:
+their payload and result are deleted and the status says so.
 """
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import time
 import uuid
 from dataclasses import dataclass
@@ -28,6 +30,10 @@ class JobNotFound(LookupError):
 
 class LeaseConflict(Exception):
     """The caller's lease is not the job's current lease (stale, expired or finished)."""
+
+
+class IdempotencyConflict(Exception):
+    """An Idempotency-Key already stands for a different request."""
 
 
 def utcnow() -> dt.datetime:
@@ -55,27 +61,70 @@ class JobStore:
     """Queue operations over one SQLAlchemy engine."""
 
     def __init__(self, engine: sa.Engine, lease_seconds: float = 60, max_attempts: int = 3,
-                 retention_seconds: float = 86400):
+                 retention_seconds: float = 86400, queued_seconds: float = 86400):
         """Store the engine and the queue settings."""
         self.engine = engine
         self.lease_seconds = lease_seconds
         self.max_attempts = max_attempts
         self.retention = dt.timedelta(seconds=retention_seconds)
+        self.queued_ttl = dt.timedelta(seconds=queued_seconds)
         self.postgres = engine.dialect.name == "postgresql"
         # Retention is coarse (hours), so the sweep runs at most this often per process.
-        self.sweep_interval = min(60.0, retention_seconds / 10)
+        self.sweep_interval = min(60.0, retention_seconds / 10, queued_seconds / 10)
         self._last_sweep = float("-inf")
 
     # -- clients -----------------------------------------------------------
-    def submit(self, model: str, payload: bytes, content_type: str, source: str = "api") -> dict:
+    def submit(self, model: str, payload: bytes, content_type: str, source: str = "api", client: str | None = None,
+               idempotency_key: str | None = None) -> dict:
         """Queue a job and return it."""
+        return self.submit_once(model, payload, content_type, source, client, idempotency_key)[0]
+
+    def submit_once(self, model: str, payload: bytes, content_type: str, source: str = "api",
+                    client: str | None = None, idempotency_key: str | None = None) -> tuple[dict, bool]:
+        """Queue a job, or return the one an earlier request with the same idempotency key made.
+
+        Returns (job, created). The key is the client's scope plus its Idempotency-Key; the same
+        key with a different request raises IdempotencyConflict.
+        """
+        digest = hashlib.sha256(b"\0".join([model.encode(), content_type.encode(), payload])).hexdigest()
+        if idempotency_key:
+            earlier = self._by_idempotency_key(idempotency_key, digest)
+            if earlier is not None:
+                return earlier, False
         now = utcnow()
         row = {"id": uuid.uuid4().hex, "model": model, "status": QUEUED, "payload": payload,
                "content_type": content_type, "attempts": 0, "max_attempts": self.max_attempts,
-               "source": source, "created_at": now, "updated_at": now}
-        with self.engine.begin() as conn:
-            conn.execute(sa.insert(jobs).values(**row))
-        return self.get(row["id"])
+               "source": source, "client": client, "idempotency_key": idempotency_key,
+               "request_hash": digest if idempotency_key else None, "created_at": now, "updated_at": now}
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(sa.insert(jobs).values(**row))
+        except sa.exc.IntegrityError:
+            earlier = self._by_idempotency_key(idempotency_key, digest) if idempotency_key else None
+            if earlier is None:
+                raise
+            return earlier, False  # the same request raced itself: one job
+        return self.get(row["id"]), True
+
+    def _by_idempotency_key(self, key: str, digest: str) -> dict | None:
+        """The job an idempotency key made, if any (IdempotencyConflict if it was for another request)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(jobs.c.id, jobs.c.request_hash).where(jobs.c.idempotency_key == key)).first()
+        if row is None:
+            return None
+        if row.request_hash != digest:
+            raise IdempotencyConflict(key)
+        return self.get(row.id)
+
+    def queued_usage(self, client: str | None = None) -> tuple[int, int]:
+        """(jobs, payload bytes) waiting in the queue, for one client or in total."""
+        query = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(sa.func.length(jobs.c.payload)), 0)) \
+            .where(jobs.c.status == QUEUED)
+        if client is not None:
+            query = query.where(jobs.c.client == client)
+        with self.engine.connect() as conn:
+            count, size = conn.execute(query).one()
+        return int(count), int(size)
 
     def get(self, job_id: str) -> dict:
         """The job as a dict (expired first if its retention has passed)."""
@@ -198,14 +247,21 @@ class JobStore:
 
     # -- housekeeping ---------------------------------------------------------
     def expire_finished(self) -> int:
-        """Drop payloads and results of jobs finished longer ago than the retention."""
+        """Drop payloads and results of jobs finished longer ago than the retention, and of queued
+        jobs no worker took within the queued lifetime (a model nobody serves); returns how many."""
         self._last_sweep = time.monotonic()
-        cutoff = utcnow() - self.retention
+        now = utcnow()
         with self.engine.begin() as conn:
-            return conn.execute(
-                sa.update(jobs).where(jobs.c.status.in_(FINISHED), jobs.c.finished_at < cutoff)
-                .values(status=EXPIRED, payload=None, result=None, updated_at=utcnow())
+            finished = conn.execute(
+                sa.update(jobs).where(jobs.c.status.in_(FINISHED), jobs.c.finished_at < now - self.retention)
+                .values(status=EXPIRED, payload=None, result=None, updated_at=now)
             ).rowcount
+            unclaimed = conn.execute(
+                sa.update(jobs).where(jobs.c.status == QUEUED, jobs.c.created_at < now - self.queued_ttl)
+                .values(status=EXPIRED, payload=None, finished_at=now, updated_at=now,
+                        error=f"no worker took the job within {int(self.queued_ttl.total_seconds())} s")
+            ).rowcount
+        return finished + unclaimed
 
     def counts(self) -> dict[str, int]:
         """Number of jobs by status."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import random
 import socket
 import threading
 import time
@@ -57,19 +58,43 @@ def _heartbeat(server: Server, job_id: str, lease_id: str, every: float, done: t
             return
 
 
-def post_until_answered(server: Server, path: str, body: dict, tries: int = 5) -> tuple[int, dict | None]:
-    """POST with retries on network errors; safe because results are idempotent per lease."""
-    for attempt in range(tries):
+def backoff(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
+    """Seconds to wait before retry ``attempt`` (0, 1, ...): exponential, capped, with jitter so that
+    workers which lost the server together do not come back together."""
+    return min(cap, base * 2 ** attempt) * random.uniform(0.5, 1.0)
+
+
+def retryable(status: int) -> bool:
+    """Answers worth retrying: rate limited, or the server (or its database) briefly unavailable."""
+    return status == 429 or status >= 500
+
+
+def post_until_answered(server: Server, path: str, body: dict, stop: threading.Event | None = None,
+                        cap: float = 30.0) -> tuple[int, dict | None]:
+    """POST until the server gives a final answer, however long it is away (a result is never dropped).
+
+    Safe to repeat: results and failures are idempotent per lease. Stops early only when ``stop`` is set.
+    """
+    stop = stop or threading.Event()
+    attempt = 0
+    while True:
         try:
-            return server.post(path, body)
+            status, answer = server.post(path, body)
+            if not retryable(status):
+                return status, answer
+            problem = f"HTTP {status}: {(answer or {}).get('error')}"
         except OSError as exc:
-            log.warning("posting to %s failed (%s); retrying", path, exc)
-            time.sleep(min(2 ** attempt, 10))
-    return server.post(path, body)
+            status, answer, problem = 0, None, str(exc)
+        delay = backoff(attempt, cap=cap)
+        log.warning("posting to %s failed (%s); retrying in %.1f s (attempt %d; retrying until the server answers)",
+                    path, problem, delay, attempt + 1)
+        if stop.wait(delay):
+            return status, answer
+        attempt += 1
 
 
 def process_one(server: Server, registry: ModelRegistry, leased: dict, heartbeat_every: float,
-                explain: bool = True) -> str:
+                explain: bool = True, stop: threading.Event | None = None) -> str:
     """Run one leased job and post its outcome; returns the final status word."""
     job, lease_id = leased["job"], leased["lease_id"]
     done = threading.Event()
@@ -87,7 +112,7 @@ def process_one(server: Server, registry: ModelRegistry, leased: dict, heartbeat
         outcome = ("result", {"lease_id": lease_id, "result": result})
     finally:
         done.set()
-    status, body = post_until_answered(server, f"/jobs/{job['id']}/{outcome[0]}", outcome[1])
+    status, body = post_until_answered(server, f"/jobs/{job['id']}/{outcome[0]}", outcome[1], stop)
     if status != 200:
         log.warning("server did not take the %s of job %s: %s", outcome[0], job["id"], (body or {}).get("error"))
     return outcome[0]
@@ -101,21 +126,23 @@ def run_worker(server: Server, registry: ModelRegistry, models: list[str] | None
     models = models or registry.names()
     name = name or f"{socket.gethostname()}-{threading.get_ident()}"
     stop = stop or threading.Event()
-    processed = 0
+    processed = failures = 0
     log.info("worker %s serving %s from %s", name, ", ".join(models), server.base_url)
     while not stop.is_set() and (max_jobs is None or processed < max_jobs):
         try:
             status, body = server.post("/jobs/lease", {"worker": name, "models": models, "wait": wait})
+            problem = f"HTTP {status}: {(body or {}).get('error')}"
         except OSError as exc:
-            log.warning("cannot reach %s (%s); retrying in 2 s", server.base_url, exc)
-            stop.wait(2)
+            status, body, problem = 0, None, f"cannot reach {server.base_url}: {exc}"
+        if status in (200, 204):
+            failures = 0
+            if status == 200:
+                process_one(server, registry, body, heartbeat_every, explain, stop)
+                processed += 1
             continue
-        if status == 204:
-            continue
-        if status != 200:
-            log.error("lease refused (%s): %s", status, (body or {}).get("error"))
-            stop.wait(2)
-            continue
-        process_one(server, registry, body, heartbeat_every, explain)
-        processed += 1
+        delay = backoff(failures)
+        log.warning("lease failed (%s); retrying in %.1f s (attempt %d; a worker retries until stopped)",
+                    problem, delay, failures + 1)
+        failures += 1
+        stop.wait(delay)
     return processed

@@ -187,12 +187,13 @@ class Limits:
     max_text_chars: int = 50_000
     max_batch_text_chars: int = 500_000
     max_image_pixels: int = 4_000_000
+    max_batch_image_pixels: int = 16_000_000
 
     @classmethod
     def from_config(cls, config: Mapping) -> "Limits":
         """Limits from the app settings."""
-        return cls(int(config["MAX_BATCH"]), int(config["MAX_TEXT_CHARS"]),
-                   int(config["MAX_BATCH_TEXT_CHARS"]), int(config["MAX_IMAGE_PIXELS"]))
+        return cls(int(config["MAX_BATCH"]), int(config["MAX_TEXT_CHARS"]), int(config["MAX_BATCH_TEXT_CHARS"]),
+                   int(config["MAX_IMAGE_PIXELS"]), int(config["MAX_BATCH_IMAGE_PIXELS"]))
 
 
 # --- decoding helpers shared by the runtimes -------------------------------------------------

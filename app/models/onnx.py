@@ -80,12 +80,19 @@ class OnnxImageModel(OnnxModel):
         """(N, H, W, 3) float32 in [0, 1] from encoded files or an image tensor."""
         if isinstance(column, np.ndarray) and column.dtype != object:
             return self._tensor_images(spec, column)
-        images = []
+        images, budget = [], self.limits.max_batch_image_pixels  # decoded pixels the whole request may use
         for data in decode_bytes(spec, column):
+            limit = min(self.limits.max_image_pixels, budget)
             try:
-                images.append(self.preprocessing.apply(decode_image(data, self.limits.max_image_pixels)))
+                image = decode_image(data, limit)
             except ImageError as exc:
+                if exc.too_large and limit < self.limits.max_image_pixels:
+                    raise PayloadTooLarge(f"input {spec.name!r}: the images of one request may have "
+                                          f"{self.limits.max_batch_image_pixels:,} pixels in all; send fewer "
+                                          "or smaller images per request") from exc
                 raise (PayloadTooLarge if exc.too_large else Unprocessable)(f"input {spec.name!r}: {exc.reason}") from exc
+            budget -= image.width * image.height
+            images.append(self.preprocessing.apply(image))
         return np.stack(images)
 
     def _tensor_images(self, spec: TensorSpec, array: np.ndarray) -> np.ndarray:

@@ -16,7 +16,6 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_extraction.text import HashingVectorizer
 
-_HTML_TAG = re.compile(r"<[^>]*>")
 # :) :-) ;) =) :( :D :P and their nose-less / nosed variants.
 _EMOTICON = re.compile(r"(?::|;|=)(?:-)?(?:\)|\(|D|P)")
 _NON_WORD = re.compile(r"\W+")
@@ -32,9 +31,24 @@ VECTORIZER_SETTINGS: dict = {
 }
 
 
+def strip_tags(text: str) -> str:
+    """Replace every '<...>' with a space, in linear time.
+
+    The same result as re.sub(r"<[^>]*>", " ", text), which is quadratic when many '<' have
+    no '>' after them (50,000 of them took 1.5 s): once the first unmatched '<' is found,
+    no later '<' can have a '>' after it either, so the scan stops there.
+    """
+    pieces, position = [], 0
+    while (start := text.find("<", position)) >= 0 and (end := text.find(">", start)) >= 0:
+        pieces += [text[position:start], " "]
+        position = end + 1
+    pieces.append(text[position:])
+    return "".join(pieces)
+
+
 def normalize_text(text: str) -> str:
     """Strip HTML tags, lowercase, and move emoticons (nose removed) to the end."""
-    text = _HTML_TAG.sub(" ", text)
+    text = strip_tags(text)
     emoticons = _EMOTICON.findall(text)
     text = _NON_WORD.sub(" ", text.lower())
     if emoticons:

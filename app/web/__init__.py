@@ -1,7 +1,7 @@
 """Server-rendered pages (no CDN, no front-end build)."""
 from __future__ import annotations
 
-from flask import Blueprint, abort, render_template, send_from_directory
+from flask import Blueprint, abort, render_template, request, send_from_directory
 
 from app.api import registry
 
@@ -99,15 +99,19 @@ def jobs_page():
     return render_template("jobs.html", models=registry().names())
 
 
+# Pages load their scripts and styles as files from this server; nothing inline runs.
+PAGE_POLICY = "default-src 'self'; img-src 'self' data: blob:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+# Everything else (JSON, job results, images) is data: it may load and run nothing.
+API_POLICY = "default-src 'none'; frame-ancestors 'none'; sandbox"
+
+
 @bp.after_app_request
 def security_headers(response):
     """Conservative security headers on every response (pages and API alike)."""
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    page = response.mimetype == "text/html" and request.blueprint in ("web", "docs")
+    response.headers.setdefault("Content-Security-Policy", PAGE_POLICY if page else API_POLICY)
     if response.mimetype == "text/html":
         response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        response.headers.setdefault(
-            "Content-Security-Policy",
-            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'",
-        )
     return response

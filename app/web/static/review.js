@@ -1,0 +1,27 @@
+// The review page (loaded as a file: the pages' CSP allows no inline script).
+"use strict";
+const reviewForm = document.getElementById("review-form");
+let lastReview = null, lastLabel = null;
+reviewForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const response = await fetch(document.body.dataset.reviewUrl, {method: "POST", body: new FormData(reviewForm)});
+  const body = await response.json();
+  const error = document.getElementById("review-error");
+  if (!response.ok) { error.textContent = body.error; error.hidden = false; return; }
+  error.hidden = true;
+  lastReview = reviewForm.review.value; lastLabel = body.label;
+  document.getElementById("sentiment").textContent = body.label;
+  document.getElementById("probability").textContent = (100 * body.probability_positive).toFixed(1) + " %";
+  document.getElementById("feedback-status").textContent = "";
+  document.getElementById("review-result").hidden = false;
+});
+async function sendFeedback(correct) {
+  const label = correct ? lastLabel : (lastLabel === "positive" ? "negative" : "positive");
+  const data = new FormData();
+  data.append("review", lastReview); data.append("label", label);
+  const response = await fetch(document.body.dataset.feedbackUrl, {method: "POST", body: data});
+  document.getElementById("feedback-status").textContent = response.ok
+    ? `Thank you: stored as ${label}. The model learns from it at the next update.` : "Could not store the feedback.";
+}
+document.getElementById("correct").addEventListener("click", () => sendFeedback(true));
+document.getElementById("incorrect").addEventListener("click", () => sendFeedback(false));
