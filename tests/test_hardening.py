@@ -389,3 +389,34 @@ def test_backoff_is_capped_and_jittered():
     waits = [backoff(attempt) for attempt in range(20) for _ in range(20)]
     assert max(waits) <= 30.0 and min(waits[-20:]) >= 15.0  # capped at 30 s, at least half of it
     assert len({round(w, 6) for w in waits[-20:]}) > 1  # jittered
+
+
+# -- the credential battery: every operation, every credential variant, no 5xx ------------------------------------
+
+def test_every_operation_with_every_credential_variant(tmp_path, database_url):
+    from app.auth import WORKER_ENDPOINTS, needs_client_key
+
+    app = make_app(tmp_path, database_url, API_KEYS="k1", WORKER_TOKEN=TOKEN, WORKER_MODELS="m")
+    app.extensions["model_registry"].load_all()
+    client = app.test_client()
+    values = {"job_id": "0" * 32, "name": "review_sentiment", "version": "1", "filename": "evaluation.png"}
+    variants = {"none": {}, "wrong": {"Authorization": "Bearer wrong"}, "key": {"X-API-Key": "k1"},
+                "worker": BEARER, "key-as-bearer": {"Authorization": "Bearer k1"}, "empty": {"X-API-Key": ""}}
+    checked = 0
+    for rule in app.url_map.iter_rules():
+        if "static" in rule.endpoint or rule.endpoint == "docs.swagger_asset":
+            continue
+        path = rule.rule
+        for arg in rule.arguments:
+            path = path.replace(f"<{arg}>", values[arg]).replace(f"<path:{arg}>", values[arg])
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            for variant, headers in variants.items():
+                response = client.open(path, method=method, json={}, headers=headers)
+                assert response.status_code < 500, (method, path, variant, response.status_code)
+                worker = rule.endpoint in WORKER_ENDPOINTS
+                if (worker and variant not in ("worker",)) or (not worker and needs_client_key(rule.endpoint)
+                                                               and variant not in ("key", "key-as-bearer")):
+                    assert response.status_code == 401, (method, path, variant, response.status_code)
+                checked += 1
+    assert checked > 250
+    app.extensions["db_engine"].dispose()
