@@ -420,3 +420,24 @@ def test_every_operation_with_every_credential_variant(tmp_path, database_url):
                 checked += 1
     assert checked > 250
     app.extensions["db_engine"].dispose()
+
+
+# -- 6. refusals name the model and the reason, not the server's paths ----------------------------------------------
+
+def test_refused_models_do_not_show_paths(tmp_path, model_dir):
+    import shutil
+
+    manifest = json.loads((model_dir / "linear_svc" / "1" / "manifest.json").read_text())
+    for artifact in manifest["artifacts"]:
+        (model_dir / "linear_svc" / "1" / artifact).unlink()
+    shutil.copytree(model_dir / "linear_svc" / "1", model_dir / "linear_svc" / "2")
+    (model_dir / "linear_svc" / "2" / "manifest.json").write_text(json.dumps({**manifest, "version": 2,
+                                                                            "runtime": "no-such-runtime"}))
+    app = make_app(tmp_path, MODEL_DIR=str(model_dir))
+    app.extensions["model_registry"].load_all()
+    client = app.test_client()
+    refused = client.get("/health/ready").json["refused"]
+    assert set(refused) == {"linear_svc/1", "linear_svc/2"}
+    answer = client.post("/models/linear_svc/predict", json={"instances": [[1, 2, 3, 4]]})
+    for text in [*refused.values(), answer.get_data(as_text=True)]:
+        assert str(tmp_path) not in text and "/saved_models" not in text, text

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 import threading
 import time
 from pathlib import Path
@@ -73,6 +74,14 @@ def discover(model_dir: Path, only: set[str] | None = None) -> list[Manifest]:
     return sorted(manifests, key=lambda m: (m.name, int(m.version)))
 
 
+ABSOLUTE_PATH = re.compile(r"(?:/[\w.+@~-]+)+/([\w.+@~-]+)")
+
+
+def without_paths(text: str) -> str:
+    """``text`` with every absolute path cut to its last part (the log keeps the whole reason)."""
+    return ABSOLUTE_PATH.sub(r"\1", text)
+
+
 class ModelRegistry:
     """Per-app (per-worker) table of loaded models: name -> version -> Model."""
 
@@ -121,8 +130,8 @@ class ModelRegistry:
             self.refused.pop(key, None)
             log.info("loaded model %s in %.2fs", key, self.load_seconds[key])
             return model
-        self.refused[key] = reason
         log.error("refusing model %s: %s", key, reason)
+        self.refused[key] = without_paths(reason)  # shown to anonymous clients: no file system layout
         return None
 
     def ensure_loaded(self) -> None:
