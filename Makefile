@@ -4,7 +4,7 @@ VENV := .venv
 
 .PHONY: serve test train-env bench-env compare system-deps clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-batch.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
@@ -16,14 +16,15 @@ serve: $(VENV)/.installed  ## start the server on $$PORT (default 8000) with the
 test: $(VENV)/.installed system-deps  ## run the whole test suite
 	$(VENV)/bin/python -m pytest
 
-# The browser tests drive Debian's Chromium, the benchmark smoke tests drive wrk and the
-# slow-client test runs the shipped nginx configuration; install them when missing (needs root or sudo).
+# The browser tests drive Debian's Chromium, the benchmark smoke tests drive wrk, the
+# slow-client test runs the shipped nginx configuration and the batch tests run Spark (Java 17);
+# install them when missing (needs root or sudo).
 NGINX := $(shell command -v nginx || echo /usr/sbin/nginx)
 system-deps:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v wrk >/dev/null && \
-	  test -x $(NGINX) || \
+	  test -x $(NGINX) && command -v java >/dev/null || \
 	  { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update -qq && \
-	    $$SUDO apt-get install -y -qq chromium chromium-driver wrk nginx >/dev/null; }
+	    $$SUDO apt-get install -y -qq chromium chromium-driver wrk nginx openjdk-17-jre-headless >/dev/null; }
 
 .venv-train/.installed: requirements-train.txt requirements.txt
 	$(PYTHON) -m venv .venv-train

@@ -105,7 +105,7 @@ def register_error_handlers(app: Flask) -> None:
 
 def register_commands(app: Flask) -> None:
     """`flask train ...`, `flask evaluate ...`, `flask feedback ...`."""
-    from app.training.cli import db_cli, evaluate_cli, feedback_cli, models_cli, train_cli, worker_command
+    from app.training.cli import db_cli, evaluate_cli, feedback_cli, models_cli, score_command, train_cli, worker_command
 
     app.cli.add_command(train_cli)
     app.cli.add_command(evaluate_cli)
@@ -113,3 +113,4 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(models_cli)
     app.cli.add_command(worker_command)
     app.cli.add_command(db_cli)
+    app.cli.add_command(score_command)

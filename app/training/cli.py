@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 import sqlalchemy as sa
 from flask import current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 train_cli = AppGroup("train", help="Train a model on the real data and write a new model version.")
 evaluate_cli = AppGroup("evaluate", help="Re-measure a saved model on its held-out test data.")
@@ -229,6 +229,37 @@ def reload_models(pidfile):
     pid = int(path.read_text().strip())
     os.kill(pid, signal.SIGHUP)
     click.echo(f"sent SIGHUP to gunicorn master {pid}: new workers load the models, old ones finish their requests")
+
+
+@click.command("score")
+@click.argument("model_name", metavar="MODEL")
+@click.argument("source", metavar="INPUT", type=click.Path(exists=True, path_type=Path))
+@click.argument("output", metavar="OUTPUT", type=click.Path(path_type=Path))
+@click.option("--version", default=None, help="Model version (default: the newest).")
+@click.option("--batch-size", default=64, show_default=True, help="Items per model call.")
+@click.option("--column", "columns", multiple=True, help="Text column, or feature columns (repeatable).")
+@click.option("--key", default=None, help="Column that identifies a row (default: the row number).")
+@click.option("--threads", default=None, type=int, help="ONNX Runtime threads (default: every core).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@with_appcontext
+def score_command(model_name, source, output, version, batch_size, columns, key, threads, progress):
+    """Score a folder of images or a CSV/Parquet table into OUTPUT (.csv or .parquet); resumes when re-run."""
+    import os
+
+    from app.batch.core import ScoringError, load_model
+    from app.batch.files import SourceError
+    from app.batch.local import score_dataset
+    from app.models.base import Limits
+
+    try:
+        model = load_model(current_app.config["MODEL_DIR"], model_name, version, batch_size,
+                           threads or os.cpu_count() or 1, Limits.from_config(current_app.config))
+        summary = score_dataset(model, source, output, batch_size, list(columns) or None, key, progress)
+    except (ScoringError, SourceError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    resumed = f", {summary.skipped} from an earlier run" if summary.skipped else ""
+    click.echo(f"scored {summary.scored} items with {model.name} v{model.version} in {summary.seconds:.1f} s "
+               f"({summary.rate:.0f} items/s): {summary.errors} errors{resumed}; results in {output}")
 
 
 db_cli = AppGroup("db", help="Database schema.")

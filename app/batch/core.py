@@ -1,0 +1,81 @@
+"""Model loading and per-item scoring shared by the local command and Spark (no Flask, no Spark)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from app.errors import APIError
+from app.models.base import Limits, Manifest, Model
+from app.models.registry import build_model, discover
+
+ERROR = "error"
+
+
+class ScoringError(ValueError):
+    """The run cannot start (no such model, input that does not fit the model)."""
+
+
+def find_manifest(model_dir: str | Path, name: str, version: str | None = None) -> Manifest:
+    """The manifest of ``name`` (its newest version unless one is given)."""
+    manifests = [m for m in discover(Path(model_dir), {name}) if version is None or m.version == str(version)]
+    if not manifests:
+        raise ScoringError(f"no model {name!r}{f' version {version}' if version else ''} in {model_dir}")
+    return max(manifests, key=lambda m: int(m.version))
+
+
+def load_model(model_dir: str | Path, name: str, version: str | None = None, batch_size: int = 64,
+               onnx_threads: int = 1, limits: Limits | None = None) -> Model:
+    """The model, hash-verified and loaded, accepting batches of ``batch_size`` items."""
+    base = limits or Limits()
+    limits = Limits(max(batch_size, 1), base.max_text_chars, max(base.max_batch_text_chars, base.max_text_chars * batch_size),
+                    base.max_image_pixels, max(base.max_batch_image_pixels, base.max_image_pixels * batch_size))
+    model = build_model(find_manifest(model_dir, name, version), {"onnx_threads": onnx_threads, "limits": limits})
+    model.load()
+    if len(model.inputs) != 1:
+        raise ScoringError(f"model {name!r} takes several inputs; batch scoring takes models with one")
+    return model
+
+
+def result_columns(manifest: Manifest) -> list[str]:
+    """The output columns of a model's rows, in order: one per output, a probability column per label."""
+    columns = []
+    for spec in manifest.outputs:
+        if spec.name == "probabilities" and manifest.labels:
+            columns += [f"probability_{label}" for label in manifest.labels]
+        else:
+            columns.append(spec.name)
+    return columns + [ERROR]
+
+
+def flat_row(result: dict) -> dict[str, Any]:
+    """A model's plain result as flat columns ({label: p} becomes probability_<label>)."""
+    row = {}
+    for name, value in result.items():
+        if name == "probabilities" and isinstance(value, dict):
+            row.update({f"probability_{label}": p for label, p in value.items()})
+        else:
+            row[name] = value
+    return row
+
+
+def score_items(model: Model, items: Sequence) -> list[dict[str, Any]]:
+    """Flat result rows for ``items``; an item the model refuses gets only an error, the rest are scored."""
+    try:
+        return [flat_row(result) for result in model.run(items)]
+    except APIError:
+        pass
+    rows = []
+    for item in items:  # find the bad ones: each alone
+        try:
+            rows.append(flat_row(model.run([item])[0]))
+        except APIError as exc:
+            rows.append({ERROR: exc.message})
+    return rows
+
+
+def input_kind(model: Model | Manifest) -> str:
+    """What one item is for this model: "image" (encoded file bytes), "text" or "numbers"."""
+    spec = model.inputs[0]
+    if spec.datatype == "BYTES":
+        return "image" if spec.content == "image" else "text"
+    return "numbers"

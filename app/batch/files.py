@@ -1,0 +1,157 @@
+"""Reading a dataset (a folder of images, a CSV or Parquet table) and writing resumable results.
+
+Results go to ``OUTPUT.partial/`` one part file per chunk as they are scored; the
+finished run joins the parts into OUTPUT and removes the folder. A run that was
+interrupted leaves the folder behind: the same command again skips every key
+already in it and scores only the rest.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+KEY = "key"
+# Result columns that hold text; every other one holds a number (a probability, a score).
+TEXT_COLUMNS = (KEY, "label", "error", "model", "version")
+
+
+class SourceError(ValueError):
+    """The input cannot be read as asked (unknown format, missing column)."""
+
+
+def table_format(path: Path) -> str:
+    """"csv" or "parquet", from the file name (.csv, .csv.gz, .parquet)."""
+    name = path.name.lower()
+    if name.endswith((".csv", ".csv.gz")):
+        return "csv"
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
+    raise SourceError(f"{path}: use a folder of images, a .csv (.csv.gz) or a .parquet file")
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Every PNG or JPEG under ``folder``, in a stable order."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def read_images(folder: Path) -> Iterator[tuple[str, bytes]]:
+    """(path relative to the folder, file bytes) of every image."""
+    for path in image_files(folder):
+        yield path.relative_to(folder).as_posix(), path.read_bytes()
+
+
+def table_rows(path: Path) -> Iterator[dict]:
+    """The rows of a CSV or Parquet table as dicts, streamed."""
+    if table_format(path) == "csv":
+        import gzip
+
+        opener = gzip.open if path.name.lower().endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8", newline="") as handle:
+            csv.field_size_limit(1 << 30)
+            yield from csv.DictReader(handle)
+        return
+    import pyarrow.parquet as pq
+
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+        yield from batch.to_pylist()
+
+
+def read_table(path: Path, kind: str, columns: list[str], key: str | None) -> Iterator[tuple[str, object]]:
+    """(key, item) per row: the text of one column, or the numbers of the feature columns."""
+    for number, row in enumerate(table_rows(path)):
+        missing = [c for c in [*columns, *([key] if key else [])] if c not in row]
+        if missing:
+            raise SourceError(f"{path} has no column {missing[0]!r} (columns: {', '.join(row)})")
+        item_key = str(row[key]) if key else str(number)
+        if kind == "text":
+            yield item_key, "" if row[columns[0]] is None else str(row[columns[0]])
+        else:
+            yield item_key, [number_or_text(row[c]) for c in columns]
+
+
+def number_or_text(value):
+    """A CSV cell as a number when it is one (the model judges anything else)."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def table_columns(path: Path) -> list[str]:
+    """The column names of a table."""
+    if table_format(path) == "csv":
+        return list(next(table_rows(path)).keys())
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).schema_arrow.names
+
+
+class ResumableWriter:
+    """Parts in OUTPUT.partial/, joined into OUTPUT by finish(); keys already written are skipped."""
+
+    def __init__(self, output: Path, columns: list[str], rows_per_part: int = 4096):
+        """Open (or reopen) the partial folder and learn which keys it holds."""
+        self.output, self.columns, self.rows_per_part = output, [KEY, *columns], rows_per_part
+        self.format = table_format(output)
+        self.partial = output.with_name(output.name + ".partial")
+        self.partial.mkdir(parents=True, exist_ok=True)
+        self.parts = sorted(self.partial.glob(f"part-*.{self.format}"))
+        self.done = {row[KEY] for part in self.parts for row in self._read(part)}
+        self.pending: list[dict] = []
+
+    def write(self, rows: list[dict]) -> None:
+        """Add scored rows (each with its key); a part file is written every rows_per_part rows."""
+        self.pending += rows
+        if len(self.pending) >= self.rows_per_part:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the pending rows as one part file (written under a temporary name, then renamed)."""
+        if not self.pending:
+            return
+        path = self.partial / f"part-{len(self.parts):06d}.{self.format}"
+        scratch = path.with_suffix(".tmp")
+        self._write(scratch, self.pending)
+        os.replace(scratch, path)
+        self.parts.append(path)
+        self.pending = []
+
+    def finish(self) -> int:
+        """Join the parts into OUTPUT (atomically) and remove the partial folder; returns the row count."""
+        self.flush()
+        rows = [row for part in self.parts for row in self._read(part)]
+        scratch = self.output.with_name(self.output.name + ".tmp")
+        self._write(scratch, rows)
+        os.replace(scratch, self.output)
+        shutil.rmtree(self.partial)
+        return len(rows)
+
+    def _write(self, path: Path, rows: list[dict]) -> None:
+        if self.format == "csv":
+            with open(path, "w", encoding="utf-8", newline="") as handle:
+                writer = csv.DictWriter(handle, self.columns, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(rows)
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        text = {c for c in self.columns if c in TEXT_COLUMNS}
+        typed = [{c: None if row.get(c) in (None, "") else (str if c in text else float)(row[c]) for c in self.columns}
+                 for row in rows]
+        pq.write_table(pa.Table.from_pylist(typed, schema=pa.schema(
+            [(c, pa.string() if c in text else pa.float64()) for c in self.columns])), path)
+
+    def _read(self, path: Path) -> list[dict]:
+        if self.format == "csv":
+            with open(path, encoding="utf-8", newline="") as handle:
+                return list(csv.DictReader(handle))
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()

@@ -1,0 +1,99 @@
+"""`flask score`: a dataset through one model on this machine, in batches, resumable."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Iterator
+
+from app.batch.core import ERROR, ScoringError, input_kind, result_columns, score_items
+from app.batch.files import KEY, ResumableWriter, read_images, read_table, table_columns
+from app.models.base import Model
+
+
+@dataclass
+class Summary:
+    """What a run did."""
+
+    scored: int
+    errors: int
+    skipped: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        """Items scored per second."""
+        return self.scored / self.seconds if self.seconds else 0.0
+
+
+def default_columns(model: Model, path: Path) -> list[str]:
+    """The text column (named like the model's input, else "text") or every column for a numeric model."""
+    names = table_columns(path)
+    if input_kind(model) == "numbers":
+        return names
+    for candidate in (model.inputs[0].name, "text", "review"):
+        if candidate in names:
+            return [candidate]
+    raise ScoringError(f"{path}: name the text column with --column (columns: {', '.join(names)})")
+
+
+def read_items(model: Model, source: Path, columns: list[str] | None, key: str | None) -> Iterator[tuple[str, object]]:
+    """(key, item) of the input: images of a folder, or rows of a table."""
+    kind = input_kind(model)
+    if source.is_dir():
+        if kind != "image":
+            raise ScoringError(f"model {model.name!r} takes {kind}, not images: give a CSV or Parquet table")
+        return read_images(source)
+    if kind == "image":
+        raise ScoringError(f"model {model.name!r} takes images: give a folder of PNG or JPEG files")
+    columns = columns or default_columns(model, source)
+    if key:
+        columns = [c for c in columns if c != key]
+    return read_table(source, kind, columns, key)
+
+
+def batches(pairs: Iterator[tuple[str, object]], size: int, skip: set[str]) -> Iterator[list[tuple[str, object]]]:
+    """Lists of up to ``size`` (key, item) pairs whose key is not in ``skip``."""
+    pending = (pair for pair in pairs if pair[0] not in skip)
+    while chunk := list(islice(pending, size)):
+        yield chunk
+
+
+def score_dataset(model: Model, source: Path, output: Path, batch_size: int = 64, columns: list[str] | None = None,
+                  key: str | None = None, progress: bool = True) -> Summary:
+    """Score every item of ``source`` into ``output`` (CSV or Parquet); resumes an interrupted run."""
+    writer = ResumableWriter(output, ["model", "version", *result_columns(model.manifest)])
+    pairs = read_items(model, source, columns, key)
+    bar = progress_bar(progress, len(writer.done))
+    scored = errors = 0
+    started = time.perf_counter()
+    for chunk in batches(pairs, batch_size, writer.done):
+        rows = score_items(model, [item for _, item in chunk])
+        for (item_key, _), row in zip(chunk, rows):
+            row.update({KEY: item_key, "model": model.name, "version": model.version})
+        writer.write(rows)
+        scored += len(rows)
+        errors += sum(1 for row in rows if row.get(ERROR))
+        bar.update(len(rows))
+    writer.finish()
+    bar.close()
+    return Summary(scored, errors, len(writer.done), time.perf_counter() - started)
+
+
+def progress_bar(enabled: bool, already: int):
+    """A tqdm bar with items/s (a silent stand-in when disabled or tqdm is missing)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        enabled = False
+    if not enabled:
+        class Silent:
+            def update(self, _count):
+                pass
+
+            def close(self):
+                pass
+
+        return Silent()
+    return tqdm(unit="item", desc="scoring", initial=0, postfix={"resumed": already} if already else None)
