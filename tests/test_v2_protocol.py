@@ -190,3 +190,14 @@ def test_malformed_v2_requests_are_400_not_500(client, model, request_body, frag
     response = client.post(f"/v2/models/{model}/infer", json=request_body)
     assert response.status_code == 400, response.json
     assert fragment in response.json["error"]
+
+
+def test_model_metadata_matches_its_documented_schema(client):
+    """Metadata shapes use -1 for "any size" (found by the fuzz battery: the schema said minimum 0)."""
+    import jsonschema
+
+    schema = client.get("/openapi.json").json["components"]["schemas"]["V2TensorMetadata"]
+    metadata = client.get("/v2/models/logistic_regression").json
+    assert -1 in metadata["inputs"][0]["shape"]
+    for tensor in metadata["inputs"] + metadata["outputs"]:
+        jsonschema.validate(tensor, schema)

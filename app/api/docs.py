@@ -79,6 +79,16 @@ COMPONENT_SCHEMAS = {
             "data": {"type": "array", "items": {}},
         },
     },
+    # Model metadata describes tensors whose size varies with -1 (the protocol's "any size").
+    "V2TensorMetadata": {
+        "type": "object",
+        "required": ["name", "datatype", "shape"],
+        "properties": {
+            "name": {"type": "string"},
+            "datatype": {"type": "string"},
+            "shape": {"type": "array", "items": {"type": "integer", "minimum": -1}},
+        },
+    },
     "V2InferenceRequest": {
         "type": "object",
         "required": ["inputs"],

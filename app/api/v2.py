@@ -92,8 +92,8 @@ def model_metadata(name: str, version: str | None = None):
                   name: {type: string}
                   versions: {type: array, items: {type: string}}
                   platform: {type: string}
-                  inputs: {type: array, items: {$ref: "#/components/schemas/V2Tensor"}}
-                  outputs: {type: array, items: {$ref: "#/components/schemas/V2Tensor"}}
+                  inputs: {type: array, items: {$ref: "#/components/schemas/V2TensorMetadata"}}
+                  outputs: {type: array, items: {$ref: "#/components/schemas/V2TensorMetadata"}}
     """
     model = registry().get(name, version)
     return {
