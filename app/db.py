@@ -24,6 +24,8 @@ review_feedback = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     # The model version this row was learned into (NULL until `flask feedback learn`).
     sa.Column("learned_in_version", sa.String(16), nullable=True),
+    # The model version whose answer this corrects (the client says, else the default version then).
+    sa.Column("answered_by_version", sa.String(16), nullable=True),
     # Who sent it (API key id or address), and what makes a repeat recognisable (see app/api/review.py).
     sa.Column("client", sa.String(64), nullable=True),
     sa.Column("content_hash", sa.String(64), nullable=True),

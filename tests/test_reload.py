@@ -1,4 +1,4 @@
-"""`flask models reload`: a new model version is served without dropping a request."""
+"""`flask models reload`: a new model version, a promotion and a rollback are served without dropping a request."""
 import http.client
 import json
 import os
@@ -37,10 +37,16 @@ def test_reload_serves_new_version_without_dropping_requests(tmp_path, model_dir
         manifest = json.loads((new / "manifest.json").read_text())
         manifest["version"] = 2
         (new / "manifest.json").write_text(json.dumps(manifest))
-        result = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "models", "reload"], cwd=PROJECT_ROOT,
-                                env={**os.environ, "GUNICORN_PIDFILE": str(next(tmp_path.glob("gunicorn-*.pid")))},
-                                capture_output=True, text=True)
-        assert result.returncode == 0, result.stderr
+        cli_env = {**os.environ, "GUNICORN_PIDFILE": str(next(tmp_path.glob("gunicorn-*.pid"))),
+                   "MODELSERVE_MODEL_DIR": str(model_dir), "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
+
+        def flask(*args):
+            result = subprocess.run([sys.executable, "-m", "flask", "--app", "app", *args], cwd=PROJECT_ROOT,
+                                    env=cli_env, capture_output=True, text=True)
+            assert result.returncode == 0, result.stderr
+            return result.stdout
+
+        flask("models", "reload")
 
         def serves_v2():
             return get_json(base + "/v2/models/review_sentiment")[1]["versions"] == ["1", "2"]
@@ -52,6 +58,24 @@ def test_reload_serves_new_version_without_dropping_requests(tmp_path, model_dir
             assert time.monotonic() < deadline, "new version never served"
             time.sleep(0.2)
         time.sleep(3)  # old workers finish and exit while the load goes on
+
+        def settles_on(version):  # every answer comes from `version` once the reload is through
+            deadline = time.monotonic() + 60
+            while {get_json(base + "/review", body)[1]["model"]["version"] for _ in range(8)} != {version}:
+                assert time.monotonic() < deadline, f"version {version} never became the default"
+                time.sleep(0.2)
+
+        # Promotion and rollback reach the running workers through the same reload, under the same load.
+        assert "production: (none) -> 1" in flask("models", "promote", "review_sentiment", "1")
+        flask("models", "reload")
+        settles_on("1")
+        assert "production: 1 -> 2" in flask("models", "promote", "review_sentiment", "2")
+        flask("models", "reload")
+        settles_on("2")
+        assert "production: 2 -> 1" in flask("models", "rollback", "review_sentiment")
+        flask("models", "reload")
+        settles_on("1")
+        time.sleep(2)
         stop.set()
         for thread in threads:
             thread.join()

@@ -40,7 +40,9 @@ COMPONENT_SCHEMAS = {
         "type": "object",
         "required": ["review", "label"],
         "properties": {"review": {"type": "string", "minLength": 1},
-                       "label": {"type": "string", "enum": ["positive", "negative"]}},
+                       "label": {"type": "string", "enum": ["positive", "negative"]},
+                       "version": {"type": "string", "description": "the model version whose answer this corrects "
+                                                                   "(default: the version serving now)"}},
     },
     "PredictInput": {
         "type": "object",

@@ -13,7 +13,7 @@ bp = Blueprint("models", __name__, url_prefix="/models")
 
 @bp.get("")
 def list_models():
-    """Every servable model: its versions, and the newest one's description.
+    """Every servable model: its versions and aliases, and the default version's description.
     ---
     get:
       summary: List the models
@@ -30,8 +30,15 @@ def list_models():
                   refused: {type: object, additionalProperties: {type: string}}
     """
     reg = registry()
-    models = [{**reg.get(name).describe(), "versions": reg.versions(name)} for name in reg.names()]
+    models = [{**reg.get(name).describe(), **versions_of(name)} for name in reg.names()]
     return {"models": models, "refused": reg.refused}
+
+
+def versions_of(name: str) -> dict:
+    """A model's servable versions, its aliases and the version a request without one gets."""
+    reg = registry()
+    return {"versions": reg.versions(name), "aliases": reg.aliases.get(name, {}),
+            "default_version": reg.default_version(name)}
 
 
 @bp.get("/<name>")
@@ -48,7 +55,7 @@ def describe_model(name: str, version: str | None = None):
           content: {application/json: {schema: {$ref: "#/components/schemas/ModelDescription"}}}
     """
     model = registry().get(name, version)
-    return {**model.describe(), "versions": registry().versions(model.name)}
+    return {**model.describe(), **versions_of(model.name)}
 
 
 @bp.post("/<name>/predict")

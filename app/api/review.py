@@ -113,18 +113,21 @@ def feedback():
     label = fields.get("label")
     if label not in ("positive", "negative"):
         raise BadRequest("field 'label' must be 'positive' or 'negative'")
-    row_id, created = store_feedback(review, label)
+    answered_by = fields.get("version") or model.version
+    if not isinstance(answered_by, str) or answered_by not in registry().versions(REVIEW_MODEL):
+        raise BadRequest(f"field 'version' must be a version of {REVIEW_MODEL}: {registry().versions(REVIEW_MODEL)}")
+    row_id, created = store_feedback(review, label, answered_by)
     if not created:
         return {"id": row_id, "stored": False, "duplicate": True, "label": label}, 200
     return {"id": row_id, "stored": True, "label": label}, 201
 
 
-def store_feedback(review: str, label: str) -> tuple[int, bool]:
+def store_feedback(review: str, label: str, answered_by: str) -> tuple[int, bool]:
     """Store one feedback row once: a client's repeat (same text and label, or same Idempotency-Key)
     gives the earlier row's id. Returns (id, created)."""
     client = client_label()
     key = idempotency_key()
-    row = {"review": review, "label": label, "model": REVIEW_MODEL, "client": client,
+    row = {"review": review, "label": label, "model": REVIEW_MODEL, "client": client, "answered_by_version": answered_by,
            "content_hash": hashlib.sha256("\0".join([client, REVIEW_MODEL, label, review]).encode()).hexdigest(),
            "idempotency_key": f"{client}:{key}" if key else None}
     earlier = earlier_feedback(row)

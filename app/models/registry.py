@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from app.errors import ModelNotFound, ModelNotReady
+from app.models.aliases import PRODUCTION, read_aliases
 from app.models.base import MANIFEST_NAME, Limits, Manifest, ManifestError, Model
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ class ModelRegistry:
         self._models: dict[str, dict[str, Model]] = {}
         self.refused: dict[str, str] = {}  # "name/version" -> reason
         self.load_seconds: dict[str, float] = {}
+        self.aliases: dict[str, dict[str, str]] = {}  # name -> alias -> version (read at load)
         self._lock = threading.Lock()
         self.loaded = False
 
@@ -109,6 +111,11 @@ class ModelRegistry:
                     table.setdefault(manifest.name, {})[manifest.version] = model
             for name in sorted((self.only or set()) - {m.name for m in discover(self.model_dir, self.only)}):
                 log.error("model %r named in the MODELS setting has no version in the model folder", name)
+            self.aliases = {name: read_aliases(self.model_dir, name) for name in table}
+            for name, aliases in self.aliases.items():
+                if aliases.get(PRODUCTION) and aliases[PRODUCTION] not in table[name]:
+                    log.error("model %r: its production version %s cannot be served; serving the newest instead",
+                              name, aliases[PRODUCTION])
             self._models = table  # swap in one assignment: readers see old or new, never half
             self.loaded = True
 
@@ -159,13 +166,19 @@ class ModelRegistry:
                 raise ModelNotReady(f"model {name!r} is not available: {self.refused[refused[-1]]}")
             raise ModelNotFound(f"unknown model {name!r}", available=self.names())
         if version is None:
-            version = max(versions, key=int)
+            version = self.default_version(name)
         model = versions.get(str(version))
         if model is None:
             raise ModelNotFound(f"model {name!r} has no version {version!r}", versions=sorted(versions, key=int))
         if not model.ready:
             raise ModelNotReady(f"model {name!r} version {version} is not ready")
         return model
+
+    def default_version(self, name: str) -> str:
+        """What a request without a version gets: the `production` alias when it can serve, else the newest."""
+        versions = self._models[name]
+        production = self.aliases.get(name, {}).get(PRODUCTION)
+        return production if production in versions else max(versions, key=int)
 
     def all_models(self) -> list[Model]:
         """Every loaded model version."""

@@ -99,8 +99,12 @@ def evaluate_review(data_dir, version):
 @feedback_cli.command("learn")
 @data_option
 @click.option("--model", "model_name", default="review_sentiment", show_default=True)
-def learn(data_dir, model_name):
-    """partial_fit the newest model version on unused feedback; write it as a new version."""
+@click.option("--margin", default=0.001, show_default=True,
+              help="Largest accuracy loss (a fraction: 0.001 is 0.1 point) that still promotes the new version.")
+@click.option("--promote", "force", is_flag=True, help="Promote the new version whatever its accuracy (logged).")
+def learn(data_dir, model_name, margin, force):
+    """partial_fit the production version on unused feedback into a new version; promote it only if
+    its accuracy on the IMDb test split (never trained on) is not worse than production's by more than --margin."""
     from app.db import get_engine, review_feedback
     from app.training.review import learn_from_feedback
 
@@ -125,6 +129,43 @@ def learn(data_dir, model_name):
             .values(learned_in_version=new_version)
         )
     click.echo(f"learned {len(rows)} feedback rows into {model_name} version {new_version} ({out})")
+    promote_if_not_worse(model_name, model.version, model.manifest.metrics, out, margin, force)
+
+
+def keep_production(name: str, production: str, folder: Path, why: str) -> None:
+    """Leave production where it is (pinning it, so that the newer version does not become the default)."""
+    from app.models.aliases import PRODUCTION, read_aliases, set_alias
+
+    model_dir = Path(current_app.config["MODEL_DIR"])
+    if PRODUCTION not in read_aliases(model_dir, name):
+        set_alias(model_dir, name, production)
+    click.echo(f"NOT promoted: version {folder.name} stays unpromoted because {why}. "
+               f"Production stays v{production}.")
+
+
+def promote_if_not_worse(name: str, production: str, before: dict, folder: Path, margin: float, force: bool) -> None:
+    """The gate of online learning: a new version serves only if it measured no worse than production."""
+    import logging
+
+    from app.models.aliases import set_alias
+
+    after = json.loads((folder / "manifest.json").read_text()).get("metrics", {})
+    old, new = before.get("accuracy"), after.get("accuracy")
+    if force:
+        logging.getLogger("app.training").warning("version %s of %s promoted with --promote (accuracy %s, "
+                                                   "production v%s %s)", folder.name, name, new, production, old)
+        verdict = "promoted with --promote"
+    elif not isinstance(old, (int, float)) or not isinstance(new, (int, float)):
+        return keep_production(name, production, folder, "it could not be compared with production (no test data "
+                               "to measure it); `flask models promote` it after checking it yourself")
+    elif new < old - margin:
+        return keep_production(name, production, folder, f"its accuracy on the IMDb test split is {new:.5f}, "
+                               f"production's {old:.5f}: worse by {100 * (old - new):.3f} points, more than the "
+                               f"margin of {100 * margin:.3f}")
+    else:
+        verdict = f"promoted: accuracy {new:.5f} against production v{production} {old:.5f}"
+    set_alias(Path(current_app.config["MODEL_DIR"]), name, folder.name)
+    click.echo(f"{verdict}; production is now v{folder.name} (`flask models reload` for running servers)")
 
 
 @feedback_cli.command("list")
@@ -141,18 +182,82 @@ def list_feedback():
         click.echo(f"{label:9s} {'learned in v' + version if version else 'not learned yet':20s} {count}")
 
 
+@feedback_cli.command("export")
+@click.argument("path", type=click.Path(path_type=Path))
+def export_feedback(path):
+    """Write every feedback row to a CSV file (id, time, label, versions, review)."""
+    import csv
+
+    from app.db import get_engine, review_feedback as table
+
+    columns = [table.c.id, table.c.created_at, table.c.model, table.c.label, table.c.answered_by_version,
+               table.c.learned_in_version, table.c.review]
+    with get_engine().connect() as conn, open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([c.name for c in columns])
+        rows = conn.execute(sa.select(*columns).order_by(table.c.id)).all()
+        writer.writerows(rows)
+    click.echo(f"wrote {len(rows)} feedback rows to {path}")
+
+
+@feedback_cli.command("delete")
+@click.argument("ids", nargs=-1, type=int, required=True)
+def delete_feedback(ids):
+    """Delete feedback rows by id (see `flask feedback export`)."""
+    from app.db import get_engine, review_feedback as table
+
+    with get_engine().begin() as conn:
+        deleted = conn.execute(sa.delete(table).where(table.c.id.in_(ids))).rowcount
+    click.echo(f"deleted {deleted} feedback rows")
+
+
 @models_cli.command("list")
 def list_models():
-    """Every model version in MODEL_DIR: verified and loadable, or refused and why."""
+    """Every model version in MODEL_DIR: verified and loadable, or refused and why; aliases and the default."""
     registry = current_app.extensions["model_registry"]
     registry.load_all()
-    for model in registry.all_models():
+    for model in sorted(registry.all_models(), key=lambda m: (m.name, int(m.version))):
+        tags = [a for a, v in registry.aliases.get(model.name, {}).items() if v == model.version]
+        if registry.default_version(model.name) == model.version:
+            tags.append("default")
         metrics = model.manifest.metrics
-        click.echo(f"{model.name:22s} v{model.version:3s} ok       accuracy {metrics.get('accuracy')}")
+        click.echo(f"{model.name:22s} v{model.version:3s} ok       accuracy {metrics.get('accuracy')}  "
+                   f"{' '.join(sorted(tags))}")
     for key, reason in sorted(registry.refused.items()):
         click.echo(f"{key:26s} REFUSED  {reason}")
     if registry.refused:
         raise SystemExit(1)
+
+
+@models_cli.command("promote")
+@click.argument("name")
+@click.argument("version")
+@click.option("--alias", default="production", show_default=True, help="Alias to point at VERSION.")
+def promote(name, version, alias):
+    """Point an alias (production: what requests without a version get) at a version."""
+    from app.models.aliases import AliasError, set_alias
+
+    try:
+        before = set_alias(Path(current_app.config["MODEL_DIR"]), name, version, alias)
+    except AliasError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{name} {alias}: {before or '(none)'} -> {version}")
+    click.echo("running servers pick it up on `flask models reload` (no request is dropped)")
+
+
+@models_cli.command("rollback")
+@click.argument("name")
+@click.option("--alias", default="production", show_default=True)
+def rollback(name, alias):
+    """Point an alias back at the version it had before its last promotion."""
+    from app.models.aliases import AliasError, roll_back
+
+    try:
+        before, after = roll_back(Path(current_app.config["MODEL_DIR"]), name, alias)
+    except AliasError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{name} {alias}: {before} -> {after}")
+    click.echo("running servers pick it up on `flask models reload` (no request is dropped)")
 
 
 def number_list(text: str | None, what: str) -> list[float] | None:

@@ -1,7 +1,8 @@
 // The review page (loaded as a file: the pages' CSP allows no inline script).
 "use strict";
 const reviewForm = document.getElementById("review-form");
-let lastReview = null, lastLabel = null;
+let lastReview = null, lastLabel = null, lastVersion = null;
+const feedbackButtons = () => [document.getElementById("correct"), document.getElementById("incorrect")];
 reviewForm.addEventListener("submit", async (event) => {
   event.preventDefault();
   const response = await fetch(document.body.dataset.reviewUrl, {method: "POST", body: new FormData(reviewForm)});
@@ -9,16 +10,18 @@ reviewForm.addEventListener("submit", async (event) => {
   const error = document.getElementById("review-error");
   if (!response.ok) { error.textContent = body.error; error.hidden = false; return; }
   error.hidden = true;
-  lastReview = reviewForm.review.value; lastLabel = body.label;
+  lastReview = reviewForm.review.value; lastLabel = body.label; lastVersion = body.model.version;
+  feedbackButtons().forEach((button) => { button.disabled = false; });  // one answer per prediction
   document.getElementById("sentiment").textContent = body.label;
   document.getElementById("probability").textContent = (100 * body.probability_positive).toFixed(1) + " %";
   document.getElementById("feedback-status").textContent = "";
   document.getElementById("review-result").hidden = false;
 });
 async function sendFeedback(correct) {
+  feedbackButtons().forEach((button) => { button.disabled = true; });
   const label = correct ? lastLabel : (lastLabel === "positive" ? "negative" : "positive");
   const data = new FormData();
-  data.append("review", lastReview); data.append("label", label);
+  data.append("review", lastReview); data.append("label", label); data.append("version", lastVersion);
   const response = await fetch(document.body.dataset.feedbackUrl, {method: "POST", body: data});
   document.getElementById("feedback-status").textContent = response.ok
     ? `Thank you: stored as ${label}. The model learns from it at the next update.` : "Could not store the feedback.";
