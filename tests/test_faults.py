@@ -152,6 +152,11 @@ def test_database_outage_leaves_inference_up_and_recovers(tmp_path):
             time.sleep(0.5)
         # And goes away again while connections are pooled: 503, not 500.
         proxy.stop()
-        assert get_json(base + "/jobs", job, json_headers)[0] == 503
-        assert get_json(base + "/health/ready")[1]["database"] == "unavailable"
+        seen = []  # each worker reports what its own last database request found
+        for _ in range(20):
+            assert get_json(base + "/jobs", job, json_headers)[0] == 503
+            seen.append(get_json(base + "/health/ready")[1]["database"])
+            if seen[-1] == "unavailable":
+                break
+        assert "unavailable" in seen, seen
         assert get_json(base + "/review", review)[0] == 200
