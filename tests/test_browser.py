@@ -45,6 +45,9 @@ def test_review_page_predicts_and_takes_feedback(browser, live_server):
     browser.find_element(By.ID, "incorrect").click()
     status = wait_for_text(browser, "feedback-status")
     assert "stored as negative" in status
+    # One answer per prediction: both buttons are disabled until the next one.
+    assert not browser.find_element(By.ID, "incorrect").is_enabled()
+    assert not browser.find_element(By.ID, "correct").is_enabled()
     browser.save_screenshot(str(SCREENSHOTS / "review.png"))
 
 
@@ -57,7 +60,25 @@ def test_classify_page_uploads_a_cell(browser, live_server):
     assert label in ("Parasitized", "Uninfected")
     meters = browser.find_elements(By.CSS_SELECTOR, "#probabilities meter")
     assert len(meters) == 2
+    # The preview is a blob: URL, which the page's CSP must allow.
+    WebDriverWait(browser, 10).until(lambda d: d.execute_script(
+        "return document.getElementById('preview').naturalWidth") > 0)
+    assert "not for diagnosis" in browser.find_element(By.CSS_SELECTOR, ".note").text
     browser.save_screenshot(str(SCREENSHOTS / "classify.png"))
+
+
+def test_titles_icon_and_way_back_from_the_docs(browser, live_server):
+    browser.get(live_server + "/")
+    assert browser.title == "modelserve"
+    browser.get(live_server + "/ui/review")
+    assert browser.title == "Reviews · modelserve"
+    import urllib.request
+
+    with urllib.request.urlopen(live_server + "/favicon.ico") as icon:
+        assert icon.status == 200 and icon.headers["Content-Type"].startswith("image/svg+xml")
+    browser.get(live_server + "/docs")
+    browser.find_element(By.LINK_TEXT, "\u2190 modelserve home").click()
+    WebDriverWait(browser, 10).until(lambda d: d.title == "modelserve")
 
 
 def test_classify_page_shows_errors(browser, live_server, tmp_path):

@@ -16,7 +16,7 @@ from app import auth
 
 bp = Blueprint("docs", __name__)
 
-UNDOCUMENTED_ENDPOINTS = {"docs.swagger_asset", "web.static"}
+UNDOCUMENTED_ENDPOINTS = {"docs.swagger_asset", "web.static", "web.favicon"}
 
 COMPONENT_SCHEMAS = {
     "Error": {
@@ -200,7 +200,8 @@ DOCS_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>modelserve API</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="stylesheet" href="{{ url_for('docs.swagger_asset', filename='swagger-ui.css') }}"></head>
-<body><div id="swagger-ui" data-spec-url="{{ url_for('docs.openapi_json') }}"></div>
+<body><p><a href="{{ url_for('web.home') }}">&larr; modelserve home</a></p>
+<div id="swagger-ui" data-spec-url="{{ url_for('docs.openapi_json') }}"></div>
 <script src="{{ url_for('docs.swagger_asset', filename='swagger-ui-bundle.js') }}"></script>
 <script src="{{ url_for('web.static', filename='docs.js') }}"></script>
 </body></html>"""

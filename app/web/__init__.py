@@ -92,6 +92,12 @@ def model_plot(name: str, version: str, filename: str):
     return send_from_directory(model.manifest.directory, filename, mimetype="image/png")
 
 
+@bp.get("/favicon.ico")
+def favicon():
+    """The icon browsers ask for on every page (a static file, so not in the API description)."""
+    return send_from_directory(bp.static_folder, "favicon.svg", mimetype="image/svg+xml", max_age=86400)
+
+
 @bp.get("/ui/jobs")
 def jobs_page():
     """Post a job, watch its status, see the result (what the AzureMLDeploy test page did).

@@ -4,8 +4,12 @@ const form = document.getElementById("job-form");
 const statusLine = document.getElementById("status");
 const resultBox = document.getElementById("result");
 const heatmap = document.getElementById("heatmap");
+const button = form.querySelector("button[type=submit]");
+// A file chosen for an image model must not be sent once another model is picked.
+form.model.addEventListener("change", () => { form.payload.value = ""; });
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
+  button.disabled = true;
   const data = new FormData();
   data.append("model", form.model.value);
   if (form.payload.files.length) data.append("payload", form.payload.files[0]);
@@ -13,13 +17,18 @@ form.addEventListener("submit", async (event) => {
   resultBox.textContent = ""; heatmap.hidden = true;
   const response = await fetch(document.body.dataset.jobsUrl, {method: "POST", body: data});
   const job = await response.json();
-  if (!response.ok) { statusLine.textContent = "Error: " + job.error; return; }
-  poll(response.headers.get("Location"));
+  if (!response.ok) { statusLine.textContent = "Error: " + job.error; button.disabled = false; return; }
+  poll(response.headers.get("Location"), Date.now());
 });
-async function poll(url) {
+async function poll(url, started) {
   const job = await (await fetch(url)).json();
-  statusLine.textContent = `Job ${job.id}: ${job.status} (attempt ${job.attempts} of ${job.max_attempts})`;
-  if (["queued", "running"].includes(job.status)) { setTimeout(() => poll(url), 500); return; }
+  let line = `Job ${job.id}: ${job.status} (attempt ${job.attempts} of ${job.max_attempts})`;
+  if (job.status === "queued" && job.attempts === 0 && Date.now() - started > 5000) {
+    line += ". No worker has taken it yet: jobs run on pull workers (flask --app app worker --server URL).";
+  }
+  statusLine.textContent = line;
+  if (["queued", "running"].includes(job.status)) { setTimeout(() => poll(url, started), 500); return; }
+  button.disabled = false;
   const result = Object.assign({}, job.result || {});
   if (result.heatmap_png_base64) {
     heatmap.src = "data:image/png;base64," + result.heatmap_png_base64; heatmap.hidden = false;

@@ -3,8 +3,13 @@
 const reviewForm = document.getElementById("review-form");
 let lastReview = null, lastLabel = null, lastVersion = null;
 const feedbackButtons = () => [document.getElementById("correct"), document.getElementById("incorrect")];
+const submitButton = reviewForm.querySelector("button[type=submit]");
 reviewForm.addEventListener("submit", async (event) => {
   event.preventDefault();
+  submitButton.disabled = true;  // busy until the answer is in
+  try { await submit(); } finally { submitButton.disabled = false; }
+});
+async function submit() {
   const response = await fetch(document.body.dataset.reviewUrl, {method: "POST", body: new FormData(reviewForm)});
   const body = await response.json();
   const error = document.getElementById("review-error");
@@ -16,7 +21,7 @@ reviewForm.addEventListener("submit", async (event) => {
   document.getElementById("probability").textContent = (100 * body.probability_positive).toFixed(1) + " %";
   document.getElementById("feedback-status").textContent = "";
   document.getElementById("review-result").hidden = false;
-});
+}
 async function sendFeedback(correct) {
   feedbackButtons().forEach((button) => { button.disabled = true; });
   const label = correct ? lastLabel : (lastLabel === "positive" ? "negative" : "positive");
