@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 
-.PHONY: serve test train-env bench-env compare system-deps clean
+.PHONY: serve test test-fast train-env bench-env compare system-deps clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-batch.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,9 @@ serve: $(VENV)/.installed  ## start the server on $$PORT (default 8000) with the
 
 test: $(VENV)/.installed system-deps  ## run the whole test suite
 	$(VENV)/bin/python -m pytest
+
+test-fast: $(VENV)/.installed  ## the inner loop: no live servers, browser, PostgreSQL, Spark, training or benchmarks
+	$(VENV)/bin/python -m pytest -q -m "not live and not browser and not postgres and not slow"
 
 # The browser tests drive Debian's Chromium, the benchmark smoke tests drive wrk, the
 # slow-client test runs the shipped nginx configuration and the batch tests run Spark (Java 17);

@@ -165,3 +165,67 @@ def database_url(request, tmp_path) -> str:
         conn.execute(sa.text("DELETE FROM review_feedback"))
     engine.dispose()
     return url
+
+
+# -- markers for the fast inner loop (`make test-fast`); `make test` runs everything ------------------------------
+
+LIVE_FIXTURES = {"live_server", "byo_server"}
+FILE_MARKERS = {
+    "test_browser.py": "browser",
+    "test_faults.py": "live", "test_slow_clients.py": "live", "test_jobs_live.py": "live", "test_reload.py": "live",
+    "test_batch.py": "slow", "test_training.py": "slow", "test_benchmarks.py": "slow", "test_fuzz_openapi.py": "slow",
+}
+MARKERS = {
+    "live": "starts gunicorn (or uses the session's live server)",
+    "browser": "drives headless Chromium",
+    "postgres": "needs the PostgreSQL server",
+    "slow": "Spark, training, benchmarks or fuzzing: tens of seconds each",
+}
+
+
+def pytest_configure(config):
+    """Register the markers."""
+    for name, meaning in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {meaning}")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark tests by file, by the live-server fixtures they use, and by the database they run on."""
+    for item in items:
+        marker = FILE_MARKERS.get(item.path.name) or ("slow" if item.originalname in SLOW_TESTS else None)
+        if marker:
+            item.add_marker(marker)
+        if LIVE_FIXTURES & set(getattr(item, "fixturenames", ())) or "run_gunicorn" in getattr(
+                item.function, "__code__", compile("", "", "exec")).co_names:
+            item.add_marker("live")
+        callspec = getattr(item, "callspec", None)
+        if (callspec and callspec.params.get("database_url") == "postgresql") or "postgres" in item.name:
+            item.add_marker("postgres")
+
+SLOW_TESTS = {"test_held_out_accuracy_through_the_endpoint", "test_feedback_that_lowers_accuracy_is_not_promoted",
+              "test_fuzz_preprocessing_for_a_bounded_time"}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def committed_models_loaded_once():
+    """In-process apps share the loaded committed models (read-only) instead of re-hashing them for every test.
+
+    Only models under saved_models/ are shared; a test that changes a model works on its own copy
+    (the model_dir fixture), which is loaded afresh.
+    """
+    from app.models.registry import ModelRegistry
+
+    original, cache = ModelRegistry._load_one, {}
+
+    def load_one(self, manifest, key):
+        if not Path(manifest.directory).resolve().is_relative_to(SAVED_MODELS.resolve()):
+            return original(self, manifest, key)
+        cache_key = (str(manifest.directory), repr(sorted(self.options.items())))
+        if cache_key not in cache:
+            cache[cache_key] = original(self, manifest, key)
+        self.load_seconds.setdefault(key, 0.0)
+        return cache[cache_key]
+
+    ModelRegistry._load_one = load_one
+    yield
+    ModelRegistry._load_one = original

@@ -178,6 +178,8 @@ def list_feedback():
             sa.select(review_feedback.c.label, review_feedback.c.learned_in_version, sa.func.count())
             .group_by(review_feedback.c.label, review_feedback.c.learned_in_version)
         ).all()
+    if not rows:
+        click.echo("no feedback stored yet (POST /review/feedback, or the buttons on /ui/review)")
     for label, version, count in rows:
         click.echo(f"{label:9s} {'learned in v' + version if version else 'not learned yet':20s} {count}")
 
