@@ -1,12 +1,7 @@
 // The classify page (loaded as a file: the pages' CSP allows no inline script).
 "use strict";
 const classifyForm = document.getElementById("classify-form");
-const submitButton = classifyForm.querySelector("button[type=submit]");
-classifyForm.addEventListener("submit", async (event) => {
-  event.preventDefault();
-  submitButton.disabled = true;  // busy until the answer is in
-  try { await submit(); } finally { submitButton.disabled = false; }
-});
+onSubmitBusy(classifyForm, submit);
 async function submit() {
   const file = classifyForm.image.files[0];
   const data = new FormData();

@@ -3,12 +3,7 @@
 const reviewForm = document.getElementById("review-form");
 let lastReview = null, lastLabel = null, lastVersion = null;
 const feedbackButtons = () => [document.getElementById("correct"), document.getElementById("incorrect")];
-const submitButton = reviewForm.querySelector("button[type=submit]");
-reviewForm.addEventListener("submit", async (event) => {
-  event.preventDefault();
-  submitButton.disabled = true;  // busy until the answer is in
-  try { await submit(); } finally { submitButton.disabled = false; }
-});
+onSubmitBusy(reviewForm, submit);
 async function submit() {
   const response = await fetch(document.body.dataset.reviewUrl, {method: "POST", body: new FormData(reviewForm)});
   const body = await response.json();
