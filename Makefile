@@ -10,8 +10,14 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-batch.txt
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
 	touch $@
 
-serve: $(VENV)/.installed  ## start the server on $$PORT (default 8000) with the embedded defaults
-	$(VENV)/bin/gunicorn -c gunicorn.conf.py main:app
+.venv-serve/.installed: requirements.txt
+	$(PYTHON) -m venv .venv-serve
+	.venv-serve/bin/pip install --quiet --upgrade pip
+	.venv-serve/bin/pip install --quiet -r requirements.txt
+	touch $@
+
+serve: .venv-serve/.installed  ## the server on 127.0.0.1:$$PORT (default 8000; HOST=0.0.0.0 to listen on every interface), serving requirements only
+	HOST=$${HOST:-127.0.0.1} .venv-serve/bin/gunicorn -c gunicorn.conf.py main:app
 
 test: $(VENV)/.installed system-deps  ## run the whole test suite
 	$(VENV)/bin/python -m pytest
@@ -49,4 +55,4 @@ compare: bench-env system-deps  ## this server against BentoML, MLServer and bar
 	.venv-bench/bin/python benchmarks/compare.py --out benchmarks/results/compare.md
 
 clean:
-	rm -rf $(VENV) .venv-train .venv-bench .pytest_cache
+	rm -rf $(VENV) .venv-serve .venv-train .venv-bench .pytest_cache
