@@ -55,8 +55,9 @@ def train_review(data_dir, seed):
 
 @train_cli.command("trio")
 @data_option
-@click.option("--seed", default=0, show_default=True)
-@click.option("--only", multiple=True, help="Train only this member (repeatable).")
+@click.option("--seed", default=0, show_default=True, help="Seed for SGD shuffling and the decision tree.")
+@click.option("--only", multiple=True, type=click.Choice(["logistic_regression", "linear_svc", "decision_tree"]),
+              help="Train only this member (repeatable; default: all three).")
 def train_trio_command(data_dir, seed, only):
     """Logistic regression, linear SVC and decision tree on the hashed IMDb features."""
     from app.training.sklearn_trio import train_trio
@@ -69,7 +70,7 @@ def train_trio_command(data_dir, seed, only):
 @train_cli.command("malaria")
 @data_option
 @click.option("--seed", default=0, show_default=True, help="Seed for the patient split, weights and augmentation.")
-@click.option("--epochs", default=40, show_default=True)
+@click.option("--epochs", default=40, show_default=True, help="Most training epochs (early stopping may end sooner).")
 def train_malaria(data_dir, seed, epochs):
     """Malaria cell CNN (TensorFlow), exported to ONNX; figures from held-out patients."""
     from app.training.malaria import train_malaria_model
@@ -98,7 +99,8 @@ def evaluate_review(data_dir, version):
 
 @feedback_cli.command("learn")
 @data_option
-@click.option("--model", "model_name", default="review_sentiment", show_default=True)
+@click.option("--model", "model_name", default="review_sentiment", show_default=True,
+              help="Text model whose production version learns the feedback.")
 @click.option("--margin", default=0.001, show_default=True,
               help="Largest accuracy loss (a fraction: 0.001 is 0.1 point) that still promotes the new version.")
 @click.option("--promote", "force", is_flag=True, help="Promote the new version whatever its accuracy (logged).")
@@ -249,7 +251,7 @@ def promote(name, version, alias):
 
 @models_cli.command("rollback")
 @click.argument("name")
-@click.option("--alias", default="production", show_default=True)
+@click.option("--alias", default="production", show_default=True, help="Alias to move back.")
 def rollback(name, alias):
     """Point an alias back at the version it had before its last promotion."""
     from app.models.aliases import AliasError, roll_back
@@ -283,9 +285,10 @@ def number_list(text: str | None, what: str) -> list[float] | None:
 @click.option("--trust", multiple=True, help="For a .skops file: a type to trust (repeatable; read it first).")
 @click.option("--image", is_flag=True, help="ONNX image classifier: take encoded images, preprocess as configured.")
 @click.option("--input-size", default=None, help="Image model: H,W (default: from the graph).")
-@click.option("--resize", type=click.Choice(["pad", "crop", "stretch"]), default="pad", show_default=True)
+@click.option("--resize", type=click.Choice(["pad", "crop", "stretch"]), default="pad", show_default=True,
+              help="Image model: fit the image to the input size by padding, center-cropping or stretching.")
 @click.option("--filter", "resample", type=click.Choice(["nearest", "bilinear", "bicubic", "lanczos"]),
-              default="bilinear", show_default=True)
+              default="bilinear", show_default=True, help="Image model: the resampling filter.")
 @click.option("--scale", type=float, default=1 / 255, show_default=True, help="Image model: factor on 0..255 pixels.")
 @click.option("--mean", default=None, help="Image model: per-channel mean subtracted after scaling, e.g. 0.485,0.456,0.406")
 @click.option("--std", default=None, help="Image model: per-channel std divided by, e.g. 0.229,0.224,0.225")
@@ -391,7 +394,8 @@ def db_upgrade():
 @click.command("worker")
 @click.option("--server", required=True, help="Base URL of the server, e.g. http://host:8000")
 @click.option("--token", envvar="MODELSERVE_WORKER_TOKEN", default="",
-              help="Worker bearer token (default: the token file of a server on this machine).")
+              help="Worker bearer token (env MODELSERVE_WORKER_TOKEN; default: the token file of a server on "
+                   "this machine).")
 @click.option("--model", "models", multiple=True, help="Model to serve (repeatable; default: all).")
 @click.option("--wait", default=20.0, show_default=True, help="Long-poll seconds per lease request.")
 @click.option("--max-jobs", default=None, type=int, help="Stop after this many jobs.")

@@ -1,0 +1,22 @@
+"""The command line: every option of every command explains itself."""
+import click
+
+
+def walk(command, path):
+    """(path, command) of every leaf command under ``command``."""
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            yield from walk(sub, [*path, name])
+    else:
+        yield path, command
+
+
+def test_every_option_has_help_text(app):
+    ours = ["train", "evaluate", "feedback", "models", "worker", "score", "db"]
+    missing = [(" ".join(path), param.name) for name in ours for path, command in walk(app.cli.commands[name], [name])
+               for param in command.params if isinstance(param, click.Option) and not param.help]
+    assert missing == []
+
+
+def test_feedback_list_says_when_there_is_none(runner):
+    assert "no feedback stored yet" in runner.invoke(args=["feedback", "list"]).output
