@@ -1,6 +1,8 @@
 """Model-serving API: the application factory."""
 from __future__ import annotations
 
+__version__ = "1.1.0"
+
 import logging
 
 from flask import Flask

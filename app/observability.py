@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import platform
 import queue
 import re
 import time
@@ -16,7 +17,7 @@ import uuid
 from contextlib import contextmanager
 from logging.handlers import QueueHandler, QueueListener
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess,
 )
@@ -41,6 +42,15 @@ IN_FLIGHT = Gauge("modelserve_inference_in_flight", "Inferences running now", ["
 MODEL_LOAD_SECONDS = Gauge("modelserve_model_load_seconds", "Time to load, verify and warm a model version",
                            ["model", "version"], multiprocess_mode="max")
 
+JOB_LEASE_EXPIRIES = Counter("modelserve_job_lease_expiries_total",
+                             "Leases that ran out before their worker reported (job requeued or failed)")
+JOB_SECONDS = Histogram("modelserve_job_duration_seconds", "Jobs from submission to their final outcome",
+                        ["outcome"], buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 21600, 86400))
+BUILD_INFO = Gauge("modelserve_build_info", "Always 1: the running code's version and Python", ["version", "python"],
+                   multiprocess_mode="max")
+for outcome in ("succeeded", "failed"):  # the series exist before the first job finishes
+    JOB_SECONDS.labels(outcome)
+
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 log = logging.getLogger("app.access")
 
@@ -60,8 +70,37 @@ def track_inference(name: str, version: str, items: int):
 
 
 def record_model_load(name: str, version: str, seconds: float) -> None:
-    """Export how long a model version took to become ready."""
+    """Export how long a model version took to become ready; its inference series start at zero."""
     MODEL_LOAD_SECONDS.labels(name, version).set(seconds)
+    INFERENCE_ITEMS.labels(name, version)
+    INFERENCE_SECONDS.labels(name, version)
+
+
+class JobQueueCollector:
+    """modelserve_jobs{model, status}, read from the job store when /metrics is scraped (the queue is
+    shared by every worker and server, so it is counted once, at the source)."""
+
+    def __init__(self, store):
+        """Keep the store."""
+        self.store = store
+
+    def collect(self):
+        """One gauge family; a database that cannot answer gives modelserve_job_store_up 0 instead."""
+        from prometheus_client.core import GaugeMetricFamily
+
+        up = GaugeMetricFamily("modelserve_job_store_up", "1 when the job store answered this scrape")
+        try:
+            counts = self.store.counts_by_model()
+        except Exception:  # noqa: BLE001 - a scrape must not fail because the database is away
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        jobs = GaugeMetricFamily("modelserve_jobs", "Jobs in the store by model and status", labels=["model", "status"])
+        for (model, status), count in sorted(counts.items()):
+            jobs.add_metric([model, status], count)
+        yield jobs
 
 
 JSON_FORMATTER = JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -111,12 +150,21 @@ def metrics_response() -> Response:
           description: metrics in the Prometheus text format
           content: {text/plain: {schema: {type: string}}}
     """
+    registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
     else:
-        registry = REGISTRY
+        registry.register(ProcessMetrics())
+    registry.register(JobQueueCollector(current_app.extensions["job_store"]))
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+class ProcessMetrics:
+    """The process-local registry's samples, for a server without gunicorn's multiprocess folder."""
+
+    def collect(self):
+        """Everything REGISTRY has."""
+        return REGISTRY.collect()
 
 
 def init_app(app: Flask) -> None:
@@ -146,3 +194,6 @@ def init_app(app: Flask) -> None:
         return response
 
     app.add_url_rule("/metrics", "metrics", metrics_response)
+    from app import __version__
+
+    BUILD_INFO.labels(__version__, platform.python_version()).set(1)

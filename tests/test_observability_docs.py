@@ -75,3 +75,24 @@ def test_metrics_scraped_from_gunicorn(live_server):
     assert re.search(r'modelserve_inference_duration_seconds_count\{model="review_sentiment",version="1"\} [1-9]', text)
     assert 'modelserve_inference_in_flight{model="review_sentiment",version="1"}' in text
     assert 'modelserve_model_load_seconds{model="malaria_cell",version="1"}' in text
+
+
+def test_job_queue_and_build_metrics(tmp_path):
+    from app import __version__, create_app
+
+    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / 'm.db'}", "WORKER_TOKEN": "t",
+                      "WORKER_MODELS": "m"})
+    client = app.test_client()
+    bearer = {"Authorization": "Bearer t"}
+    job_id = client.post("/jobs", json={"model": "m", "text": "x"}).json["id"]
+    client.post("/jobs", json={"model": "m", "text": "y"})
+    lease_id = client.post("/jobs/lease", json={}, headers=bearer).json["lease_id"]
+    client.post(f"/jobs/{job_id}/result", json={"lease_id": lease_id, "result": 1}, headers=bearer)
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'modelserve_jobs{model="m",status="succeeded"} 1.0' in metrics
+    assert 'modelserve_jobs{model="m",status="queued"} 1.0' in metrics
+    assert "modelserve_job_store_up 1.0" in metrics
+    assert f'modelserve_build_info{{python="' in metrics and f'version="{__version__}"' in metrics
+    assert 'modelserve_job_duration_seconds_count{outcome="failed"}' in metrics  # exists before the first failure
+    assert "modelserve_job_lease_expiries_total" in metrics
+    app.extensions["db_engine"].dispose()

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from app.db import jobs
+from app.observability import JOB_LEASE_EXPIRIES, JOB_SECONDS
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED, EXPIRED = "queued", "running", "succeeded", "failed", "canceled", "expired"
 FINISHED = (SUCCEEDED, FAILED, CANCELED)
@@ -181,11 +182,13 @@ class JobStore:
     def _requeue_expired(self, conn, now: dt.datetime) -> None:
         """Running jobs whose lease ran out: back to the queue, or failed after max_attempts."""
         stale = sa.and_(jobs.c.status == RUNNING, jobs.c.lease_expires_at < now)
-        conn.execute(sa.update(jobs).where(stale, jobs.c.attempts >= jobs.c.max_attempts).values(
+        failed = conn.execute(sa.update(jobs).where(stale, jobs.c.attempts >= jobs.c.max_attempts).values(
             status=FAILED, lease_id=None, finished_at=now, updated_at=now,
             error=sa.literal("lease expired on every attempt (worker lost or too slow); attempts: ")
-            + sa.cast(jobs.c.attempts, sa.String)))
-        conn.execute(sa.update(jobs).where(stale).values(status=QUEUED, lease_id=None, updated_at=now))
+            + sa.cast(jobs.c.attempts, sa.String))).rowcount
+        requeued = conn.execute(sa.update(jobs).where(stale).values(status=QUEUED, lease_id=None, updated_at=now)).rowcount
+        if failed + requeued:
+            JOB_LEASE_EXPIRIES.inc(failed + requeued)
 
     def heartbeat(self, job_id: str, lease_id: str) -> dt.datetime:
         """Extend a live lease; LeaseConflict if it is not the current one."""
@@ -229,6 +232,7 @@ class JobStore:
             ).rowcount
         job = self.get(job_id)
         if updated == 1:
+            JOB_SECONDS.labels(status).observe((job["finished_at"] - job["created_at"]).total_seconds())
             return job, True
         if job["lease_id"] == lease_id and job["status"] == status:
             return job, False  # the same worker posting the same outcome again
@@ -262,6 +266,13 @@ class JobStore:
                         error=f"no worker took the job within {int(self.queued_ttl.total_seconds())} s")
             ).rowcount
         return finished + unclaimed
+
+    def counts_by_model(self) -> dict[tuple[str, str], int]:
+        """Number of jobs by (model, status)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(jobs.c.model, jobs.c.status, sa.func.count())
+                                .group_by(jobs.c.model, jobs.c.status)).all()
+        return {(model, status): count for model, status, count in rows}
 
     def counts(self) -> dict[str, int]:
         """Number of jobs by status."""
