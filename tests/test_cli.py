@@ -20,3 +20,20 @@ def test_every_option_has_help_text(app):
 
 def test_feedback_list_says_when_there_is_none(runner):
     assert "no feedback stored yet" in runner.invoke(args=["feedback", "list"]).output
+
+
+def test_reload_finds_the_one_running_server(tmp_path, monkeypatch, runner):
+    import os
+    import tempfile
+
+    from app.training.cli import running_server_pidfile
+
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.delenv("GUNICORN_PIDFILE", raising=False)
+    (tmp_path / "modelserve-gunicorn-8001.pid").write_text("999999999")  # a server that is gone
+    assert "no running server" in runner.invoke(args=["models", "reload"]).output
+    alive = tmp_path / "modelserve-gunicorn-8000.pid"
+    alive.write_text(str(os.getpid()))
+    assert running_server_pidfile() == alive
+    (tmp_path / "modelserve-gunicorn-8002.pid").write_text(str(os.getppid()))
+    assert "several servers" in runner.invoke(args=["models", "reload"]).output

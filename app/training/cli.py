@@ -325,15 +325,14 @@ def add_model_command(name, path, version, labels, description, python_class, tr
 
 
 @models_cli.command("reload")
-@click.option("--pidfile", default=None, help="gunicorn pidfile (default: the one gunicorn.conf.py writes for $PORT).")
+@click.option("--pidfile", default=None, help="gunicorn pidfile (default: GUNICORN_PIDFILE, else the one running "
+                                              "server's file in the temporary folder).")
 def reload_models(pidfile):
-    """Make a running gunicorn load new model versions without dropping requests (SIGHUP)."""
+    """Make a running gunicorn load new model versions and aliases without dropping requests (SIGHUP)."""
     import os
     import signal
-    import tempfile
 
-    path = Path(pidfile or os.environ.get("GUNICORN_PIDFILE") or
-                Path(tempfile.gettempdir()) / f"modelserve-gunicorn-{os.environ.get('PORT', '8000')}.pid")
+    path = Path(pidfile or os.environ.get("GUNICORN_PIDFILE") or running_server_pidfile())
     if not path.exists():
         raise click.ClickException(f"no gunicorn pidfile at {path}; is the server running?")
     pid = int(path.read_text().strip())
@@ -341,11 +340,32 @@ def reload_models(pidfile):
     click.echo(f"sent SIGHUP to gunicorn master {pid}: new workers load the models, old ones finish their requests")
 
 
+def running_server_pidfile() -> Path:
+    """The pidfile of the one gunicorn of this project running on this machine (gunicorn.conf.py names them
+    modelserve-gunicorn-PORT.pid); a clear error when there is none or several."""
+    import os
+    import tempfile
+
+    alive = []
+    for path in sorted(Path(tempfile.gettempdir()).glob("modelserve-gunicorn-*.pid")):
+        try:
+            os.kill(int(path.read_text().strip()), 0)
+        except (OSError, ValueError):
+            continue
+        alive.append(path)
+    if len(alive) == 1:
+        return alive[0]
+    if not alive:
+        raise click.ClickException("no running server found (no live modelserve-gunicorn-*.pid); is it running?")
+    raise click.ClickException("several servers are running; say which with --pidfile: "
+                               + ", ".join(str(p) for p in alive))
+
+
 @click.command("score")
 @click.argument("model_name", metavar="MODEL")
 @click.argument("source", metavar="INPUT", type=click.Path(exists=True, path_type=Path))
 @click.argument("output", metavar="OUTPUT", type=click.Path(path_type=Path))
-@click.option("--version", default=None, help="Model version (default: the newest).")
+@click.option("--version", default=None, help="Model version (default: the production alias, else the newest).")
 @click.option("--batch-size", default=64, show_default=True, help="Items per model call.")
 @click.option("--column", "columns", multiple=True, help="Text column, or feature columns (repeatable).")
 @click.option("--key", default=None, help="Column that identifies a row (default: the row number).")
