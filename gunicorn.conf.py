@@ -54,6 +54,21 @@ pidfile = os.environ.get("GUNICORN_PIDFILE", os.path.join(tempfile.gettempdir(),
 # gunicorn's own access log would only repeat it; GUNICORN_ACCESSLOG=- turns it back on.
 accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
 errorlog = "-"
+# gunicorn's own lines (worker boots, timeouts, signals) in the app's JSON format, unless
+# MODELSERVE_LOG_FORMAT=text: one parser for every line a log collector sees.
+if os.environ.get("MODELSERVE_LOG_FORMAT", "json").strip('"') == "json":
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "pythonjsonlogger.json.JsonFormatter",
+                                "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+                                "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"}}},
+        "handlers": {"error_console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"},
+                     "console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}},
+        "loggers": {"gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False},
+                    "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False}},
+    }
+
 # What one connection may send before the app sees it (gunicorn's defaults, stated): a request
 # line of 4094 bytes, 100 header fields of 8190 bytes each. Bare gunicorn has no time limit on
 # reading headers or bodies: a thread waits for a slow client, so production puts a buffering

@@ -96,3 +96,13 @@ def test_job_queue_and_build_metrics(tmp_path):
     assert 'modelserve_job_duration_seconds_count{outcome="failed"}' in metrics  # exists before the first failure
     assert "modelserve_job_lease_expiries_total" in metrics
     app.extensions["db_engine"].dispose()
+
+
+def test_operation_ids_are_unique_and_readable(client):
+    import re
+
+    spec = client.get("/openapi.json").json
+    ids = [op["operationId"] for path in spec["paths"].values() for method, op in path.items() if method != "parameters"]
+    assert len(ids) == len(set(ids))
+    assert all(re.fullmatch(r"[a-z0-9_]+", i) for i in ids), ids
+    assert spec["paths"]["/review"]["post"]["operationId"] == "review_classify_review"

@@ -27,3 +27,15 @@ def test_server_process_does_not_import_training_libraries():
             "if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_gunicorn_logs_in_the_apps_json_format(tmp_path):
+    import json
+
+    from tests.conftest import run_gunicorn
+
+    with run_gunicorn(tmp_path, {"MODELSERVE_MODELS": "review_sentiment"}):
+        pass
+    lines = [line for line in next(tmp_path.glob("gunicorn-*.log")).read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # every line, gunicorn's own included
+    assert any(r["logger"] == "gunicorn.error" and "Booting worker" in r["message"] for r in records)

@@ -141,6 +141,15 @@ def operation_security(app: Flask, endpoint: str) -> list[dict]:
     return []
 
 
+def operation_id(rule, method: str, methods: set[str]) -> str:
+    """A readable id: the view's name ("review_classify_review"), "_version" for the versioned route of
+    the same view, and the method when one route takes several."""
+    name = rule.endpoint.replace(".", "_")
+    if "version" in rule.arguments:
+        name += "_version"
+    return f"{name}_{method}" if len(methods) > 1 else name
+
+
 def build_spec(app: Flask) -> dict:
     """The OpenAPI document of every route of ``app``."""
     spec = APISpec(
@@ -161,7 +170,7 @@ def build_spec(app: Flask) -> dict:
         documented = yaml_utils.load_operations_from_docstring(view.__doc__ or "")
         methods = {m.lower() for m in rule.methods - {"HEAD", "OPTIONS"}}
         operations = {m: dict(op) for m, op in documented.items() if m in methods}
-        for operation in operations.values():
+        for method_name, operation in operations.items():
             operation.setdefault("responses", {}).setdefault("default", ERROR_RESPONSE)
             if getattr(view, "admitted", False):  # behind the backpressure gate (app/admission.py)
                 operation["responses"].setdefault(503, OVERLOADED_RESPONSE)
@@ -170,7 +179,7 @@ def build_spec(app: Flask) -> dict:
             if security:
                 operation["security"] = security
                 operation["responses"].setdefault(401, {**ERROR_RESPONSE, "description": "missing or wrong credentials"})
-            operation.setdefault("operationId", f"{rule.endpoint}.{rule.rule}".replace("/", "_").replace("<", "").replace(">", ""))
+            operation.setdefault("operationId", operation_id(rule, method_name, methods))
         parameters = [{"in": "path", "name": arg, "required": True, "schema": {"type": "string"}}
                       for arg in sorted(rule.arguments)]
         spec.path(path=FlaskPlugin.flaskpath2openapi(rule.rule), operations=operations, parameters=parameters)
