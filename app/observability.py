@@ -39,6 +39,10 @@ INFERENCE_ITEMS = Counter("modelserve_inference_items_total", "Items (texts, ima
                           ["model", "version"])
 IN_FLIGHT = Gauge("modelserve_inference_in_flight", "Inferences running now", ["model", "version"],
                   multiprocess_mode="livesum")
+INFERENCE_FAILURES = Counter("modelserve_inference_failures_total", "Inference batches that raised",
+                             ["model", "version"])
+LAST_INFERENCE = Gauge("modelserve_inference_last_timestamp_ms", "When the model version last ran (ms since epoch)",
+                       ["model", "version"], multiprocess_mode="max")
 MODEL_LOAD_SECONDS = Gauge("modelserve_model_load_seconds", "Time to load, verify and warm a model version",
                            ["model", "version"], multiprocess_mode="max")
 
@@ -63,10 +67,48 @@ def track_inference(name: str, version: str, items: int):
     started = time.perf_counter()
     try:
         yield
-    finally:
+    except Exception:
+        INFERENCE_FAILURES.labels(name, version).inc()
+        raise
+    else:
         INFERENCE_SECONDS.labels(name, version).observe(time.perf_counter() - started)
         INFERENCE_ITEMS.labels(name, version).inc(items)
+    finally:
+        LAST_INFERENCE.labels(name, version).set(time.time() * 1000)
         gauge.dec()
+
+
+def metric_samples() -> dict[tuple[str, tuple], float]:
+    """Every sample of every worker (gunicorn's multiprocess folder) or of this process, by (name, labels)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in registry.collect() for sample in family.samples}
+
+
+def inference_statistics(name: str, version: str, samples: dict | None = None) -> dict:
+    """One model version's statistics in the shape of Triton's statistics extension (all workers together)."""
+    samples = metric_samples() if samples is None else samples
+    labels = (("model", name), ("version", version))
+
+    def value(metric):
+        return samples.get((metric, labels), 0.0)
+
+    executions = int(value("modelserve_inference_duration_seconds_count"))
+    nanoseconds = int(value("modelserve_inference_duration_seconds_sum") * 1e9)
+    failures = int(value("modelserve_inference_failures_total"))
+    nothing = {"count": 0, "ns": 0}
+    return {
+        "name": name, "version": version, "last_inference": int(value("modelserve_inference_last_timestamp_ms")),
+        "inference_count": int(value("modelserve_inference_items_total")), "execution_count": executions,
+        "inference_stats": {"success": {"count": executions, "ns": nanoseconds}, "fail": {"count": failures, "ns": 0},
+                            "queue": nothing, "compute_input": nothing,
+                            "compute_infer": {"count": executions, "ns": nanoseconds}, "compute_output": nothing},
+        "batch_stats": [],
+    }
 
 
 def record_model_load(name: str, version: str, seconds: float) -> None:
@@ -74,6 +116,7 @@ def record_model_load(name: str, version: str, seconds: float) -> None:
     MODEL_LOAD_SECONDS.labels(name, version).set(seconds)
     INFERENCE_ITEMS.labels(name, version)
     INFERENCE_SECONDS.labels(name, version)
+    INFERENCE_FAILURES.labels(name, version)
 
 
 class JobQueueCollector:

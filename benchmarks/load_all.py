@@ -106,6 +106,8 @@ def wrk_cases(ids: dict) -> list[tuple[str, str, str, bytes | None, str, dict]]:
         ("/v2/models/<name>/versions/<version>", "/v2/models/review_sentiment/versions/1"),
         ("/v2/models/<name>/ready", "/v2/models/linear_svc/ready"),
         ("/v2/models/<name>/versions/<version>/ready", "/v2/models/malaria_cell/versions/1/ready"),
+        ("/v2/models/stats", "/v2/models/stats"), ("/v2/models/<name>/stats", "/v2/models/review_sentiment/stats"),
+        ("/v2/models/<name>/versions/<version>/stats", "/v2/models/malaria_cell/versions/1/stats"),
         ("/classify", "/classify"), ("/review", "/review"), ("/predict", "/predict"),
         ("/models", "/models"), ("/models/<name>", "/models/malaria_cell"),
         ("/models/<name>/versions/<version>", "/models/linear_svc/versions/1"),

@@ -96,3 +96,19 @@ def test_kserve_rest_client_v2(live_server):
     outputs = asyncio.run(run())
     assert outputs["label"].as_numpy()[0] in ("negative", b"negative")
     assert outputs["probabilities"].as_numpy().shape == (1, 2)
+
+
+def test_triton_statistics_count_every_worker(triton_client):
+    """The statistics extension through tritonclient: counts from both gunicorn workers together."""
+    def executions():
+        stats = triton_client.get_inference_statistics("logistic_regression", model_version="1")["model_stats"]
+        return stats[0]["execution_count"], stats[0]["inference_count"]
+
+    before = executions()
+    review = triton.InferInput("review", [2], "BYTES")
+    review.set_data_from_numpy(np.array([b"Fine.", b"Awful."], dtype=object))
+    for _ in range(6):  # spread over both workers
+        triton_client.infer("logistic_regression", [review])
+    after = executions()
+    assert after[0] - before[0] == 6 and after[1] - before[1] == 12
+    assert "statistics" in triton_client.get_server_metadata()["extensions"]

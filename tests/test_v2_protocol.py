@@ -201,3 +201,19 @@ def test_model_metadata_matches_its_documented_schema(client):
     assert -1 in metadata["inputs"][0]["shape"]
     for tensor in metadata["inputs"] + metadata["outputs"]:
         jsonschema.validate(tensor, schema)
+
+
+def test_statistics_extension(client):
+    def stats(path):
+        return client.get(path).json["model_stats"]
+
+    before = stats("/v2/models/review_sentiment/versions/1/stats")[0]
+    for text in ("Great", "Bad", "Fine"):
+        client.post("/review", data={"review": text})
+    after = stats("/v2/models/review_sentiment/versions/1/stats")[0]
+    assert after["execution_count"] - before["execution_count"] == 3
+    assert after["inference_stats"]["success"]["ns"] > before["inference_stats"]["success"]["ns"]
+    assert after["last_inference"] >= before["last_inference"] and after["last_inference"] > 0
+    assert {s["name"] for s in stats("/v2/models/stats")} >= {"review_sentiment", "malaria_cell"}
+    assert client.get("/v2/models/nope/stats").status_code == 404
+    assert "statistics" in client.get("/v2").json["extensions"]

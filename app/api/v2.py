@@ -14,7 +14,7 @@ bp = Blueprint("v2", __name__, url_prefix="/v2")
 
 SERVER_NAME = "modelserve"
 SERVER_VERSION = "1.0.0"
-EXTENSIONS = ["binary_tensor_data"]
+EXTENSIONS = ["binary_tensor_data", "statistics"]
 
 
 
@@ -126,6 +126,39 @@ def model_ready(name: str, version: str | None = None):
     """
     model = registry().get(name, version)
     return {"name": model.name, "ready": model.ready}
+
+
+@bp.get("/models/stats")
+@bp.get("/models/<name>/stats")
+@bp.get("/models/<name>/versions/<version>/stats")
+def model_statistics(name: str | None = None, version: str | None = None):
+    """Inference statistics per model version, every worker together (Triton's statistics extension).
+    ---
+    get:
+      summary: V2 model statistics
+      tags: [v2]
+      responses:
+        200:
+          description: statistics
+          content:
+            application/json:
+              schema:
+                type: object
+                required: [model_stats]
+                properties: {model_stats: {type: array, items: {type: object, additionalProperties: true}}}
+    """
+    from app.observability import inference_statistics, metric_samples
+
+    reg = registry()
+    if name is None:
+        chosen = [(m.name, m.version) for m in reg.all_models()]
+    elif version is None:
+        reg.get(name)  # 404 for an unknown model
+        chosen = [(name, v) for v in reg.versions(name)]
+    else:
+        chosen = [(name, reg.get(name, version).version)]
+    samples = metric_samples()
+    return {"model_stats": [inference_statistics(n, v, samples) for n, v in sorted(chosen)]}
 
 
 @bp.post("/models/<name>/infer")
