@@ -91,7 +91,9 @@ util.write_error = write_json_error
 
 
 def on_starting(server):
-    """Start with an empty metrics folder (stale files would add old counts)."""
+    """Start with an empty metrics folder (stale files would add old counts); tell the workers who
+    their master is (a V2 repository load or unload reloads every worker through it)."""
+    os.environ["MODELSERVE_GUNICORN_MASTER"] = str(os.getpid())
     path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     shutil.rmtree(path, ignore_errors=True)
     os.makedirs(path, exist_ok=True)

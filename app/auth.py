@@ -29,8 +29,11 @@ log = logging.getLogger(__name__)
 PUBLIC_BLUEPRINTS = ("health", "docs", "web")
 PUBLIC_ENDPOINTS = ("metrics", "v2.server_live", "v2.server_ready")
 # Worker endpoints: the worker token guards them, not the client keys.
+# The V2 repository's load and unload change what every client is served: the worker token guards
+# them too, as the server's one operator credential.
 WORKER_ENDPOINTS = ("jobs.lease_job", "jobs.heartbeat", "jobs.post_result", "jobs.post_failure",
-                    "compat.get_next_task_v0", "compat.put_task_result_v0")
+                    "compat.get_next_task_v0", "compat.put_task_result_v0", "v2.repository_load",
+                    "v2.repository_unload")
 
 
 class Unauthorized(APIError):

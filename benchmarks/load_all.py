@@ -31,8 +31,10 @@ WORKER_TOKEN = "load-test-worker-token"
 REVIEW = "A thoughtful, well acted film with a script that never talks down to its audience. Loved it!"
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
-# Exercised by the job protocol driver (part 2), not by wrk.
+# Exercised by the job protocol driver (part 2), not by wrk; the V2 repository's load and unload
+# reload every worker, so they are tested on their own (tests/test_v2_protocol.py), not under load.
 JOB_FLOW_ROUTES = {
+    ("POST", "/v2/repository/models/<name>/load"), ("POST", "/v2/repository/models/<name>/unload"),
     ("POST", "/jobs/lease"), ("POST", "/jobs/<job_id>/heartbeat"), ("POST", "/jobs/<job_id>/result"),
     ("POST", "/jobs/<job_id>/failure"), ("DELETE", "/jobs/<job_id>"), ("POST", "/api/getnexttask_v0"),
     ("POST", "/api/puttaskresult_v0"),
@@ -132,6 +134,7 @@ def wrk_cases(ids: dict) -> list[tuple[str, str, str, bytes | None, str, dict]]:
         ("/api/predict_v0", "POST", "/api/predict_v0",
          json.dumps({"payload": base64.b64encode(b"cell").decode()}).encode(), JSON, {}),
         ("/api/getresult_v0", "POST", "/api/getresult_v0", json.dumps({"task_id": ids["task"]}).encode(), JSON, {}),
+        ("/v2/repository/index", "POST", "/v2/repository/index", b"{}", JSON, {}),
     ]
     return cases
 

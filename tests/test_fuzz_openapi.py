@@ -5,6 +5,7 @@ schemas and content types. The battery runs against both job stores (SQLite and
 PostgreSQL: some bad inputs only fail on one of them), with the worker token
 presented, so that generated requests reach the worker endpoints' own checks.
 """
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -20,9 +21,12 @@ CHECKS = [not_a_server_error, response_schema_conformance, content_type_conforma
 
 
 def fuzz_app(database_url: str):
-    """The app under fuzzing: committed models, any job model accepted, short long polls."""
+    """The app under fuzzing: a copy of the committed models (the repository's unload may change its
+    folder), any job model accepted, short long polls."""
+    models = Path(tempfile.mkdtemp()) / "saved_models"
+    shutil.copytree(SAVED_MODELS, models, ignore=shutil.ignore_patterns(".staging-*"))
     # Long polls are capped at 1 s: a generated `wait` must not stall the run for 20 s per case.
-    app = create_app({"TESTING": True, "DATABASE_URL": database_url, "MODEL_DIR": str(SAVED_MODELS),
+    app = create_app({"TESTING": True, "DATABASE_URL": database_url, "MODEL_DIR": str(models),
                       "JOB_MAX_WAIT_SECONDS": 1, "WORKER_TOKEN": TOKEN, "WORKER_MODELS": "*"})
     app.extensions["model_registry"].load_all()
     return app

@@ -393,10 +393,12 @@ def test_backoff_is_capped_and_jittered():
 
 # -- the credential battery: every operation, every credential variant, no 5xx ------------------------------------
 
-def test_every_operation_with_every_credential_variant(tmp_path, database_url):
+def test_every_operation_with_every_credential_variant(tmp_path, database_url, model_dir):
     from app.auth import WORKER_ENDPOINTS, needs_client_key
 
-    app = make_app(tmp_path, database_url, API_KEYS="k1", WORKER_TOKEN=TOKEN, WORKER_MODELS="m")
+    # Its own model folder: the repository's unload, called with the worker token, changes it.
+    app = make_app(tmp_path, database_url, API_KEYS="k1", WORKER_TOKEN=TOKEN, WORKER_MODELS="m",
+                   MODEL_DIR=str(model_dir))
     app.extensions["model_registry"].load_all()
     client = app.test_client()
     values = {"job_id": "0" * 32, "name": "review_sentiment", "version": "1", "filename": "evaluation.png"}
@@ -441,3 +443,18 @@ def test_refused_models_do_not_show_paths(tmp_path, model_dir):
     answer = client.post("/models/linear_svc/predict", json={"instances": [[1, 2, 3, 4]]})
     for text in [*refused.values(), answer.get_data(as_text=True)]:
         assert str(tmp_path) not in text and "/saved_models" not in text, text
+
+
+def test_nul_and_lone_surrogates_in_names_and_texts_are_400_on_both(worker_app):
+    """Found by the fuzz battery on PostgreSQL: a NUL in a leased model name was a 500."""
+    client = worker_app.test_client()
+    lease = client.post("/jobs/lease", data='{"models": ["\\u0000Q", "m"]}', content_type="application/json",
+                        headers=BEARER)
+    assert lease.status_code == 400
+    for body in ('{"model": "m", "text": "bad \\ud800 text"}',):
+        assert client.post("/jobs", data=body, content_type="application/json").status_code == 400
+    feedback = client.post("/review/feedback", data='{"review": "odd \\udc37 review", "label": "positive"}',
+                           content_type="application/json")
+    assert feedback.status_code == 400
+    worker = client.post("/jobs/lease", data='{"worker": "w\\ud800"}', content_type="application/json", headers=BEARER)
+    assert worker.status_code == 400

@@ -217,3 +217,19 @@ def test_statistics_extension(client):
     assert {s["name"] for s in stats("/v2/models/stats")} >= {"review_sentiment", "malaria_cell"}
     assert client.get("/v2/models/nope/stats").status_code == 404
     assert "statistics" in client.get("/v2").json["extensions"]
+
+
+def test_model_repository_extension(app_with_model_dir):
+    client = app_with_model_dir.test_client()
+    admin = {"Authorization": f"Bearer {app_with_model_dir.extensions['worker_token']}"}
+    infer = {"inputs": [{"name": "review", "datatype": "BYTES", "shape": [1], "data": ["Fine film"]}]}
+    index = client.post("/v2/repository/index", json={"ready": True}).json
+    assert {"name": "linear_svc", "version": "1", "state": "READY", "reason": ""} in index
+    assert client.post("/v2/repository/models/linear_svc/unload").status_code == 401  # an operator's act
+    assert client.post("/v2/repository/models/linear_svc/unload", headers=admin).status_code == 200
+    assert client.post("/v2/models/linear_svc/infer", json=infer).status_code == 404
+    assert {"name": "linear_svc", "state": "UNAVAILABLE", "reason": "unloaded"} in client.post("/v2/repository/index").json
+    assert client.post("/v2/repository/models/linear_svc/load", headers=admin).status_code == 200
+    assert client.post("/v2/models/linear_svc/infer", json=infer).status_code == 200
+    assert client.post("/v2/repository/models/nope/load", headers=admin).status_code == 404
+    assert "model_repository" in client.get("/v2").json["extensions"]

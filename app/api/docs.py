@@ -143,10 +143,13 @@ def operation_security(app: Flask, endpoint: str) -> list[dict]:
 
 def operation_id(rule, method: str, methods: set[str]) -> str:
     """A readable id: the view's name ("review_classify_review"), "_version" for the versioned route of
-    the same view, and the method when one route takes several."""
+    the same view ("_all" for its route without a model), and the method when one route takes several."""
     name = rule.endpoint.replace(".", "_")
     if "version" in rule.arguments:
         name += "_version"
+    elif not rule.arguments and any(other.endpoint == rule.endpoint and other.arguments
+                                    for other in current_app.url_map.iter_rules()):
+        name += "_all"  # the same view answers for one model on other routes
     return f"{name}_{method}" if len(methods) > 1 else name
 
 

@@ -49,9 +49,14 @@ def string_field(fields: dict, name: str) -> str:
 
 
 def checked_text(value: str, name: str) -> str:
-    """Text that will be stored: a NUL character is refused (PostgreSQL cannot store it)."""
+    """Text that will be stored or encoded: NUL characters (PostgreSQL cannot store them) and lone
+    surrogates (JSON's "\\ud800" escapes, which are not Unicode text) are refused."""
     if "\x00" in value:
         raise BadRequest(f"{name} must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"{name} is not valid Unicode text (a lone surrogate)") from None
     return value
 
 

@@ -164,7 +164,7 @@ def payload_from_request() -> tuple[str, bytes, str]:
             raise BadRequest("JSON body must be an object with 'model' and 'text' or 'payload_base64'")
         model = body.get("model", "")
         if isinstance(body.get("text"), str):
-            return model, body["text"].encode("utf-8"), "text/plain; charset=utf-8"
+            return model, checked_text(body["text"], "field 'text'").encode("utf-8"), "text/plain; charset=utf-8"
         if isinstance(body.get("payload_base64"), str):
             try:
                 data = base64.b64decode(body["payload_base64"], validate=True)
@@ -337,8 +337,9 @@ def lease_job():
     if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait < float("inf"):
         raise BadRequest("'wait' must be a non-negative number of seconds")
     models = body.get("models")
-    if models is not None and (not isinstance(models, list) or not all(isinstance(m, str) for m in models)):
-        raise BadRequest("'models' must be a list of model names")
+    if models is not None and (not isinstance(models, list) or
+                               not all(isinstance(m, str) and MODEL_NAME.fullmatch(m) for m in models)):
+        raise BadRequest("'models' must be a list of model names (letters, digits, '_', '.', '-')")
     worker = body.get("worker") or request.remote_addr or "worker"
     if not isinstance(worker, str):
         raise BadRequest("'worker' must be a string")

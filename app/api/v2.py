@@ -1,6 +1,11 @@
 """Open Inference Protocol (KServe V2) REST endpoints for every registered model."""
 from __future__ import annotations
 
+import json
+import os
+import re
+import signal
+
 from flask import Blueprint, Response, request
 
 from app.admission import admitted
@@ -8,13 +13,14 @@ from app.api import registry
 from app.api.health import readiness
 from app.codecs.adapters import inputs_from_tensors, output_tensors
 from app.codecs.v2 import HEADER_LENGTH, ProtocolError, decode_request, encode_response
-from app.errors import BadRequest
+from app.errors import BadRequest, ModelNotFound
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 
 SERVER_NAME = "modelserve"
 SERVER_VERSION = "1.0.0"
-EXTENSIONS = ["binary_tensor_data", "statistics"]
+MODEL_FOLDER = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+EXTENSIONS = ["binary_tensor_data", "statistics", "model_repository"]
 
 
 
@@ -159,6 +165,92 @@ def model_statistics(name: str | None = None, version: str | None = None):
         chosen = [(name, reg.get(name, version).version)]
     samples = metric_samples()
     return {"model_stats": [inference_statistics(n, v, samples) for n, v in sorted(chosen)]}
+
+
+@bp.post("/repository/index")
+def repository_index():
+    """Every model version in the model folder with its state (model repository extension).
+    ---
+    post:
+      summary: V2 model repository index
+      tags: [v2]
+      requestBody:
+        content: {application/json: {schema: {type: object, properties: {ready: {type: boolean}}}}}
+      responses:
+        200:
+          description: the index
+          content:
+            application/json:
+              schema:
+                type: array
+                items:
+                  type: object
+                  properties: {name: {type: string}, version: {type: string}, state: {type: string}, reason: {type: string}}
+    """
+    body = request.get_json(silent=True) if request.content_length else {}
+    if not isinstance(body, dict) or not isinstance(body.get("ready", False), bool):
+        raise BadRequest("send {} or {\"ready\": true}")
+    reg = registry()
+    reg.ensure_loaded()
+    entries = [{"name": m.name, "version": m.version, "state": "READY", "reason": ""} for m in reg.all_models()]
+    entries += [{"name": key.split("/")[0], "version": key.split("/")[1], "state": "UNAVAILABLE", "reason": reason}
+                for key, reason in reg.refused.items()]
+    entries += [{"name": name, "state": "UNAVAILABLE", "reason": "unloaded"} for name in sorted(reg.unloaded)]
+    if body.get("ready"):
+        entries = [e for e in entries if e["state"] == "READY"]
+    return Response(json.dumps(sorted(entries, key=lambda e: (e["name"], e.get("version", "")))),
+                    mimetype="application/json")
+
+
+def change_repository(name: str, unloaded: bool) -> dict:
+    """Mark a model folder (un)loaded, then have every worker reload: through gunicorn's master when
+    there is one (SIGHUP: new workers start, old ones finish their requests), else in this process."""
+    from app.auth import require_worker
+    from app.models.registry import UNLOADED_FILE
+
+    require_worker()
+    reg = registry()
+    folder = reg.model_dir / name
+    if not MODEL_FOLDER.fullmatch(name) or not any(folder.glob("*/manifest.json")):
+        raise ModelNotFound(f"no model {name!r} in the model folder")
+    marker = folder / UNLOADED_FILE
+    if unloaded:
+        marker.write_text("unloaded through POST /v2/repository/models/NAME/unload\n")
+    else:
+        marker.unlink(missing_ok=True)
+    master = os.environ.get("MODELSERVE_GUNICORN_MASTER")
+    if master:
+        os.kill(int(master), signal.SIGHUP)
+    else:
+        reg.load_all()
+    return {"name": name, "state": "UNAVAILABLE" if unloaded else "READY",
+            "note": "every worker reloads the model folder" if master else "reloaded"}
+
+
+@bp.post("/repository/models/<name>/load")
+def repository_load(name: str):
+    """Serve a model again (model repository extension; needs the worker token).
+    ---
+    post:
+      summary: V2 repository, load a model
+      tags: [v2]
+      responses:
+        200: {description: loading, content: {application/json: {schema: {type: object, additionalProperties: true}}}}
+    """
+    return change_repository(name, unloaded=False)
+
+
+@bp.post("/repository/models/<name>/unload")
+def repository_unload(name: str):
+    """Stop serving a model until it is loaded again (model repository extension; needs the worker token).
+    ---
+    post:
+      summary: V2 repository, unload a model
+      tags: [v2]
+      responses:
+        200: {description: unloading, content: {application/json: {schema: {type: object, additionalProperties: true}}}}
+    """
+    return change_repository(name, unloaded=True)
 
 
 @bp.post("/models/<name>/infer")

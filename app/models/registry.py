@@ -75,6 +75,9 @@ def discover(model_dir: Path, only: set[str] | None = None) -> list[Manifest]:
     return sorted(manifests, key=lambda m: (m.name, int(m.version)))
 
 
+# A model folder holding this file is not served (the V2 repository extension's unload).
+UNLOADED_FILE = "UNLOADED"
+
 ABSOLUTE_PATH = re.compile(r"(?:/[\w.+@~-]+)+/([\w.+@~-]+)")
 
 
@@ -95,14 +98,18 @@ class ModelRegistry:
         self.refused: dict[str, str] = {}  # "name/version" -> reason
         self.load_seconds: dict[str, float] = {}
         self.aliases: dict[str, dict[str, str]] = {}  # name -> alias -> version (read at load)
+        self.unloaded: set[str] = set()  # models whose folder says UNLOADED
         self._lock = threading.Lock()
         self.loaded = False
 
     def load_all(self) -> None:
         """Load every model version found; models already loaded are kept as they are."""
         with self._lock:
-            table = {name: dict(versions) for name, versions in self._models.items()}
+            self.unloaded = {p.parent.name for p in self.model_dir.glob(f"*/{UNLOADED_FILE}")}
+            table = {name: dict(versions) for name, versions in self._models.items() if name not in self.unloaded}
             for manifest in discover(self.model_dir, self.only):
+                if manifest.name in self.unloaded:
+                    continue
                 key = f"{manifest.name}/{manifest.version}"
                 if manifest.version in table.get(manifest.name, {}):
                     continue
