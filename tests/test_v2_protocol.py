@@ -233,3 +233,21 @@ def test_model_repository_extension(app_with_model_dir):
     assert client.post("/v2/models/linear_svc/infer", json=infer).status_code == 200
     assert client.post("/v2/repository/models/nope/load", headers=admin).status_code == 404
     assert "model_repository" in client.get("/v2").json["extensions"]
+
+
+def test_json_bytes_input_can_carry_a_base64_image(client):
+    """MLServer's convention: a BYTES input with parameters.content_type "base64" holds encoded files."""
+    import base64
+
+    from tests.conftest import SHARED_DATA
+
+    cell = next((SHARED_DATA / "malaria" / "Parasitized").glob("*.png")).read_bytes()
+    body = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"content_type": "base64"},
+                        "data": [base64.b64encode(cell).decode()]}]}
+    answer = client.post("/v2/models/malaria_cell/infer", json=body)
+    assert answer.status_code == 200
+    direct = client.post("/classify", data={"image": (__import__("io").BytesIO(cell), "c.png")}).json
+    assert answer.json["outputs"][0]["data"] == [direct["label"]]
+    body["inputs"][0]["data"] = ["***not base64***"]
+    refused = client.post("/v2/models/malaria_cell/infer", json=body)
+    assert refused.status_code == 400 and "base64" in refused.json["error"]
