@@ -23,7 +23,7 @@ def live():
 
 @bp.get("/health/ready")
 def ready():
-    """200 when this worker can take inference traffic; 503 while loading, with no model, or overloaded.
+    """200 when this worker can serve at all; 503 while loading or with no model (shedding is only reported).
     ---
     get:
       summary: Readiness with the list of loaded and refused models
@@ -43,8 +43,11 @@ def ready():
 def readiness() -> dict:
     """The one readiness rule, shared by /health/ready and /v2/health/ready.
 
-    Ready means: models have been loaded (and warmed up), at least one of them can
-    serve, and this worker is not shedding load. A refused model version is listed
+    Ready means: models have been loaded (and warmed up) and at least one of them can
+    serve. Shedding load is reported ("overloaded") but does not make the worker unready:
+    a spike would otherwise take every pod out of a Kubernetes Service at once, and the
+    load would land on whatever is left; requests are shed one by one instead, with 503
+    and Retry-After (app/admission.py). A refused model version is listed
     but does not make the server unready: the others still serve, and the refusal is
     visible here, in the log and in that model's own /v2/models/<name>/ready. The
     database's state is what the last request that used it found.
@@ -54,6 +57,6 @@ def readiness() -> dict:
     overloaded = current_app.extensions["admission_gate"].overloaded
     # The database is reported, not required: inference never touches it, so an outage must not
     # take this worker out of the load balancer (its endpoints answer 503 + Retry-After meanwhile).
-    return {"ready": registry.loaded and bool(models) and not overloaded, "loading": not registry.loaded,
+    return {"ready": registry.loaded and bool(models), "loading": not registry.loaded,
             "overloaded": overloaded, "models": models, "refused": registry.refused,
             "database": current_app.extensions["db_state"]}
