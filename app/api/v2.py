@@ -227,30 +227,18 @@ def change_repository(name: str, unloaded: bool) -> dict:
             "note": "every worker reloads the model folder" if master else "reloaded"}
 
 
-@bp.post("/repository/models/<name>/load")
-def repository_load(name: str):
-    """Serve a model again (model repository extension; needs the worker token).
+@bp.post("/repository/models/<name>/load", endpoint="repository_load", defaults={"unload": False})
+@bp.post("/repository/models/<name>/unload", endpoint="repository_unload", defaults={"unload": True})
+def repository_change(name: str, unload: bool):
+    """Take a model out of service (unload) or serve it again (load): model repository extension, worker token.
     ---
     post:
-      summary: V2 repository, load a model
+      summary: V2 repository, load or unload a model
       tags: [v2]
       responses:
-        200: {description: loading, content: {application/json: {schema: {type: object, additionalProperties: true}}}}
+        200: {description: done, content: {application/json: {schema: {type: object, additionalProperties: true}}}}
     """
-    return change_repository(name, unloaded=False)
-
-
-@bp.post("/repository/models/<name>/unload")
-def repository_unload(name: str):
-    """Stop serving a model until it is loaded again (model repository extension; needs the worker token).
-    ---
-    post:
-      summary: V2 repository, unload a model
-      tags: [v2]
-      responses:
-        200: {description: unloading, content: {application/json: {schema: {type: object, additionalProperties: true}}}}
-    """
-    return change_repository(name, unloaded=True)
+    return change_repository(name, unloaded=unload)
 
 
 @bp.post("/models/<name>/infer")
