@@ -227,9 +227,9 @@ def change_repository(name: str, unloaded: bool) -> dict:
             "note": "every worker reloads the model folder" if master else "reloaded"}
 
 
-@bp.post("/repository/models/<name>/load", endpoint="repository_load", defaults={"unload": False})
-@bp.post("/repository/models/<name>/unload", endpoint="repository_unload", defaults={"unload": True})
-def repository_change(name: str, unload: bool):
+@bp.post("/repository/models/<name>/load", endpoint="repository_load")
+@bp.post("/repository/models/<name>/unload", endpoint="repository_unload")
+def repository_change(name: str):
     """Take a model out of service (unload) or serve it again (load): model repository extension, worker token.
     ---
     post:
@@ -238,7 +238,7 @@ def repository_change(name: str, unload: bool):
       responses:
         200: {description: done, content: {application/json: {schema: {type: object, additionalProperties: true}}}}
     """
-    return change_repository(name, unloaded=unload)
+    return change_repository(name, unloaded=request.endpoint == "v2.repository_unload")
 
 
 @bp.post("/models/<name>/infer")
