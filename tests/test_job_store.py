@@ -1,19 +1,37 @@
 """The job store on SQLite and PostgreSQL: leasing, expiry, retries, idempotent results, retention."""
+import datetime as dt
 import threading
-import time
 
 import pytest
 
 from app.db import make_engine
-from app.jobs.store import JobStore, LeaseConflict
+from app.jobs.store import JobStore, LeaseConflict, utcnow
 from app.migrations import upgrade_database
 
 
+class Clock:
+    """A clock the tests move forward instead of sleeping."""
+
+    def __init__(self):
+        self.now = utcnow()
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, seconds: float):
+        self.now += dt.timedelta(seconds=seconds)
+
+
 @pytest.fixture
-def store(database_url):
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def store(database_url, clock):
     engine = make_engine(database_url)
     upgrade_database(engine)
-    yield JobStore(engine, lease_seconds=30, max_attempts=2, retention_seconds=3600)
+    yield JobStore(engine, lease_seconds=30, max_attempts=2, retention_seconds=3600, clock=clock)
     engine.dispose()
 
 
@@ -51,12 +69,10 @@ def test_concurrent_leasers_never_share_a_job(store):
     assert len(got) == len(set(got)) == 60 and set(got) == ids
 
 
-def test_expired_lease_requeues_and_stale_result_is_refused(store):
-    store.lease_seconds = 0.2
+def test_expired_lease_requeues_and_stale_result_is_refused(store, clock):
     job = store.submit("m", b"x", "text/plain")
     old = store.lease("slow-worker")
-    time.sleep(0.4)
-    store.lease_seconds = 30
+    clock.advance(31)
     new = store.lease("fast-worker")
     assert new.job["id"] == job["id"] and new.job["attempts"] == 2
     with pytest.raises(LeaseConflict, match="no longer the lease"):
@@ -67,13 +83,12 @@ def test_expired_lease_requeues_and_stale_result_is_refused(store):
     assert store.get(job["id"])["result"] == b"new"
 
 
-def test_fails_after_max_attempts_with_reason(store):
-    store.lease_seconds = 0.1
+def test_fails_after_max_attempts_with_reason(store, clock):
     job = store.submit("m", b"x", "text/plain")
     store.lease("w")
-    time.sleep(0.2)
+    clock.advance(31)
     store.lease("w")
-    time.sleep(0.2)
+    clock.advance(31)
     assert store.lease("w") is None
     failed = store.get(job["id"])
     assert failed["status"] == "failed" and "lease expired" in failed["error"]
@@ -105,12 +120,11 @@ def test_canceled_job_refuses_results(store):
         store.complete(job["id"], lease.lease_id, b"r", "text/plain")
 
 
-def test_finished_jobs_expire_after_retention(store):
-    store.retention = store.retention * 0
+def test_finished_jobs_expire_after_retention(store, clock):
     store.sweep_interval = 0
     job = store.submit("m", b"x", "text/plain")
     lease = store.lease("w")
     store.complete(job["id"], lease.lease_id, b"r", "text/plain")
-    time.sleep(0.05)
+    clock.advance(3601)
     expired = store.get(job["id"])
     assert expired["status"] == "expired" and expired["payload"] is None and expired["result"] is None

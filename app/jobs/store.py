@@ -15,6 +15,7 @@ import hashlib
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Callable
 
 import sqlalchemy as sa
 
@@ -62,9 +63,11 @@ class JobStore:
     """Queue operations over one SQLAlchemy engine."""
 
     def __init__(self, engine: sa.Engine, lease_seconds: float = 60, max_attempts: int = 3,
-                 retention_seconds: float = 86400, queued_seconds: float = 86400):
-        """Store the engine and the queue settings."""
+                 retention_seconds: float = 86400, queued_seconds: float = 86400,
+                 clock: Callable[[], dt.datetime] = utcnow):
+        """Store the engine and the queue settings; ``clock`` gives "now" (tests move it instead of sleeping)."""
         self.engine = engine
+        self.clock = clock
         self.lease_seconds = lease_seconds
         self.max_attempts = max_attempts
         self.retention = dt.timedelta(seconds=retention_seconds)
@@ -92,7 +95,7 @@ class JobStore:
             earlier = self._by_idempotency_key(idempotency_key, digest)
             if earlier is not None:
                 return earlier, False
-        now = utcnow()
+        now = self.clock()
         row = {"id": uuid.uuid4().hex, "model": model, "status": QUEUED, "payload": payload,
                "content_type": content_type, "attempts": 0, "max_attempts": self.max_attempts,
                "source": source, "client": client, "idempotency_key": idempotency_key,
@@ -141,7 +144,7 @@ class JobStore:
         """Cancel a queued or running job; finished jobs are left as they are."""
         with self.engine.begin() as conn:
             conn.execute(sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status.in_([QUEUED, RUNNING]))
-                         .values(status=CANCELED, lease_id=None, finished_at=utcnow(), updated_at=utcnow()))
+                         .values(status=CANCELED, lease_id=None, finished_at=self.clock(), updated_at=self.clock()))
         return self.get(job_id)
 
     # -- workers -----------------------------------------------------------
@@ -157,7 +160,7 @@ class JobStore:
 
     def _lease_once(self, worker: str, models: list[str] | None) -> Lease | None:
         """One atomic attempt: requeue expired leases, then claim the oldest queued job."""
-        now = utcnow()
+        now = self.clock()
         lease_id = uuid.uuid4().hex
         expires = now + dt.timedelta(seconds=self.lease_seconds)
         with self.engine.begin() as conn:
@@ -192,7 +195,7 @@ class JobStore:
 
     def heartbeat(self, job_id: str, lease_id: str) -> dt.datetime:
         """Extend a live lease; LeaseConflict if it is not the current one."""
-        now = utcnow()
+        now = self.clock()
         expires = now + dt.timedelta(seconds=self.lease_seconds)
         with self.engine.begin() as conn:
             updated = conn.execute(
@@ -210,7 +213,7 @@ class JobStore:
 
     def fail(self, job_id: str, lease_id: str, reason: str, retry: bool = True) -> tuple[dict, bool]:
         """Record a failure: requeued while attempts remain (and retry is true), else failed."""
-        now = utcnow()
+        now = self.clock()
         if retry:
             with self.engine.begin() as conn:
                 updated = conn.execute(
@@ -224,7 +227,7 @@ class JobStore:
 
     def _finish(self, job_id: str, lease_id: str, status: str, values: dict) -> tuple[dict, bool]:
         """Move a job from RUNNING under this lease to a final status, exactly once."""
-        now = utcnow()
+        now = self.clock()
         with self.engine.begin() as conn:
             updated = conn.execute(
                 sa.update(jobs).where(jobs.c.id == job_id, jobs.c.lease_id == lease_id, jobs.c.status == RUNNING)
@@ -254,7 +257,7 @@ class JobStore:
         """Drop payloads and results of jobs finished longer ago than the retention, and of queued
         jobs no worker took within the queued lifetime (a model nobody serves); returns how many."""
         self._last_sweep = time.monotonic()
-        now = utcnow()
+        now = self.clock()
         with self.engine.begin() as conn:
             finished = conn.execute(
                 sa.update(jobs).where(jobs.c.status.in_(FINISHED), jobs.c.finished_at < now - self.retention)
