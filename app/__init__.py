@@ -106,13 +106,12 @@ def register_error_handlers(app: Flask) -> None:
 
 
 def register_commands(app: Flask) -> None:
-    """`flask train ...`, `flask evaluate ...`, `flask feedback ...`."""
-    from app.training.cli import db_cli, evaluate_cli, feedback_cli, models_cli, score_command, train_cli, worker_command
+    """`flask train|evaluate|feedback|models|db|score`; the pull worker is `python -m app.worker` (no app, no database)."""
+    from app.training.cli import db_cli, evaluate_cli, feedback_cli, models_cli, score_command, train_cli
 
     app.cli.add_command(train_cli)
     app.cli.add_command(evaluate_cli)
     app.cli.add_command(feedback_cli)
     app.cli.add_command(models_cli)
-    app.cli.add_command(worker_command)
     app.cli.add_command(db_cli)
     app.cli.add_command(score_command)

@@ -12,7 +12,7 @@ BOXES = {
     "lb": (3.4, 3.6, "Load balancer /\nKubernetes Service"),
     "web": (6.5, 3.6, "Web servers (gunicorn main:app)\nFlask app: /review /classify /predict\n/v2 (KServe) /jobs /metrics /docs\nmodels loaded per worker (ONNX Runtime,\nscikit-learn), hashes verified"),
     "store": (6.5, 0.6, "Job store + feedback\nSQLite (one machine) or\nPostgreSQL (many servers)\nleases, retries, retention"),
-    "workers": (10.4, 0.6, "Pull workers anywhere\nflask worker / python -m app.worker\n/ any HTTP client\n(laptop, GPU box behind NAT)"),
+    "workers": (10.4, 0.6, "Pull workers anywhere\npython -m app.worker\n/ any HTTP client\n(laptop, GPU box behind NAT)"),
     "models": (10.4, 3.6, "saved_models/<name>/<version>/\nmanifest.json + artifacts\n(sha256, metrics, plots)"),
 }
 ARROWS = [("clients", "lb", "HTTP"), ("lb", "web", ""), ("web", "store", "SQL"), ("workers", "web", "lease / heartbeat /\nresult over HTTP"),

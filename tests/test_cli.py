@@ -12,7 +12,7 @@ def walk(command, path):
 
 
 def test_every_option_has_help_text(app):
-    ours = ["train", "evaluate", "feedback", "models", "worker", "score", "db"]
+    ours = ["train", "evaluate", "feedback", "models", "score", "db"]
     missing = [(" ".join(path), param.name) for name in ours for path, command in walk(app.cli.commands[name], [name])
                for param in command.params if isinstance(param, click.Option) and not param.help]
     assert missing == []
@@ -20,6 +20,13 @@ def test_every_option_has_help_text(app):
 
 def test_feedback_list_says_when_there_is_none(runner):
     assert "no feedback stored yet" in runner.invoke(args=["feedback", "list"]).output
+
+
+def test_the_pull_worker_has_one_entry_point(app):
+    """`python -m app.worker` (it needs no app and no database); `flask worker` is gone."""
+    from app.worker import main
+
+    assert "worker" not in app.cli.commands and callable(main)
 
 
 def test_reload_finds_the_one_running_server(tmp_path, monkeypatch, runner):

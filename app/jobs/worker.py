@@ -1,8 +1,7 @@
 """The built-in pull worker: lease a job over HTTP, run a local model, post the result.
 
 Runs anywhere that can reach the server (a laptop, a GPU box behind NAT): only
-outgoing HTTP is needed. Start it with ``flask worker --server URL --token T``
-or ``python -m app.worker --server URL --token T``.
+outgoing HTTP is needed. Start it with ``python -m app.worker --server URL [--token T]``.
 """
 from __future__ import annotations
 

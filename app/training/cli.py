@@ -409,21 +409,3 @@ def db_upgrade():
         raise click.ClickException(f"database unavailable: {exc}") from exc
     current, _ = current_and_head(app.extensions["db_engine"])
     click.echo(f"database schema at revision {current}")
-
-
-@click.command("worker")
-@click.option("--server", required=True, help="Base URL of the server, e.g. http://host:8000")
-@click.option("--token", envvar="MODELSERVE_WORKER_TOKEN", default="",
-              help="Worker bearer token (env MODELSERVE_WORKER_TOKEN; default: the token file of a server on "
-                   "this machine).")
-@click.option("--model", "models", multiple=True, help="Model to serve (repeatable; default: all).")
-@click.option("--wait", default=20.0, show_default=True, help="Long-poll seconds per lease request.")
-@click.option("--max-jobs", default=None, type=int, help="Stop after this many jobs.")
-def worker_command(server, token, models, wait, max_jobs):
-    """Pull jobs from a server and run them on this machine's models."""
-    from app.auth import local_worker_token
-    from app.jobs.worker import Server, run_worker
-
-    registry = current_app.extensions["model_registry"]
-    count = run_worker(Server(server, token or local_worker_token(current_app.config)), registry, list(models) or None, wait, max_jobs)
-    click.echo(f"processed {count} jobs")

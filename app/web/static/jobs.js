@@ -24,7 +24,7 @@ async function poll(url, started) {
   const job = await (await fetch(url)).json();
   let line = `Job ${job.id}: ${job.status} (attempt ${job.attempts} of ${job.max_attempts})`;
   if (job.status === "queued" && job.attempts === 0 && Date.now() - started > 5000) {
-    line += ". No worker has taken it yet: jobs run on pull workers (flask --app app worker --server URL).";
+    line += ". No worker has taken it yet: jobs run on pull workers (python -m app.worker --server URL).";
   }
   statusLine.textContent = line;
   if (["queued", "running"].includes(job.status)) { setTimeout(() => poll(url, started), 500); return; }
