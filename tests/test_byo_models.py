@@ -13,7 +13,6 @@ import io
 import json
 import logging
 import shutil
-import textwrap
 import threading
 
 import numpy as np

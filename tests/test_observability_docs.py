@@ -92,7 +92,7 @@ def test_job_queue_and_build_metrics(tmp_path):
     assert 'modelserve_jobs{model="m",status="succeeded"} 1.0' in metrics
     assert 'modelserve_jobs{model="m",status="queued"} 1.0' in metrics
     assert "modelserve_job_store_up 1.0" in metrics
-    assert f'modelserve_build_info{{python="' in metrics and f'version="{__version__}"' in metrics
+    assert 'modelserve_build_info{python="' in metrics and f'version="{__version__}"' in metrics
     assert 'modelserve_job_duration_seconds_count{outcome="failed"}' in metrics  # exists before the first failure
     assert "modelserve_job_lease_expiries_total" in metrics
     app.extensions["db_engine"].dispose()

@@ -8,13 +8,12 @@ travel as base64 text, as in the original.
 from __future__ import annotations
 
 import base64
-import binascii
-import json
 
 from flask import Blueprint, Response, current_app, request
 
 from app.api.jobs import JOB_ID, Conflict, enqueue, load_job, store
 from app.auth import require_worker
+from app.codecs.base64_text import decode_base64
 from app.errors import BadRequest, NotFound
 from app.jobs.store import JobNotFound, LeaseConflict
 
@@ -40,16 +39,6 @@ def plain(text: str, status: int = 200) -> Response:
     return Response(text, status=status, mimetype="text/plain")
 
 
-def b64decode(value, field: str) -> bytes:
-    """Strict base64 of a field."""
-    if not isinstance(value, str):
-        raise BadRequest(f"'{field}' must be a base64 string")
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise BadRequest(f"'{field}' is not valid base64") from None
-
-
 @bp.post("/predict_v0")
 def predict_v0():
     """Queue a task: JSON {"payload": <base64>} (or ?payload=); answers the task id as text.
@@ -73,7 +62,7 @@ def predict_v0():
         payload = json_body().get("payload")
     if payload is None:
         raise BadRequest("send {\"payload\": \"<base64>\"} as the body or ?payload=<base64>")
-    data = b64decode(payload, "payload")
+    data = decode_base64(payload, "'payload'")
     if not data:
         raise BadRequest("the payload is empty")
     job, _ = enqueue(current_app.config["COMPAT_MODEL"], data, "application/octet-stream", source="compat")
@@ -122,7 +111,7 @@ def put_task_result_v0():
     task_id = body.get("task_id")
     if not isinstance(task_id, str):
         raise BadRequest("'task_id' is required")
-    result = b64decode(body.get("result"), "result")
+    result = decode_base64(body.get("result"), "'result'")
     job_id, _, lease_id = task_id.partition(".")
     try:
         job = store().get(job_id) if JOB_ID.fullmatch(job_id) else None

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import re
 
@@ -11,6 +10,7 @@ from flask import Blueprint, Response, current_app, request, url_for
 from app.api import registry
 from app.api.inputs import checked_text, content_type_field, idempotency_key
 from app.auth import api_keys, client_label, require_worker
+from app.codecs.base64_text import decode_base64
 from app.errors import APIError, BadRequest, ModelNotFound, ModelNotReady, NotFound, Unprocessable
 from app.jobs.execute import validate_payload
 from app.jobs.store import FINISHED, IdempotencyConflict, JobNotFound, LeaseConflict
@@ -125,12 +125,7 @@ def json_result(raw: bytes):
 def result_from_body(body: dict) -> tuple[bytes, str]:
     """(result bytes, content type) from a worker's post, checked so that every later read works."""
     if "result_base64" in body:
-        if not isinstance(body["result_base64"], str):
-            raise BadRequest("'result_base64' must be a base64 string")
-        try:
-            result = base64.b64decode(body["result_base64"], validate=True)
-        except (binascii.Error, ValueError):
-            raise BadRequest("'result_base64' is not valid base64") from None
+        result = decode_base64(body["result_base64"], "'result_base64'")
         content_type = content_type_field(body.get("content_type") or "application/octet-stream")
         if is_json_type(content_type):
             try:
@@ -166,10 +161,7 @@ def payload_from_request() -> tuple[str, bytes, str]:
         if isinstance(body.get("text"), str):
             return model, checked_text(body["text"], "field 'text'").encode("utf-8"), "text/plain; charset=utf-8"
         if isinstance(body.get("payload_base64"), str):
-            try:
-                data = base64.b64decode(body["payload_base64"], validate=True)
-            except (binascii.Error, ValueError):
-                raise BadRequest("'payload_base64' is not valid base64") from None
+            data = decode_base64(body["payload_base64"], "'payload_base64'")
             return model, data, content_type_field(body.get("content_type") or "application/octet-stream")
         if "instances" in body:  # rows for a model that takes numbers: run as one batch
             return model, json.dumps({"instances": body["instances"]}).encode(), "application/json"

@@ -1,10 +1,9 @@
 """V2 tensors <-> the model interface's named columns (no per-model code: the manifest's specs decide)."""
 from __future__ import annotations
 
-import base64
-import binascii
-
 import numpy as np
+
+from app.codecs.base64_text import decode_base64
 
 from app.codecs.v2 import ProtocolError, Tensor
 from app.models.base import NUMPY_TYPES, Model
@@ -21,16 +20,9 @@ def inputs_from_tensors(tensors: list[Tensor]) -> dict:
         if tensor.name in inputs:
             raise ProtocolError(f"input {tensor.name!r} is given twice")
         base64_text = tensor.datatype == "BYTES" and tensor.parameters.get("content_type") == "base64"
-        inputs[tensor.name] = [from_base64(tensor.name, item) for item in tensor.data] if base64_text else tensor.data
+        inputs[tensor.name] = ([decode_base64(item, f"an element of input {tensor.name!r} (content_type base64)")
+                                for item in tensor.data] if base64_text else tensor.data)
     return inputs
-
-
-def from_base64(name: str, item) -> bytes:
-    """One base64 element of a BYTES input."""
-    try:
-        return base64.b64decode(item, validate=True)
-    except (binascii.Error, ValueError, TypeError):
-        raise ProtocolError(f"input {name!r} says content_type base64, but an element is not base64") from None
 
 
 def output_tensors(model: Model, outputs: dict) -> list[Tensor]:

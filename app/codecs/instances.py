@@ -5,9 +5,7 @@ with several inputs takes objects keyed by input name.
 """
 from __future__ import annotations
 
-import base64
-import binascii
-
+from app.codecs.base64_text import decode_base64
 from app.errors import BadRequest
 from app.models.base import Model
 
@@ -15,12 +13,7 @@ from app.models.base import Model
 def instance_value(value):
     """A JSON value, with {"b64": "..."} decoded to bytes."""
     if isinstance(value, dict) and set(value) == {"b64"}:
-        if not isinstance(value["b64"], str):
-            raise BadRequest("'b64' must be a base64 string")
-        try:
-            return base64.b64decode(value["b64"], validate=True)
-        except (binascii.Error, ValueError):
-            raise BadRequest("'b64' is not valid base64") from None
+        return decode_base64(value["b64"], "'b64'")
     return value
 
 

@@ -11,7 +11,6 @@ import logging
 import random
 import socket
 import threading
-import time
 import urllib.error
 import urllib.request
 
