@@ -14,10 +14,10 @@ from app.codecs.base64_text import decode_base64
 from app.errors import APIError, BadRequest, ModelNotFound, ModelNotReady, NotFound, Unprocessable
 from app.jobs.execute import validate_payload
 from app.jobs.store import FINISHED, IdempotencyConflict, JobNotFound, LeaseConflict
+from app.models.base import MODEL_NAME
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 
-MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 JOB_ID = re.compile(r"[0-9a-f]{32}")  # job and lease ids: uuid4().hex
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 
 from flask import Blueprint, Response, request
@@ -11,15 +10,17 @@ from flask import Blueprint, Response, request
 from app.admission import admitted
 from app.api import registry
 from app.api.health import readiness
+from app.auth import require_worker
 from app.codecs.adapters import inputs_from_tensors, output_tensors
 from app.codecs.v2 import HEADER_LENGTH, ProtocolError, decode_request, encode_response
 from app.errors import BadRequest, ModelNotFound
+from app.models.base import MODEL_NAME
+from app.models.registry import UNLOADED_FILE
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 
 SERVER_NAME = "modelserve"
 SERVER_VERSION = "1.0.0"
-MODEL_FOLDER = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 EXTENSIONS = ["binary_tensor_data", "statistics", "model_repository"]
 
 
@@ -205,13 +206,10 @@ def repository_index():
 def change_repository(name: str, unloaded: bool) -> dict:
     """Mark a model folder (un)loaded, then have every worker reload: through gunicorn's master when
     there is one (SIGHUP: new workers start, old ones finish their requests), else in this process."""
-    from app.auth import require_worker
-    from app.models.registry import UNLOADED_FILE
-
     require_worker()
     reg = registry()
     folder = reg.model_dir / name
-    if not MODEL_FOLDER.fullmatch(name) or not any(folder.glob("*/manifest.json")):
+    if not MODEL_NAME.fullmatch(name) or not any(folder.glob("*/manifest.json")):
         raise ModelNotFound(f"no model {name!r} in the model folder")
     marker = folder / UNLOADED_FILE
     if unloaded:

@@ -7,16 +7,14 @@ library versions, and publishes the version only after a smoke prediction passed
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.models.base import MANIFEST_NAME, Limits, Manifest, TensorSpec
+from app.models.base import MANIFEST_NAME, MODEL_NAME, Limits, Manifest, TensorSpec
 from app.models.registry import build_model
 from app.training.artifacts import next_version, publish_version, staging_dir, write_manifest
 
-MODEL_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 ONNX_TYPES = {
     "tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(float16)": "FP16", "tensor(int64)": "INT64",
     "tensor(int32)": "INT32", "tensor(int16)": "INT16", "tensor(int8)": "INT8", "tensor(uint8)": "UINT8",
@@ -44,7 +42,7 @@ class AddOptions:
 
 def add_model(model_dir: Path, name: str, source: Path, options: AddOptions) -> tuple[Path, dict, list[dict]]:
     """Copy, describe, smoke-test and publish; returns (folder, manifest, smoke prediction rows)."""
-    if not MODEL_NAME.match(name):
+    if not MODEL_NAME.fullmatch(name):
         raise AddError(f"model name {name!r} must be 1-64 letters, digits, '_', '.' or '-'")
     source = Path(source)
     if not source.exists():

@@ -20,6 +20,7 @@ import importlib.metadata
 import json
 import logging
 import math
+import re
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ from app.observability import track_inference
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
+# What a model may be called: its folder name under MODEL_DIR and its name in every URL and job.
+MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 # V2 datatypes and the numpy types behind them.
 NUMPY_TYPES = {
