@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import sqlalchemy as sa
-from flask import Flask, current_app
+from flask import Flask, current_app, g, request
 
 log = logging.getLogger(__name__)
 
@@ -174,8 +174,6 @@ def ensure_schema(app: Flask, migrate: bool | None = None) -> None:
 
 def uses_database() -> bool:
     """Whether the current request is routed to a database endpoint."""
-    from flask import request
-
     endpoint = request.endpoint or ""
     return endpoint.partition(".")[0] in DATABASE_BLUEPRINTS or endpoint in DATABASE_ENDPOINTS
 
@@ -187,10 +185,10 @@ def database_endpoints_need_schema() -> None:
 
 
 def note_database_state(response):
-    """What the last database request found ("ok" or "unavailable"), for /health/ready to report."""
+    """What the last database request found ("ok" or "unavailable"), for /health/ready to report;
+    the error handler of DatabaseUnavailable marks the request (g.database_down)."""
     if uses_database():
-        current_app.extensions["db_state"] = "unavailable" if response.status_code == 503 and \
-            "database" in (response.get_json(silent=True) or {}).get("error", "") else "ok"
+        current_app.extensions["db_state"] = "unavailable" if g.get("database_down") else "ok"
     return response
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask, g, jsonify
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(DatabaseUnavailable)
     def handle_database_down(err: Exception):
         log.warning("database unavailable: %s", err)
+        g.database_down = True  # for /health/ready (app/db.py)
         response = error_response(503, "the database is unavailable right now; retry later (inference is not affected)")
         response.headers["Retry-After"] = "5"
         return response
