@@ -78,15 +78,28 @@ def track_inference(name: str, version: str, items: int):
         gauge.dec()
 
 
-def metric_samples() -> dict[tuple[str, tuple], float]:
-    """Every sample of every worker (gunicorn's multiprocess folder) or of this process, by (name, labels)."""
+def all_workers_registry() -> CollectorRegistry:
+    """A registry of every worker's samples (gunicorn's multiprocess folder), else of this process."""
+    registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
     else:
-        registry = REGISTRY
+        registry.register(ProcessMetrics())
+    return registry
+
+
+class ProcessMetrics:
+    """The process-local registry's samples, for a server without gunicorn's multiprocess folder."""
+
+    def collect(self):
+        """Everything REGISTRY has."""
+        return REGISTRY.collect()
+
+
+def metric_samples() -> dict[tuple[str, tuple], float]:
+    """Every worker's samples by (name, sorted labels)."""
     return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in registry.collect() for sample in family.samples}
+            for family in all_workers_registry().collect() for sample in family.samples}
 
 
 def inference_statistics(name: str, version: str, samples: dict | None = None) -> dict:
@@ -193,21 +206,9 @@ def metrics_response() -> Response:
           description: metrics in the Prometheus text format
           content: {text/plain: {schema: {type: string}}}
     """
-    registry = CollectorRegistry()
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        multiprocess.MultiProcessCollector(registry)
-    else:
-        registry.register(ProcessMetrics())
+    registry = all_workers_registry()
     registry.register(JobQueueCollector(current_app.extensions["job_store"]))
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
-
-
-class ProcessMetrics:
-    """The process-local registry's samples, for a server without gunicorn's multiprocess folder."""
-
-    def collect(self):
-        """Everything REGISTRY has."""
-        return REGISTRY.collect()
 
 
 def init_app(app: Flask) -> None:
