@@ -8,7 +8,7 @@ import re
 from flask import Blueprint, Response, current_app, request, url_for
 
 from app.api import registry
-from app.api.inputs import checked_text, content_type_field, idempotency_key
+from app.api.inputs import checked_text, content_type_field, idempotency_key, request_fields
 from app.auth import api_keys, client_label, require_worker
 from app.codecs.base64_text import decode_base64
 from app.errors import APIError, BadRequest, ModelNotFound, ModelNotReady, NotFound, Unprocessable
@@ -143,15 +143,14 @@ def payload_from_request() -> tuple[str, bytes, str]:
     """(model, payload bytes, content type) from multipart, JSON or a raw body with ?model=."""
     mimetype = request.mimetype
     if mimetype == "multipart/form-data":
-        model = request.form.get("model", "")
+        fields = request_fields()  # refuses text fields that are not UTF-8
+        model = fields.get("model", "")
         upload = request.files.get("payload") or request.files.get("image")
         if upload is not None:
             return model, upload.read(), content_type_field(upload.mimetype or "application/octet-stream",
                                                             "the file part's Content-Type")
-        if "text" in request.form:
-            if "\ufffd" in request.form["text"]:  # Werkzeug replaced bytes that are not UTF-8
-                raise BadRequest("field 'text' is not valid UTF-8")
-            return model, request.form["text"].encode("utf-8"), "text/plain; charset=utf-8"
+        if "text" in fields:
+            return model, fields["text"].encode("utf-8"), "text/plain; charset=utf-8"
         raise BadRequest("multipart job needs a file field 'payload' (or 'image') or a field 'text'")
     if mimetype == "application/json":
         body = request.get_json(silent=True)
