@@ -44,14 +44,19 @@ def read_images(folder: Path) -> Iterator[tuple[str, bytes]]:
         yield path.relative_to(folder).as_posix(), path.read_bytes()
 
 
+def open_csv(path: Path):
+    """A CSV file (.csv or .csv.gz) opened as text, with no limit on a cell's size."""
+    import gzip
+
+    csv.field_size_limit(1 << 30)
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    return opener(path, "rt", encoding="utf-8", newline="")
+
+
 def table_rows(path: Path) -> Iterator[dict]:
     """The rows of a CSV or Parquet table as dicts, streamed."""
     if table_format(path) == "csv":
-        import gzip
-
-        opener = gzip.open if path.name.lower().endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8", newline="") as handle:
-            csv.field_size_limit(1 << 30)
+        with open_csv(path) as handle:
             yield from csv.DictReader(handle)
         return
     import pyarrow.parquet as pq
@@ -60,12 +65,23 @@ def table_rows(path: Path) -> Iterator[dict]:
         yield from batch.to_pylist()
 
 
+def table_columns(path: Path) -> list[str]:
+    """The column names of a table (its header)."""
+    if table_format(path) == "csv":
+        with open_csv(path) as handle:
+            return next(csv.reader(handle), [])
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).schema_arrow.names
+
+
 def read_table(path: Path, kind: str, columns: list[str], key: str | None) -> Iterator[tuple[str, object]]:
     """(key, item) per row: the text of one column, or the numbers of the feature columns."""
+    names = table_columns(path)
+    missing = [c for c in [*columns, *([key] if key else [])] if c not in names]
+    if missing:
+        raise SourceError(f"{path} has no column {missing[0]!r} (columns: {', '.join(names)})")
     for number, row in enumerate(table_rows(path)):
-        missing = [c for c in [*columns, *([key] if key else [])] if c not in row]
-        if missing:
-            raise SourceError(f"{path} has no column {missing[0]!r} (columns: {', '.join(row)})")
         item_key = str(row[key]) if key else str(number)
         if kind == "text":
             yield item_key, "" if row[columns[0]] is None else str(row[columns[0]])
@@ -81,15 +97,6 @@ def number_or_text(value):
         except ValueError:
             return value
     return value
-
-
-def table_columns(path: Path) -> list[str]:
-    """The column names of a table."""
-    if table_format(path) == "csv":
-        return list(next(table_rows(path)).keys())
-    import pyarrow.parquet as pq
-
-    return pq.ParquetFile(path).schema_arrow.names
 
 
 class ResumableWriter:
