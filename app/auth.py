@@ -68,9 +68,9 @@ def key_id(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def api_keys(config) -> list[str]:
-    """The configured client keys."""
-    return [k.strip() for k in config["API_KEYS"].split(",") if k.strip()]
+def api_keys(app: Flask | None = None) -> list[str]:
+    """The configured client keys (parsed once, at start)."""
+    return (app or current_app).extensions["api_keys"]
 
 
 # -- worker token -----------------------------------------------------------------
@@ -140,7 +140,7 @@ def needs_client_key(endpoint: str | None) -> bool:
 def client_id() -> str | None:
     """The id of the request's API key when it is a valid one, else None (worked out once per request)."""
     if "client" not in g:
-        keys = api_keys(current_app.config)
+        keys = api_keys()
         presented = presented_token()
         g.client = key_id(presented) if keys and presented and matches(presented, keys) else None
     return g.client
@@ -154,7 +154,7 @@ def client_label() -> str:
 
 def check_client_key() -> None:
     """Before every request: with keys configured, endpoints that need one get 401 without a valid key."""
-    if not api_keys(current_app.config) or not needs_client_key(request.endpoint) or request.method == "OPTIONS":
+    if not api_keys() or not needs_client_key(request.endpoint) or request.method == "OPTIONS":
         return
     if client_id() is None:
         raise Unauthorized("this endpoint needs an API key: 'X-API-Key: <key>' or 'Authorization: Bearer <key>'",
@@ -162,6 +162,7 @@ def check_client_key() -> None:
 
 
 def init_app(app: Flask) -> None:
-    """Worker token now; the client key check before every request."""
+    """Worker token and client keys now; the client key check before every request."""
+    app.extensions["api_keys"] = [k.strip() for k in app.config["API_KEYS"].split(",") if k.strip()]
     init_worker_auth(app)
     app.before_request(check_client_key)

@@ -136,7 +136,7 @@ def operation_security(app: Flask, endpoint: str) -> list[dict]:
     """The credentials an operation needs on this server: the worker token, an API key, or none."""
     if endpoint in auth.WORKER_ENDPOINTS:
         return [] if app.config["OPEN_WORKER_ENDPOINTS"] and not app.config["WORKER_TOKEN"] else [{"workerToken": []}]
-    if auth.api_keys(app.config) and auth.needs_client_key(endpoint):
+    if auth.api_keys(app) and auth.needs_client_key(endpoint):
         return [{"apiKey": []}, {"apiKeyBearer": []}]
     return []
 

@@ -54,7 +54,7 @@ def fetch_job(job_id: str) -> dict:
 def load_job(job_id: str) -> dict:
     """The caller's job, or a 404 (with API keys on, another key's job is not found either)."""
     job = fetch_job(job_id)
-    if api_keys(current_app.config) and job["client"] != client_label():
+    if api_keys() and job["client"] != client_label():
         raise NotFound(f"no job {job_id!r}")
     return job
 
