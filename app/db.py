@@ -114,6 +114,25 @@ def make_engine(url: str) -> sa.Engine:
     return sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
 
 
+def insert_once(engine: sa.Engine, table: sa.Table, row: dict, find_earlier) -> tuple[object, bool]:
+    """Insert ``row`` unless ``find_earlier()`` gives the primary key of a row it repeats.
+
+    Returns (primary key, created). A unique index guards the race of two identical requests:
+    the loser of the insert gets the winner's row.
+    """
+    earlier = find_earlier()
+    if earlier is not None:
+        return earlier, False
+    try:
+        with engine.begin() as conn:
+            return conn.execute(sa.insert(table).values(**row)).inserted_primary_key[0], True
+    except sa.exc.IntegrityError:
+        earlier = find_earlier()
+        if earlier is None:
+            raise
+        return earlier, False
+
+
 class DatabaseUnavailable(Exception):
     """The database cannot be reached right now (answered as 503 + Retry-After)."""
 

@@ -68,14 +68,15 @@ def content_type_field(value, name: str = "content_type") -> str:
     return value.strip()
 
 
-def idempotency_key() -> str | None:
-    """The request's Idempotency-Key header (1 to 64 visible ASCII characters), or None."""
+def idempotency_key(client: str) -> str | None:
+    """The request's Idempotency-Key header (1 to 64 visible ASCII characters) in the client's own
+    scope ("<client>:<key>"; two clients may pick the same key), or None."""
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
     if not IDEMPOTENCY_KEY.fullmatch(key):
         raise BadRequest("Idempotency-Key must be 1 to 64 visible ASCII characters")
-    return key
+    return f"{client}:{key}"
 
 
 def _urlencoded_body_is_utf8() -> bool:

@@ -84,10 +84,10 @@ def check_model_known(model_name: str) -> None:
 def enqueue(model: str, payload: bytes, content_type: str, source: str = "api") -> tuple[dict, bool]:
     """Queue a job within the bounds, once per Idempotency-Key; returns (job, created)."""
     client = client_label()
-    key = idempotency_key()
+    key = idempotency_key(client)
     check_queue_room(client, len(payload))
     try:
-        return store().submit_once(model, payload, content_type, source, client, f"{client}:{key}" if key else None)
+        return store().submit_once(model, payload, content_type, source, client, key)
     except IdempotencyConflict:
         raise Unprocessable("this Idempotency-Key was already used for a different request") from None
 

@@ -11,7 +11,7 @@ from app.api import registry
 from app.api.inputs import checked_text, idempotency_key, request_fields, string_field
 from app.api.predict import sentiment_body
 from app.auth import client_label
-from app.db import get_engine, review_feedback
+from app.db import get_engine, insert_once, review_feedback
 from app.errors import BadRequest, Unprocessable
 
 bp = Blueprint("review", __name__, url_prefix="/review")
@@ -126,21 +126,10 @@ def store_feedback(review: str, label: str, answered_by: str) -> tuple[int, bool
     """Store one feedback row once: a client's repeat (same text and label, or same Idempotency-Key)
     gives the earlier row's id. Returns (id, created)."""
     client = client_label()
-    key = idempotency_key()
     row = {"review": review, "label": label, "model": REVIEW_MODEL, "client": client, "answered_by_version": answered_by,
            "content_hash": hashlib.sha256("\0".join([client, REVIEW_MODEL, label, review]).encode()).hexdigest(),
-           "idempotency_key": f"{client}:{key}" if key else None}
-    earlier = earlier_feedback(row)
-    if earlier is not None:
-        return earlier, False
-    try:
-        with get_engine().begin() as conn:
-            return conn.execute(sa.insert(review_feedback).values(**row)).inserted_primary_key[0], True
-    except sa.exc.IntegrityError:  # the same request raced itself
-        earlier = earlier_feedback(row)
-        if earlier is None:
-            raise
-        return earlier, False
+           "idempotency_key": idempotency_key(client)}
+    return insert_once(get_engine(), review_feedback, row, lambda: earlier_feedback(row))
 
 
 def earlier_feedback(row: dict) -> int | None:

@@ -19,7 +19,7 @@ from typing import Callable
 
 import sqlalchemy as sa
 
-from app.db import jobs
+from app.db import insert_once, jobs
 from app.observability import JOB_LEASE_EXPIRIES, JOB_SECONDS
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED, EXPIRED = "queued", "running", "succeeded", "failed", "canceled", "expired"
@@ -91,34 +91,25 @@ class JobStore:
         key with a different request raises IdempotencyConflict.
         """
         digest = hashlib.sha256(b"\0".join([model.encode(), content_type.encode(), payload])).hexdigest()
-        if idempotency_key:
-            earlier = self._by_idempotency_key(idempotency_key, digest)
-            if earlier is not None:
-                return earlier, False
         now = self.clock()
         row = {"id": uuid.uuid4().hex, "model": model, "status": QUEUED, "payload": payload,
                "content_type": content_type, "attempts": 0, "max_attempts": self.max_attempts,
                "source": source, "client": client, "idempotency_key": idempotency_key,
                "request_hash": digest if idempotency_key else None, "created_at": now, "updated_at": now}
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(sa.insert(jobs).values(**row))
-        except sa.exc.IntegrityError:
-            earlier = self._by_idempotency_key(idempotency_key, digest) if idempotency_key else None
-            if earlier is None:
-                raise
-            return earlier, False  # the same request raced itself: one job
-        return self.get(row["id"]), True
+        job_id, created = insert_once(self.engine, jobs, row, lambda: self._by_idempotency_key(idempotency_key, digest))
+        return self.get(job_id), created
 
-    def _by_idempotency_key(self, key: str, digest: str) -> dict | None:
-        """The job an idempotency key made, if any (IdempotencyConflict if it was for another request)."""
+    def _by_idempotency_key(self, key: str | None, digest: str) -> str | None:
+        """The id of the job an idempotency key made, if any (IdempotencyConflict if it was for another request)."""
+        if not key:
+            return None
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(jobs.c.id, jobs.c.request_hash).where(jobs.c.idempotency_key == key)).first()
         if row is None:
             return None
         if row.request_hash != digest:
             raise IdempotencyConflict(key)
-        return self.get(row.id)
+        return row.id
 
     def queued_usage(self, client: str | None = None) -> tuple[int, int]:
         """(jobs, payload bytes) waiting in the queue, for one client or in total."""
