@@ -187,6 +187,11 @@ class ModelRegistry:
         production = self.aliases.get(name, {}).get(PRODUCTION)
         return production if production in versions else max(versions, key=int)
 
+    def version_tags(self, name: str, version: str) -> list[str]:
+        """The aliases pointing at a version, and "default" when requests without a version get it."""
+        tags = sorted(alias for alias, v in self.aliases.get(name, {}).items() if v == version)
+        return tags + (["default"] if self.default_version(name) == version else [])
+
     def all_models(self) -> list[Model]:
         """Every loaded model version."""
         self.ensure_loaded()

@@ -221,9 +221,7 @@ def list_models():
     registry = current_app.extensions["model_registry"]
     registry.load_all()
     for model in sorted(registry.all_models(), key=lambda m: (m.name, int(m.version))):
-        tags = [a for a, v in registry.aliases.get(model.name, {}).items() if v == model.version]
-        if registry.default_version(model.name) == model.version:
-            tags.append("default")
+        tags = registry.version_tags(model.name, model.version)
         metrics = model.manifest.metrics
         click.echo(f"{model.name:22s} v{model.version:3s} ok       accuracy {metrics.get('accuracy')}  "
                    f"{' '.join(sorted(tags))}")

@@ -66,14 +66,9 @@ def models_page():
     reg = registry()
     models = sorted(reg.all_models(), key=lambda m: (m.name, int(m.version)))
     plots = {f"{m.name}/{m.version}": plot_files(m) for m in models}
-    tags = {f"{m.name}/{m.version}": version_tags(reg, m) for m in models}
+    tags = {f"{m.name}/{m.version}": reg.version_tags(m.name, m.version) for m in models}
     return render_template("models.html", models=models, plots=plots, tags=tags, refused=reg.refused)
 
-
-def version_tags(reg, model) -> list[str]:
-    """The aliases pointing at a version, and "default" for the one requests without a version get."""
-    tags = sorted(alias for alias, version in reg.aliases.get(model.name, {}).items() if version == model.version)
-    return tags + (["default"] if reg.default_version(model.name) == model.version else [])
 
 
 @bp.get("/ui/models/<name>/<version>/<filename>")
