@@ -38,6 +38,14 @@ def request_fields() -> dict:
     )
 
 
+def optional_json_object() -> dict:
+    """The body as a JSON object; an empty body is {} (a 400 for anything else)."""
+    body = request.get_json(silent=True) if request.content_length else {}
+    if not isinstance(body, dict):
+        raise BadRequest("send a JSON object")
+    return body
+
+
 def string_field(fields: dict, name: str) -> str:
     """A required string field (its content is the model's to validate)."""
     if name not in fields:

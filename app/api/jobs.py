@@ -8,7 +8,7 @@ import re
 from flask import Blueprint, Response, current_app, request, url_for
 
 from app.api import registry
-from app.api.inputs import checked_text, content_type_field, idempotency_key, request_fields
+from app.api.inputs import checked_text, content_type_field, idempotency_key, optional_json_object, request_fields
 from app.auth import api_keys, client_label, require_worker
 from app.codecs.base64_text import decode_base64
 from app.errors import APIError, BadRequest, ModelNotFound, ModelNotReady, NotFound, Unprocessable
@@ -277,14 +277,6 @@ def cancel_job(job_id: str):
     return job_view(store().cancel(job_id))
 
 
-def worker_body() -> dict:
-    """The JSON object a worker sends."""
-    body = request.get_json(silent=True) if request.content_length else {}
-    if not isinstance(body, dict):
-        raise BadRequest("send a JSON object")
-    return body
-
-
 def lease_id_of(body: dict) -> str:
     """The lease id a worker quotes."""
     lease_id = body.get("lease_id")
@@ -323,7 +315,7 @@ def lease_job():
         204: {description: no job within the wait}
     """
     require_worker()
-    body = worker_body()
+    body = optional_json_object()
     wait = body.get("wait", 0)
     if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait < float("inf"):
         raise BadRequest("'wait' must be a non-negative number of seconds")
@@ -373,7 +365,7 @@ def heartbeat(job_id: str):
           content: {application/json: {schema: {type: object, properties: {lease_expires_at: {type: string}}}}}
     """
     require_worker()
-    lease_id = lease_id_of(worker_body())
+    lease_id = lease_id_of(optional_json_object())
     expires = under_lease(job_id, store().heartbeat, lease_id)
     return {"lease_expires_at": expires.isoformat()}
 
@@ -403,7 +395,7 @@ def post_result(job_id: str):
           content: {application/json: {schema: {type: object, properties: {recorded: {type: boolean}, job: {$ref: "#/components/schemas/Job"}}}}}
     """
     require_worker()
-    body = worker_body()
+    body = optional_json_object()
     lease_id = lease_id_of(body)
     result, content_type = result_from_body(body)
     job, recorded = under_lease(job_id, store().complete, lease_id, result, content_type)
@@ -431,7 +423,7 @@ def post_failure(job_id: str):
           content: {application/json: {schema: {type: object, properties: {recorded: {type: boolean}, job: {$ref: "#/components/schemas/Job"}}}}}
     """
     require_worker()
-    body = worker_body()
+    body = optional_json_object()
     lease_id = lease_id_of(body)
     reason = body.get("error")
     if not isinstance(reason, str) or not reason.strip():

@@ -10,6 +10,7 @@ from flask import Blueprint, Response, request
 from app.admission import admitted
 from app.api import registry
 from app.api.health import readiness
+from app.api.inputs import optional_json_object
 from app.auth import require_worker
 from app.codecs.adapters import inputs_from_tensors, output_tensors
 from app.codecs.v2 import HEADER_LENGTH, ProtocolError, decode_request, encode_response
@@ -188,9 +189,9 @@ def repository_index():
                   type: object
                   properties: {name: {type: string}, version: {type: string}, state: {type: string}, reason: {type: string}}
     """
-    body = request.get_json(silent=True) if request.content_length else {}
-    if not isinstance(body, dict) or not isinstance(body.get("ready", False), bool):
-        raise BadRequest("send {} or {\"ready\": true}")
+    body = optional_json_object()
+    if not isinstance(body.get("ready", False), bool):
+        raise BadRequest("'ready' must be true or false")
     reg = registry()
     reg.ensure_loaded()
     entries = [{"name": m.name, "version": m.version, "state": "READY", "reason": ""} for m in reg.all_models()]
