@@ -1,6 +1,7 @@
 """Model loading and per-item scoring shared by the local command and Spark (no Flask, no Spark)."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -29,9 +30,10 @@ def find_manifest(model_dir: str | Path, name: str, version: str | None = None) 
 def load_model(model_dir: str | Path, name: str, version: str | None = None, batch_size: int = 64,
                onnx_threads: int = 1, limits: Limits | None = None) -> Model:
     """The model, hash-verified and loaded, accepting batches of ``batch_size`` items."""
-    base = limits or Limits()
-    limits = Limits(max(batch_size, 1), base.max_text_chars, max(base.max_batch_text_chars, base.max_text_chars * batch_size),
-                    base.max_image_pixels, max(base.max_batch_image_pixels, base.max_image_pixels * batch_size))
+    base = limits or Limits()  # per-item limits stay; the per-request ones grow with the batch
+    limits = replace(base, max_batch=max(batch_size, 1),
+                     max_batch_text_chars=max(base.max_batch_text_chars, base.max_text_chars * batch_size),
+                     max_batch_image_pixels=max(base.max_batch_image_pixels, base.max_image_pixels * batch_size))
     model = build_model(find_manifest(model_dir, name, version), {"onnx_threads": onnx_threads, "limits": limits})
     model.load()
     if len(model.inputs) != 1:

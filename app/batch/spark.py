@@ -55,7 +55,7 @@ def model_udf(model_dir: str, name: str, version: str | None = None, batch_size:
                              input_tensor_shapes=[[width]] if width else None)
 
 
-def input_column(kind: str, frame, columns: list[str]):
+def input_column(kind: str, columns: list[str]):
     """The one column the UDF reads: base64 of the image bytes, the text, or the feature columns as an array."""
     from pyspark.sql import functions as F
 

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     kind = input_kind(manifest)
     frame, columns = read_input(spark, args, kind)
     udf = model_udf(args.model_dir, args.model, manifest.version, args.batch_size)
-    scored = frame.withColumn("result", udf(input_column(kind, frame, columns)))
+    scored = frame.withColumn("result", udf(input_column(kind, columns)))
     out = scored.select(F.col(KEY), F.lit(manifest.name).alias("model"), F.lit(manifest.version).alias("version"),
                         *[F.col(f"result.{c}").alias(c) for c in result_columns(manifest)])
     out.write.mode("overwrite").parquet(args.output)
