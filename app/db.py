@@ -153,6 +153,7 @@ def init_app(app: Flask) -> None:
     app.extensions["db_state"] = "unknown"
     try:
         ensure_schema(app)
+        app.extensions["db_state"] = "ok"  # migrating (or checking the schema) reached it
     except DatabaseUnavailable as exc:
         app.extensions["db_state"] = "unavailable"
         log.error("database not usable at start (%s): inference serves; database endpoints answer 503 "
