@@ -106,3 +106,72 @@ def test_operation_ids_are_unique_and_readable(client):
     assert len(ids) == len(set(ids))
     assert all(re.fullmatch(r"[a-z0-9_]+", i) for i in ids), ids
     assert spec["paths"]["/review"]["post"]["operationId"] == "review_classify_review"
+
+
+def test_tags_are_ordered_and_every_api_operation_has_an_example(client):
+    from app.api.docs import TAGS
+    from app.api.examples import NO_EXAMPLE
+
+    spec = client.get("/openapi.json").json
+    assert [t["name"] for t in spec["tags"]] == [name for name, _ in TAGS]
+    assert spec["tags"][0]["name"] == "review"
+    used = {tag for path in spec["paths"].values() for m, op in path.items() if m != "parameters" for tag in op["tags"]}
+    assert used <= {name for name, _ in TAGS}
+    without = [op["operationId"] for path in spec["paths"].values() for m, op in path.items()
+               if m != "parameters" and op["operationId"] not in NO_EXAMPLE
+               and not any("example" in media for answer in op["responses"].values()
+                           for media in answer.get("content", {}).values())]
+    assert without == []
+    review = spec["paths"]["/review"]["post"]
+    assert review["requestBody"]["content"]["application/json"]["example"] == {
+        "review": "A moving, beautifully acted film. I loved it :)"}
+
+
+def shape(value):
+    """What must stay the same between two runs: a dict's keys, else the type."""
+    return sorted(value) if isinstance(value, dict) else type(value).__name__
+
+
+def test_examples_are_what_the_server_answers_now():
+    """The committed examples come from a real run; run it again: same operations, statuses and fields.
+    (Regenerate with `python -m app.api.examples` after changing an answer.)"""
+    from app.api.examples import load_examples, run_examples
+
+    committed, fresh = load_examples(), run_examples()
+    assert sorted(fresh) == sorted(committed)
+    for operation, example in fresh.items():
+        assert example["status"] == committed[operation]["status"], operation
+        assert example["request"] == committed[operation]["request"] or operation.startswith(("jobs_", "compat_")), operation
+        assert shape(example["response"]) == shape(committed[operation]["response"]), operation
+
+
+def inline_refs(node, components):
+    """A schema with every #/components/schemas/ reference replaced by what it names."""
+    if isinstance(node, dict):
+        if "$ref" in node:
+            return inline_refs(components[node["$ref"].rsplit("/", 1)[1]], components)
+        return {k: inline_refs(v, components) for k, v in node.items()}
+    if isinstance(node, list):
+        return [inline_refs(v, components) for v in node]
+    return node
+
+
+def test_documented_schemas_accept_the_real_requests_and_answers(client):
+    """The request and answer shapes are written once in the description; the recorded examples, which the
+    server really took and gave, must satisfy them, so the description cannot say something the server does not do."""
+    from openapi_schema_validator import OAS30Validator
+
+    spec = client.get("/openapi.json").json
+    components = spec["components"]["schemas"]
+    checked = 0
+    for path in spec["paths"].values():
+        for method, op in path.items():
+            if method == "parameters":
+                continue
+            media = [m for m in [op.get("requestBody", {}).get("content", {}).get("application/json")] if m]
+            media += [m for answer in op["responses"].values() for m in answer.get("content", {}).values()]
+            for item in media:
+                if "example" in item and "schema" in item:
+                    OAS30Validator(inline_refs(item["schema"], components)).validate(item["example"])
+                    checked += 1
+    assert checked >= 50

@@ -13,6 +13,7 @@ from flask import Blueprint, Flask, current_app, render_template_string, send_fr
 from swagger_ui_bundle import swagger_ui_path
 
 from app import auth
+from app.api.examples import load_examples
 
 bp = Blueprint("docs", __name__)
 
@@ -132,6 +133,22 @@ SECURITY_SCHEMES = {
 }
 
 
+# Tags in the order the docs page lists them: predictions first, operations and pages last.
+TAGS = [
+    ("review", "Movie-review sentiment (the review_sentiment model) and user feedback"),
+    ("classify", "Malaria cell images (the malaria_cell model)"),
+    ("predict", "The scikit-learn text models chosen by name"),
+    ("models", "Every served model, by name and version, with {\"instances\": [...]}"),
+    ("v2", "Open Inference Protocol (KServe V2): health, metadata, inference, statistics, model repository"),
+    ("jobs", "Asynchronous jobs: submit, poll, cancel"),
+    ("workers", "What pull workers call (worker token)"),
+    ("compat", "AzureMLDeploy-compatible task endpoints"),
+    ("health", "Liveness, readiness and Prometheus metrics"),
+    ("docs", "This description and its interactive page"),
+    ("web", "The HTML pages"),
+]
+
+
 def operation_security(app: Flask, endpoint: str) -> list[dict]:
     """The credentials an operation needs on this server: the worker token, an API key, or none."""
     if endpoint in auth.WORKER_ENDPOINTS:
@@ -153,6 +170,18 @@ def operation_id(rule, method: str, methods: set[str]) -> str:
     return f"{name}_{method}" if len(methods) > 1 else name
 
 
+def add_examples(operation: dict, example: dict) -> None:
+    """Put a recorded request and answer (app/api/openapi_examples.json) into an operation."""
+    body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+    if body is not None and example["request"] is not None:
+        body["example"] = example["request"]
+    responses = operation.get("responses", {})
+    answer = responses.get(example["status"], responses.get(str(example["status"]))) or {}
+    media = answer.get("content", {}).get(example["content_type"])
+    if media is not None:
+        media["example"] = example["response"]
+
+
 def build_spec(app: Flask) -> dict:
     """The OpenAPI document of every route of ``app``."""
     spec = APISpec(
@@ -166,6 +195,9 @@ def build_spec(app: Flask) -> dict:
         spec.components.schema(name, schema)
     for name, scheme in SECURITY_SCHEMES.items():
         spec.components.security_scheme(name, scheme)
+    for name, description in TAGS:
+        spec.tag({"name": name, "description": description})
+    examples = load_examples()
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         if rule.endpoint in UNDOCUMENTED_ENDPOINTS:
             continue
@@ -183,6 +215,8 @@ def build_spec(app: Flask) -> dict:
                 operation["security"] = security
                 operation["responses"].setdefault(401, {**ERROR_RESPONSE, "description": "missing or wrong credentials"})
             operation.setdefault("operationId", operation_id(rule, method_name, methods))
+            if operation["operationId"] in examples:
+                add_examples(operation, examples[operation["operationId"]])
         parameters = [{"in": "path", "name": arg, "required": True, "schema": {"type": "string"}}
                       for arg in sorted(rule.arguments)]
         spec.path(path=FlaskPlugin.flaskpath2openapi(rule.rule), operations=operations, parameters=parameters)

@@ -248,8 +248,10 @@ def get_result(job_id: str):
       tags: [jobs]
       responses:
         200:
-          description: the result as the worker posted it
-          content: {application/octet-stream: {schema: {type: string, format: binary}}}
+          description: the result as the worker posted it, with the content type it gave (JSON for the built-in workers)
+          content:
+            application/json: {schema: {description: any JSON value}}
+            application/octet-stream: {schema: {type: string, format: binary}}
     """
     job = load_job(job_id)
     if job["status"] != "succeeded":
