@@ -23,6 +23,13 @@ SAVED_MODELS = PROJECT_ROOT / "saved_models"
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 
 
+def committed_version(name: str) -> str:
+    """The one version of a model committed in saved_models/ (tests follow it when a model is retrained)."""
+    versions = sorted(p.name for p in (SAVED_MODELS / name).iterdir() if p.is_dir())
+    assert len(versions) == 1, f"saved_models/{name} should hold one version, not {versions}"
+    return versions[0]
+
+
 @pytest.fixture
 def app(tmp_path):
     """An app on a fresh SQLite file, serving the committed models."""

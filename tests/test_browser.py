@@ -94,9 +94,19 @@ def test_models_page_lists_models_with_plots(browser, live_server):
     browser.get(live_server + "/ui/models")
     headings = [h.text for h in browser.find_elements(By.CSS_SELECTOR, "article h2")]
     assert any(h.startswith("malaria_cell") for h in headings) and any(h.startswith("review_sentiment") for h in headings)
-    WebDriverWait(browser, 10).until(lambda d: all(
-        d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", img)
-        for img in d.find_elements(By.CSS_SELECTOR, "article img")))
+    for img in browser.find_elements(By.CSS_SELECTOR, "article img"):  # lazy images load once scrolled to
+        browser.execute_script("arguments[0].scrollIntoView()", img)
+        WebDriverWait(browser, 10).until(lambda d: d.execute_script(
+            "return arguments[0].complete && arguments[0].naturalWidth > 0", img))
+    sizes = browser.execute_script("""return [...document.querySelectorAll('article img')].map(i => [
+        i.getAttribute('src'), i.clientWidth, i.naturalWidth, getComputedStyle(i).imageRendering,
+        i.parentElement.getAttribute('href')])""")
+    for src, shown, natural, rendering, link in sizes:
+        assert rendering != "pixelated" and link == src  # smooth scaling; a tap opens it at full size
+        assert shown <= natural
+    # Plots drawn at 200 dpi show at half their pixels, at the size they were drawn for: two per row.
+    panels = [s for s in sizes if s[2] == 630]
+    assert panels and all(s[1] == 315 for s in panels)
     browser.save_screenshot(str(SCREENSHOTS / "models.png"))
 
 
@@ -107,5 +117,52 @@ def test_phone_sized_screen(browser, live_server):
         width = browser.execute_script("return document.documentElement.scrollWidth")
         assert width <= 390  # no horizontal scrolling on a phone
         browser.save_screenshot(str(SCREENSHOTS / "review-phone.png"))
+        browser.get(live_server + "/ui/models")
+        assert browser.execute_script("return document.documentElement.scrollWidth") <= 390
+        shown = browser.execute_script("return [...document.querySelectorAll('article img')].map(i => i.clientWidth)")
+        assert shown and max(shown) <= 390 - 2 * 16
+        browser.save_screenshot(str(SCREENSHOTS / "models-phone.png"))
     finally:
         browser.set_window_size(1000, 1200)
+
+
+def test_jobs_page_text_job_after_choosing_a_file_then_a_worker(browser, tmp_path):
+    """A file picked for an image model is not sent once a text model is chosen; the page says
+    when no worker has taken the job, and shows the result once one has."""
+    import threading
+
+    from selenium.webdriver.support.ui import Select
+
+    from app.jobs.worker import Server, run_worker
+    from app.models.registry import ModelRegistry
+    from tests.conftest import SAVED_MODELS, run_gunicorn
+
+    token = "browser-worker-token"
+    cell = next((SHARED_DATA / "malaria" / "Parasitized").glob("*.png"))
+    with run_gunicorn(tmp_path, {"MODELSERVE_WORKER_TOKEN": token}) as (base, _):
+        browser.get(base + "/ui/jobs")
+        model = Select(browser.find_element(By.ID, "model"))
+        model.select_by_value("malaria_cell")
+        browser.find_element(By.ID, "file").send_keys(str(cell))
+        model.select_by_value("review_sentiment")
+        assert browser.execute_script("return document.getElementById('file').files.length") == 0
+        browser.find_element(By.ID, "text").send_keys("A tender, funny, beautifully acted film.")
+        browser.find_element(By.CSS_SELECTOR, "#job-form button[type=submit]").click()
+        WebDriverWait(browser, 15).until(lambda d: "No worker has taken it yet" in d.find_element(By.ID, "status").text)
+        assert "queued (attempt 0 of" in browser.find_element(By.ID, "status").text
+
+        registry = ModelRegistry(SAVED_MODELS, {"review_sentiment"})
+        registry.load_all()
+        stop = threading.Event()
+        worker = threading.Thread(target=run_worker, args=(Server(base, token), registry, ["review_sentiment"]),
+                                  kwargs={"wait": 1, "stop": stop, "name": "browser-worker"}, daemon=True)
+        worker.start()
+        try:
+            WebDriverWait(browser, 30).until(lambda d: ": succeeded" in d.find_element(By.ID, "status").text)
+        finally:
+            stop.set()
+            worker.join(timeout=10)
+        result = browser.find_element(By.ID, "result").text
+        assert '"label": "positive"' in result
+        assert browser.find_element(By.CSS_SELECTOR, "#job-form button[type=submit]").is_enabled()
+        browser.save_screenshot(str(SCREENSHOTS / "jobs.png"))

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import SAVED_MODELS
+from tests.conftest import SAVED_MODELS, committed_version
 
-MODEL_DIR = SAVED_MODELS / "malaria_cell" / "1"
+MODEL_DIR = SAVED_MODELS / "malaria_cell" / committed_version("malaria_cell")
 
 
 def held_out_rows(shared_data):

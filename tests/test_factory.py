@@ -1,5 +1,6 @@
 """The app factory, configuration sources and the JSON error handler."""
 from app import create_app
+from tests.conftest import committed_version
 
 
 def test_defaults_use_embedded_sqlite_and_committed_models():
@@ -53,7 +54,7 @@ def test_health_endpoints(client):
     client.application.extensions["model_registry"].load_all()
     ready = client.get("/health/ready")
     assert ready.status_code == 200
-    assert "review_sentiment/1" in ready.json["models"]
+    assert f"review_sentiment/{committed_version('review_sentiment')}" in ready.json["models"]
 
 
 def test_not_ready_before_models_are_loaded(client):

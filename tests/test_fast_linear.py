@@ -10,11 +10,11 @@ from app.models.base import Manifest
 from app.models.fast_linear import compile_pipeline
 from app.models.text import PARITY_SAMPLES, SklearnTextModel
 from app.training.data import read_imdb_split
-from tests.conftest import SAVED_MODELS
+from tests.conftest import SAVED_MODELS, committed_version
 
 
 def load(name: str) -> SklearnTextModel:
-    model = SklearnTextModel(Manifest.read(SAVED_MODELS / name / "1" / "manifest.json"))
+    model = SklearnTextModel(Manifest.read(SAVED_MODELS / name / committed_version(name) / "manifest.json"))
     model.load()
     return model
 

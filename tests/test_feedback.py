@@ -4,8 +4,11 @@ import json
 import sqlalchemy as sa
 
 from app.db import review_feedback
+from tests.conftest import committed_version
 
 REVIEW = "An astonishing, wonderful, brilliant film with a superb cast."
+OLD = committed_version("review_sentiment")
+NEW = str(int(OLD) + 1)
 
 
 def test_feedback_is_stored(client, app):
@@ -36,20 +39,20 @@ def test_learn_writes_new_version_and_keeps_old(app_with_model_dir, model_dir, t
         assert client.post("/review/feedback", data={"review": REVIEW, "label": "negative"},
                            environ_base={"REMOTE_ADDR": f"10.0.0.{user}"}).status_code == 201
 
-    # No test data to measure it here, so the gate would keep v1: --promote serves the new version anyway.
+    # No test data to measure it here, so the gate would keep the old version: --promote serves the new version anyway.
     result = app.test_cli_runner().invoke(args=["feedback", "learn", "--data", str(tmp_path / "no-data"), "--promote"])
     assert result.exit_code == 0, result.output
-    assert "learned 30 feedback rows into review_sentiment version 2" in result.output
+    assert f"learned 30 feedback rows into review_sentiment version {NEW}" in result.output
 
-    assert (model_dir / "review_sentiment" / "1" / "manifest.json").exists()
-    manifest = json.loads((model_dir / "review_sentiment" / "2" / "manifest.json").read_text())
-    assert manifest["version"] == 2
+    assert (model_dir / "review_sentiment" / OLD / "manifest.json").exists()
+    manifest = json.loads((model_dir / "review_sentiment" / NEW / "manifest.json").read_text())
+    assert manifest["version"] == int(NEW)
     assert manifest["training"]["online_update"] == {
-        "from_version": "1", "feedback_examples": 30, "method": "SGDClassifier.partial_fit"}
+        "from_version": OLD, "feedback_examples": 30, "method": "SGDClassifier.partial_fit"}
 
     with app.extensions["db_engine"].connect() as conn:
         versions = conn.execute(sa.select(review_feedback.c.learned_in_version)).scalars().all()
-    assert set(versions) == {"2"}
+    assert set(versions) == {NEW}
 
     # A fresh worker serves the new version by default; it moved towards the feedback.
     from app import create_app
@@ -57,7 +60,7 @@ def test_learn_writes_new_version_and_keeps_old(app_with_model_dir, model_dir, t
     fresh = create_app({"TESTING": True, "MODEL_DIR": str(model_dir),
                         "DATABASE_URL": app.config["DATABASE_URL"]})
     after = fresh.test_client().post("/review", data={"review": REVIEW}).json
-    assert after["model"]["version"] == "2"
+    assert after["model"]["version"] == NEW
     assert after["probability_positive"] < before["probability_positive"]
 
     again = app.test_cli_runner().invoke(args=["feedback", "learn"])

@@ -10,7 +10,7 @@ import stat
 import pytest
 
 from app import create_app
-from tests.conftest import SAVED_MODELS
+from tests.conftest import SAVED_MODELS, committed_version
 
 TOKEN = "hardening-worker-token"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -401,7 +401,8 @@ def test_every_operation_with_every_credential_variant(tmp_path, database_url, m
                    MODEL_DIR=str(model_dir))
     app.extensions["model_registry"].load_all()
     client = app.test_client()
-    values = {"job_id": "0" * 32, "name": "review_sentiment", "version": "1", "filename": "evaluation.png"}
+    values = {"job_id": "0" * 32, "name": "review_sentiment", "version": committed_version("review_sentiment"),
+              "filename": "roc_curve.png"}
     variants = {"none": {}, "wrong": {"Authorization": "Bearer wrong"}, "key": {"X-API-Key": "k1"},
                 "worker": BEARER, "key-as-bearer": {"Authorization": "Bearer k1"}, "empty": {"X-API-Key": ""}}
     checked = 0
@@ -429,17 +430,19 @@ def test_every_operation_with_every_credential_variant(tmp_path, database_url, m
 def test_refused_models_do_not_show_paths(tmp_path, model_dir):
     import shutil
 
-    manifest = json.loads((model_dir / "linear_svc" / "1" / "manifest.json").read_text())
+    old = committed_version("linear_svc")
+    new = str(int(old) + 1)
+    manifest = json.loads((model_dir / "linear_svc" / old / "manifest.json").read_text())
     for artifact in manifest["artifacts"]:
-        (model_dir / "linear_svc" / "1" / artifact).unlink()
-    shutil.copytree(model_dir / "linear_svc" / "1", model_dir / "linear_svc" / "2")
-    (model_dir / "linear_svc" / "2" / "manifest.json").write_text(json.dumps({**manifest, "version": 2,
+        (model_dir / "linear_svc" / old / artifact).unlink()
+    shutil.copytree(model_dir / "linear_svc" / old, model_dir / "linear_svc" / new)
+    (model_dir / "linear_svc" / new / "manifest.json").write_text(json.dumps({**manifest, "version": int(new),
                                                                             "runtime": "no-such-runtime"}))
     app = make_app(tmp_path, MODEL_DIR=str(model_dir))
     app.extensions["model_registry"].load_all()
     client = app.test_client()
     refused = client.get("/health/ready").json["refused"]
-    assert set(refused) == {"linear_svc/1", "linear_svc/2"}
+    assert set(refused) == {f"linear_svc/{old}", f"linear_svc/{new}"}
     answer = client.post("/models/linear_svc/predict", json={"instances": [[1, 2, 3, 4]]})
     for text in [*refused.values(), answer.get_data(as_text=True)]:
         assert str(tmp_path) not in text and "/saved_models" not in text, text

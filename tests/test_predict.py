@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from tests.conftest import SAVED_MODELS
+from tests.conftest import SAVED_MODELS, committed_version
 
 TRIO = ("logistic_regression", "linear_svc", "decision_tree")
 
@@ -19,7 +19,7 @@ def test_welcome_lists_models(client):
 
 @pytest.mark.parametrize("name", TRIO)
 def test_each_trio_model_has_measured_test_accuracy(name):
-    manifest = json.loads((SAVED_MODELS / name / "1" / "manifest.json").read_text())
+    manifest = json.loads((SAVED_MODELS / name / committed_version(name) / "manifest.json").read_text())
     assert manifest["metrics"]["examples"] == 25000
     assert manifest["metrics"]["dataset"].startswith("IMDb official test split")
     assert 0.5 < manifest["metrics"]["accuracy"] <= 1

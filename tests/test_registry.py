@@ -7,21 +7,24 @@ import pytest
 
 from app.errors import ModelNotFound, ModelNotReady
 from app.models.registry import ModelRegistry
+from tests.conftest import committed_version
 
 NAME = "review_sentiment"
+V = committed_version(NAME)
+NEXT = str(int(V) + 1)
 
 
 def test_loads_committed_model_and_verifies_it(model_dir):
     registry = ModelRegistry(model_dir)
     registry.load_all()
     model = registry.get(NAME)
-    assert model.ready and model.version == "1"
+    assert model.ready and model.version == V
     assert registry.refused == {}
     assert model.manifest.metrics["accuracy"] >= 0.90
 
 
 def test_tampered_artifact_is_refused_with_log_line(model_dir, caplog):
-    estimator = model_dir / NAME / "1" / "estimator.joblib"
+    estimator = model_dir / NAME / V / "estimator.joblib"
     data = bytearray(estimator.read_bytes())
     data[len(data) // 2] ^= 0xFF
     estimator.write_bytes(bytes(data))
@@ -29,48 +32,48 @@ def test_tampered_artifact_is_refused_with_log_line(model_dir, caplog):
     with caplog.at_level(logging.ERROR, logger="app.models.registry"):
         registry.load_all()
     assert "sha256 mismatch for estimator.joblib" in caplog.text
-    assert f"refusing model {NAME}/1" in caplog.text
+    assert f"refusing model {NAME}/{V}" in caplog.text
     with pytest.raises(ModelNotReady) as err:
         registry.get(NAME)
     assert err.value.status == 503
 
 
 def test_missing_artifact_is_refused(model_dir):
-    (model_dir / NAME / "1" / "stopwords.pkl").unlink()
+    (model_dir / NAME / V / "stopwords.pkl").unlink()
     registry = ModelRegistry(model_dir)
     registry.load_all()
-    assert "stopwords.pkl is missing" in registry.refused[f"{NAME}/1"]
+    assert "stopwords.pkl is missing" in registry.refused[f"{NAME}/{V}"]
 
 
 def test_artifact_path_outside_model_folder_is_refused(model_dir):
-    manifest_path = model_dir / NAME / "1" / "manifest.json"
+    manifest_path = model_dir / NAME / V / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     manifest["artifacts"]["../../escape"] = {"sha256": "0" * 64, "bytes": 0}
     manifest_path.write_text(json.dumps(manifest))
     registry = ModelRegistry(model_dir)
     registry.load_all()
-    assert "outside the model directory" in registry.refused[f"{NAME}/1"]
+    assert "outside the model directory" in registry.refused[f"{NAME}/{V}"]
 
 
 def test_manifest_that_disagrees_with_its_folder_is_ignored(model_dir):
-    shutil.copytree(model_dir / NAME / "1", model_dir / NAME / "7")
+    shutil.copytree(model_dir / NAME / V, model_dir / NAME / "7")
     registry = ModelRegistry(model_dir)
     registry.load_all()
-    assert registry.versions(NAME) == ["1"]
+    assert registry.versions(NAME) == [V]
 
 
 def test_newest_version_is_default_and_old_ones_stay_reachable(model_dir):
-    shutil.copytree(model_dir / NAME / "1", model_dir / NAME / "2")
-    manifest_path = model_dir / NAME / "2" / "manifest.json"
+    shutil.copytree(model_dir / NAME / V, model_dir / NAME / NEXT)
+    manifest_path = model_dir / NAME / NEXT / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    manifest["version"] = 2
+    manifest["version"] = int(NEXT)
     manifest_path.write_text(json.dumps(manifest))
     registry = ModelRegistry(model_dir)
     registry.load_all()
-    assert registry.get(NAME).version == "2"
-    assert registry.get(NAME, "1").version == "1"
+    assert registry.get(NAME).version == NEXT
+    assert registry.get(NAME, V).version == V
     with pytest.raises(ModelNotFound):
-        registry.get(NAME, "3")
+        registry.get(NAME, str(int(NEXT) + 1))
 
 
 def test_unknown_model_is_404_listing_valid_names(model_dir):

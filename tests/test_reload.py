@@ -9,13 +9,16 @@ import threading
 import urllib.parse
 
 from app.config import PROJECT_ROOT
-from tests.conftest import get_json, run_gunicorn
+from tests.conftest import committed_version, get_json, run_gunicorn
+
+OLD = committed_version("review_sentiment")
+NEW = str(int(OLD) + 1)
 
 
 def test_reload_serves_new_version_without_dropping_requests(tmp_path, model_dir):
     env = {"MODELSERVE_MODEL_DIR": str(model_dir), "MODELSERVE_MODELS": "review_sentiment"}
     with run_gunicorn(tmp_path, env) as (base, _):
-        assert get_json(base + "/v2/models/review_sentiment")[1]["versions"] == ["1"]
+        assert get_json(base + "/v2/models/review_sentiment")[1]["versions"] == [OLD]
         failures, answered, stop = [], [], threading.Event()
         body = urllib.parse.urlencode({"review": "An excellent film."}).encode()
 
@@ -32,10 +35,10 @@ def test_reload_serves_new_version_without_dropping_requests(tmp_path, model_dir
         for thread in threads:
             thread.start()
 
-        new = model_dir / "review_sentiment" / "2"
-        shutil.copytree(model_dir / "review_sentiment" / "1", new)
+        new = model_dir / "review_sentiment" / NEW
+        shutil.copytree(model_dir / "review_sentiment" / OLD, new)
         manifest = json.loads((new / "manifest.json").read_text())
-        manifest["version"] = 2
+        manifest["version"] = int(NEW)
         (new / "manifest.json").write_text(json.dumps(manifest))
         cli_env = {**os.environ, "GUNICORN_PIDFILE": str(next(tmp_path.glob("gunicorn-*.pid"))),
                    "MODELSERVE_MODEL_DIR": str(model_dir), "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
@@ -48,13 +51,13 @@ def test_reload_serves_new_version_without_dropping_requests(tmp_path, model_dir
 
         flask("models", "reload")
 
-        def serves_v2():
-            return get_json(base + "/v2/models/review_sentiment")[1]["versions"] == ["1", "2"]
+        def serves_both():
+            return get_json(base + "/v2/models/review_sentiment")[1]["versions"] == [OLD, NEW]
 
         import time
 
         deadline = time.monotonic() + 60
-        while not serves_v2():
+        while not serves_both():
             assert time.monotonic() < deadline, "new version never served"
             time.sleep(0.2)
         time.sleep(3)  # old workers finish and exit while the load goes on
@@ -66,19 +69,19 @@ def test_reload_serves_new_version_without_dropping_requests(tmp_path, model_dir
                 time.sleep(0.2)
 
         # Promotion and rollback reach the running workers through the same reload, under the same load.
-        assert "production: (none) -> 1" in flask("models", "promote", "review_sentiment", "1")
+        assert f"production: (none) -> {OLD}" in flask("models", "promote", "review_sentiment", OLD)
         flask("models", "reload")
-        settles_on("1")
-        assert "production: 1 -> 2" in flask("models", "promote", "review_sentiment", "2")
+        settles_on(OLD)
+        assert f"production: {OLD} -> {NEW}" in flask("models", "promote", "review_sentiment", NEW)
         flask("models", "reload")
-        settles_on("2")
-        assert "production: 2 -> 1" in flask("models", "rollback", "review_sentiment")
+        settles_on(NEW)
+        assert f"production: {NEW} -> {OLD}" in flask("models", "rollback", "review_sentiment")
         flask("models", "reload")
-        settles_on("1")
+        settles_on(OLD)
         time.sleep(2)
         stop.set()
         for thread in threads:
             thread.join()
     assert failures == []
     assert len(answered) > 50
-    assert {reply["model"]["version"] for reply in answered} >= {"1", "2"}
+    assert {reply["model"]["version"] for reply in answered} >= {OLD, NEW}

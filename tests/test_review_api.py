@@ -1,6 +1,8 @@
 """POST /review end to end with the committed model, and every bad input."""
 import pytest
 
+from tests.conftest import committed_version
+
 POSITIVE = "One of the best films I have seen this year: moving, funny and beautifully acted. :)"
 NEGATIVE = "Dreadful. The plot made no sense, the acting was wooden and I wanted my money back."
 
@@ -20,7 +22,7 @@ def test_form_post_gives_sensible_prediction(client, text, label):
     assert body["label"] == label
     p = body["probability_positive"]
     assert (p > 0.8) if label == "positive" else (p < 0.2)
-    assert body["model"] == {"name": "review_sentiment", "version": "1"}
+    assert body["model"] == {"name": "review_sentiment", "version": committed_version("review_sentiment")}
 
 
 def test_json_post_matches_form_post(client):
@@ -77,7 +79,7 @@ def test_body_over_max_content_length_is_413(app):
 
 
 def test_refused_model_answers_503_not_500(app_with_model_dir, model_dir):
-    (model_dir / "review_sentiment" / "1" / "stopwords.pkl").write_bytes(b"tampered")
+    (model_dir / "review_sentiment" / committed_version("review_sentiment") / "stopwords.pkl").write_bytes(b"tampered")
     response = app_with_model_dir.test_client().post("/review", data={"review": POSITIVE})
     assert response.status_code == 503
     assert "verification failed" in response.json["error"]

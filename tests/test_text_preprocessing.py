@@ -6,8 +6,8 @@ import pytest
 import scipy.sparse as sp
 
 from app.preprocessing.text import (
-    LogCountRatioScaler, ReviewTokenizer, build_vectorizer, load_stopwords, normalize_text,
-    read_stopword_list, save_stopwords,
+    VECTORIZER_SETTINGS, LogCountRatioScaler, ReviewAnalyzer, ReviewTokenizer, build_vectorizer, load_stopwords,
+    normalize_text, read_stopword_list, save_stopwords,
 )
 
 
@@ -23,13 +23,30 @@ def test_tokenizer_drops_stopwords_and_punctuation():
     assert tokens == ["plot", "mess", "really"]
 
 
-def test_vectorizer_is_deterministic_and_uses_bigrams():
+def test_vectorizer_is_deterministic_and_uses_trigrams():
     vec = build_vectorizer(["the"])
     a = vec.transform(["great acting"])
     b = vec.transform(["great acting"])
     assert (a != b).nnz == 0
     assert a.nnz == 3  # "great", "acting", "great acting"
-    assert a.shape[1] == 2**21
+    assert a.shape[1] == VECTORIZER_SETTINGS["n_features"] == 2**23
+    assert vec.transform(["not the best"]).nnz == 2 + 2 + 1  # "not", "best"; two bigrams; one trigram
+
+
+def test_stopwords_leave_unigrams_but_stay_inside_ngrams():
+    features = ReviewAnalyzer({"the", "of", "not"}, (1, 3))("Not the best: a waste of time")
+    assert "not" not in features and "the" not in features and "best" in features
+    assert "waste of time" in features and "not the best" in features and "not the" in features
+    assert ReviewAnalyzer({"the"}, (2, 2))("the cat sat") == ["the cat", "cat sat"]
+
+
+def test_models_keep_the_vectorizer_settings_they_were_trained_with():
+    old = {"n_features": 2**21, "ngram_range": [1, 2], "alternate_sign": False, "norm": None, "binary": True}
+    vec = build_vectorizer(["the"], old)  # no "stopwords" key: dropped before n-grams, as version 1 did
+    assert vec.transform(["the plot"]).shape[1] == 2**21
+    assert vec.transform(["great the plot"]).nnz == 3  # "great", "plot", "great plot": "the" gone first
+    with pytest.raises(ValueError, match="stopwords"):
+        build_vectorizer(["the"], {**old, "stopwords": "sometimes"})
 
 
 def test_stopword_pickle_round_trip(tmp_path, shared_data):
@@ -68,6 +85,13 @@ def test_log_count_ratio_weights_separating_features():
     assert abs(scaler.ratio_[2]) < 1e-6  # appears equally in both classes
     out = scaler.transform(X)
     assert np.allclose(out.toarray()[:, 0], X.toarray()[:, 0] * scaler.ratio_[0])
+
+
+def test_log_count_ratio_drops_rare_features():
+    X = sp.csr_matrix(np.array([[1, 1, 0], [1, 0, 0], [0, 0, 1], [0, 0, 0]], dtype=np.float32))
+    scaler = LogCountRatioScaler(min_df=2).fit(X, np.array([1, 1, 0, 0]))
+    assert scaler.ratio_[0] > 0  # in two reviews: kept
+    assert scaler.ratio_[1] == 0 and scaler.ratio_[2] == 0  # in one review each: dropped
 
 
 def test_strip_tags_matches_the_regex_and_is_linear():

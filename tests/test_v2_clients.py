@@ -6,7 +6,7 @@ import pytest
 import tritonclient.http as triton
 from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, committed_version
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def test_triton_server_live_ready_and_metadata(triton_client):
     assert "binary_tensor_data" in triton_client.get_server_metadata()["extensions"]
     for name in ("review_sentiment", "malaria_cell", "logistic_regression"):
         assert triton_client.is_model_ready(name)
-        metadata = triton_client.get_model_metadata(name, model_version="1")
+        metadata = triton_client.get_model_metadata(name, model_version=committed_version(name))
         assert metadata["name"] == name
 
 
@@ -101,7 +101,8 @@ def test_kserve_rest_client_v2(live_server):
 def test_triton_statistics_count_every_worker(triton_client):
     """The statistics extension through tritonclient: counts from both gunicorn workers together."""
     def executions():
-        stats = triton_client.get_inference_statistics("logistic_regression", model_version="1")["model_stats"]
+        stats = triton_client.get_inference_statistics(
+            "logistic_regression", model_version=committed_version("logistic_regression"))["model_stats"]
         return stats[0]["execution_count"], stats[0]["inference_count"]
 
     before = executions()

@@ -10,11 +10,11 @@ from PIL import Image
 
 from app.codecs.v2 import HEADER_LENGTH
 
-from tests.conftest import SAVED_MODELS
+from tests.conftest import SAVED_MODELS, committed_version
 
 TEXT_MODEL = "review_sentiment"
 IMAGE_MODEL = "malaria_cell"
-SIZE = json.loads((SAVED_MODELS / IMAGE_MODEL / "1" / "manifest.json").read_text())["preprocessing"]["input_size"]
+SIZE = json.loads((SAVED_MODELS / IMAGE_MODEL / committed_version(IMAGE_MODEL) / "manifest.json").read_text())["preprocessing"]["input_size"]
 
 
 def png(color=(190, 120, 160), size=(90, 110)) -> bytes:
@@ -48,10 +48,11 @@ def test_health(client):
 def test_model_metadata_and_ready(client, name):
     body = client.get(f"/v2/models/{name}").json
     schema.ModelMetadataResponse.model_validate(body)
-    assert body["name"] == name and body["versions"] == ["1"]
-    version_body = client.get(f"/v2/models/{name}/versions/1").json
+    version = committed_version(name)
+    assert body["name"] == name and body["versions"] == [version]
+    version_body = client.get(f"/v2/models/{name}/versions/{version}").json
     assert version_body["name"] == name
-    ready = client.get(f"/v2/models/{name}/versions/1/ready")
+    ready = client.get(f"/v2/models/{name}/versions/{version}/ready")
     assert ready.status_code == 200
     schema.ModelReadyResponse.model_validate(ready.json)
 
@@ -207,10 +208,11 @@ def test_statistics_extension(client):
     def stats(path):
         return client.get(path).json["model_stats"]
 
-    before = stats("/v2/models/review_sentiment/versions/1/stats")[0]
+    path = f"/v2/models/review_sentiment/versions/{committed_version('review_sentiment')}/stats"
+    before = stats(path)[0]
     for text in ("Great", "Bad", "Fine"):
         client.post("/review", data={"review": text})
-    after = stats("/v2/models/review_sentiment/versions/1/stats")[0]
+    after = stats(path)[0]
     assert after["execution_count"] - before["execution_count"] == 3
     assert after["inference_stats"]["success"]["ns"] > before["inference_stats"]["success"]["ns"]
     assert after["last_inference"] >= before["last_inference"] and after["last_inference"] > 0
@@ -224,7 +226,7 @@ def test_model_repository_extension(app_with_model_dir):
     admin = {"Authorization": f"Bearer {app_with_model_dir.extensions['worker_token']}"}
     infer = {"inputs": [{"name": "review", "datatype": "BYTES", "shape": [1], "data": ["Fine film"]}]}
     index = client.post("/v2/repository/index", json={"ready": True}).json
-    assert {"name": "linear_svc", "version": "1", "state": "READY", "reason": ""} in index
+    assert {"name": "linear_svc", "version": committed_version("linear_svc"), "state": "READY", "reason": ""} in index
     assert client.post("/v2/repository/models/linear_svc/unload").status_code == 401  # an operator's act
     assert client.post("/v2/repository/models/linear_svc/unload", headers=admin).status_code == 200
     assert client.post("/v2/models/linear_svc/infer", json=infer).status_code == 404

@@ -1,7 +1,8 @@
 """Text preprocessing shared by training, serving and tests (no Flask imports).
 
 The classic movie-review recipe: strip HTML, keep emoticons, lowercase,
-tokenize on non-word characters, drop stopwords, hash the tokens.
+tokenize on non-word characters, drop stopwords, hash the tokens (or the
+word n-grams).
 """
 from __future__ import annotations
 
@@ -20,11 +21,15 @@ from sklearn.feature_extraction.text import HashingVectorizer
 _EMOTICON = re.compile(r"(?::|;|=)(?:-)?(?:\)|\(|D|P)")
 _NON_WORD = re.compile(r"\W+")
 
-# Settings of the HashingVectorizer. They are recorded in every text model's
-# manifest; loading refuses a model whose manifest disagrees with the code.
+# Settings of the HashingVectorizer that `flask train review` and `flask train trio` use.
+# Every text model records its own in its manifest (preprocessing.vectorizer) and is
+# served with those, so models trained with older settings keep working.
+# "stopwords": "all" drops stopwords before n-grams are formed; "unigrams" drops them
+# as single-word features only, so n-grams such as "not good" or "waste of time" stay whole.
 VECTORIZER_SETTINGS: dict = {
-    "n_features": 2**21,
-    "ngram_range": [1, 2],
+    "n_features": 2**23,
+    "ngram_range": [1, 3],
+    "stopwords": "unigrams",
     "alternate_sign": False,
     "norm": None,
     "binary": True,
@@ -69,18 +74,39 @@ class ReviewTokenizer:
         return [tok for tok in normalize_text(text).split() if tok not in stop]
 
 
+class ReviewAnalyzer:
+    """Callable analyzer: normalize_text(), then unigrams without stopwords and n-grams of every word."""
+
+    def __init__(self, stopwords: Iterable[str], ngram_range: tuple[int, int]):
+        """Store the stopword set and the n-gram range (no other work)."""
+        self.stopwords = frozenset(stopwords)
+        self.min_n, self.max_n = ngram_range
+
+    def __call__(self, text: str) -> list[str]:
+        """Unigram features (stopwords dropped) and min_n..max_n-grams over all words."""
+        words = normalize_text(text).split()
+        stop = self.stopwords
+        features = [w for w in words if w not in stop] if self.min_n == 1 else []
+        grams = words
+        for n in range(2, self.max_n + 1):  # each n-gram is an (n-1)-gram and the word after it
+            grams = [gram + " " + word for gram, word in zip(grams, words[n - 1:])]
+            if n >= self.min_n:
+                features += grams
+        return features
+
+
 def build_vectorizer(stopwords: Iterable[str], settings: dict | None = None) -> HashingVectorizer:
-    """The HashingVectorizer used by every text model, training and serving alike."""
+    """The HashingVectorizer of a text model, training and serving alike, from its recorded settings."""
     params = dict(VECTORIZER_SETTINGS if settings is None else settings)
     params["ngram_range"] = tuple(params["ngram_range"])
-    return HashingVectorizer(
-        tokenizer=ReviewTokenizer(stopwords),
-        preprocessor=None,
-        lowercase=False,
-        token_pattern=None,
-        dtype=np.float32,
-        **params,
-    )
+    scope = params.pop("stopwords", "all")
+    if scope == "unigrams":
+        words = {"analyzer": ReviewAnalyzer(stopwords, params.pop("ngram_range"))}
+    elif scope == "all":
+        words = {"tokenizer": ReviewTokenizer(stopwords), "preprocessor": None, "lowercase": False, "token_pattern": None}
+    else:
+        raise ValueError(f"vectorizer setting stopwords must be 'all' or 'unigrams', not {scope!r}")
+    return HashingVectorizer(dtype=np.float32, **words, **params)
 
 
 def read_stopword_list(path: Path) -> list[str]:
@@ -116,19 +142,27 @@ class LogCountRatioScaler(TransformerMixin, BaseEstimator):
 
     ``r = log((p / |p|_1) / (q / |q|_1))`` with p, q the smoothed per-class
     feature counts. Words that separate the classes get large weights before
-    the linear model sees them; fitted state is ``ratio_``.
+    the linear model sees them; fitted state is ``ratio_``. Features present in
+    fewer than ``min_df`` training documents get ratio 0, so they are dropped:
+    with hashed word trigrams most features are seen once and only add noise.
     """
 
-    def __init__(self, smoothing: float = 1.0):
-        """Store the additive smoothing; no work here."""
+    min_df = 1  # models saved before the setting existed unpickle without it
+
+    def __init__(self, smoothing: float = 1.0, min_df: int = 1):
+        """Store the additive smoothing and the document-count floor; no work here."""
         self.smoothing = smoothing
+        self.min_df = min_df
 
     def fit(self, X, y):
         """Compute the log-count ratio from binary features X and 0/1 labels y."""
         y = np.asarray(y)
-        p = np.asarray(X[y == 1].sum(axis=0)).ravel() + self.smoothing
-        q = np.asarray(X[y == 0].sum(axis=0)).ravel() + self.smoothing
-        self.ratio_ = np.log((p / p.sum()) / (q / q.sum())).astype(np.float32)
+        positive = np.asarray(X[y == 1].sum(axis=0)).ravel()
+        negative = np.asarray(X[y == 0].sum(axis=0)).ravel()
+        p, q = positive + self.smoothing, negative + self.smoothing
+        ratio = np.log((p / p.sum()) / (q / q.sum()))
+        ratio[positive + negative < self.min_df] = 0.0
+        self.ratio_ = ratio.astype(np.float32)
         return self
 
     def transform(self, X):

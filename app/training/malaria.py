@@ -86,31 +86,53 @@ def foreground_standardize(x):
     return (x - mean) / ops.sqrt(variance + 1e-3) * mask
 
 
-def build_model(size: int = INPUT_SIZE, standardize: bool = True):
-    """A small VGG-style CNN: strided stem, three conv pairs with pooling, global average pooling.
+def build_model(size: int = INPUT_SIZE, standardize: bool = True, architecture: str = "vgg", width: float = 1.0):
+    """The cell classifier: per-cell colour standardisation, then one of two small networks.
 
-    About 133 M multiply-adds at 112x112 (the tutorial model costs 3.26 G).
+    "vgg": a strided stem, three conv3x3 pairs with max-pooling, global average pooling
+    (about 133 M multiply-adds at 112x112, 43 M at 64x64; the tutorial model costs 3.26 G).
+    "inverted": MobileNetV2-style inverted-residual blocks (expand 1x1, depthwise 3x3, project 1x1).
     """
     import keras
     from keras import layers
 
-    def conv_bn(x, filters, stride=1):
-        x = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False)(x)
+    def channels(n):
+        return max(8, int(round(n * width / 8)) * 8)
+
+    def conv_bn(x, filters, stride=1, kernel=3):
+        x = layers.Conv2D(channels(filters), kernel, strides=stride, padding="same", use_bias=False)(x)
         x = layers.BatchNormalization()(x)
         return layers.ReLU()(x)
 
+    def inverted(x, filters, stride=1, expand=4):
+        shortcut, inside = x, x.shape[-1]
+        x = conv_bn(x, inside * expand / width, kernel=1)
+        x = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False)(x)
+        x = layers.ReLU()(layers.BatchNormalization()(x))
+        x = layers.BatchNormalization()(layers.Conv2D(channels(filters), 1, use_bias=False)(x))
+        return layers.Add()([shortcut, x]) if stride == 1 and inside == x.shape[-1] else x
+
     inputs = keras.Input((size, size, 3), name="image")
     x = layers.Lambda(foreground_standardize, name="foreground_standardize")(inputs) if standardize else inputs
-    x = conv_bn(x, 32, stride=2)
-    x = conv_bn(x, 32)
-    x = layers.MaxPooling2D()(x)
-    x = conv_bn(x, 64)
-    x = conv_bn(x, 64)
-    x = layers.MaxPooling2D()(x)
-    x = conv_bn(x, 128)
-    x = conv_bn(x, 128)
-    x = layers.MaxPooling2D()(x)
-    x = conv_bn(x, 256)
+    if architecture == "vgg":
+        x = conv_bn(x, 32, stride=2)
+        x = conv_bn(x, 32)
+        x = layers.MaxPooling2D()(x)
+        x = conv_bn(x, 64)
+        x = conv_bn(x, 64)
+        x = layers.MaxPooling2D()(x)
+        x = conv_bn(x, 128)
+        x = conv_bn(x, 128)
+        x = layers.MaxPooling2D()(x)
+        x = conv_bn(x, 256)
+    elif architecture == "inverted":
+        x = conv_bn(x, 32, stride=2)
+        for filters, stride, repeats in ((24, 2, 2), (48, 2, 3), (96, 2, 3), (160, 1, 2)):
+            for i in range(repeats):
+                x = inverted(x, filters, stride if i == 0 else 1)
+        x = conv_bn(x, 384, kernel=1)
+    else:
+        raise ValueError(f"unknown architecture {architecture!r}")
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dropout(0.3)(x)
     outputs = layers.Dense(len(LABELS), activation="softmax", name="probabilities")(x)
@@ -123,7 +145,10 @@ def count_macs(model) -> int:
 
     total = 0
     for layer in model.layers:
-        if isinstance(layer, layers.Conv2D):
+        if isinstance(layer, layers.DepthwiseConv2D):
+            _, h, w, c_out = layer.output.shape
+            total += h * w * layer.kernel_size[0] * layer.kernel_size[1] * c_out
+        elif isinstance(layer, layers.Conv2D):
             _, h, w, c_out = layer.output.shape
             k_h, k_w = layer.kernel_size
             c_in = layer.input.shape[-1]
@@ -133,37 +158,58 @@ def count_macs(model) -> int:
     return int(total)
 
 
-def augment(image, label):
-    """Cell crops have no orientation; stains vary in colour and brightness."""
+def augment(image, stain: bool = True):
+    """Cell crops have no orientation; stains vary in colour and brightness from slide to slide."""
     import tensorflow as tf
 
     image = tf.image.random_flip_left_right(image)
     image = tf.image.random_flip_up_down(image)
     image = tf.image.rot90(image, tf.random.uniform([], 0, 4, dtype=tf.int32))
-    image = tf.image.random_brightness(image, 0.1)
-    image = tf.image.random_contrast(image, 0.8, 1.2)
-    image = tf.image.random_saturation(image, 0.7, 1.3)
-    image = tf.image.random_hue(image, 0.05)
-    return tf.clip_by_value(image, 0.0, 1.0), label
+    if stain:
+        image = tf.image.random_brightness(image, 0.1)
+        image = tf.image.random_contrast(image, 0.8, 1.2)
+        image = tf.image.random_saturation(image, 0.7, 1.3)
+        image = tf.image.random_hue(image, 0.05)
+    return tf.clip_by_value(image, 0.0, 1.0)
 
 
-def train_keras_model(x_train, y_train, x_val, y_val, seed: int, epochs: int, batch_size: int = 64):
-    """Fit with AdamW and cosine decay; keep the weights of the best validation epoch."""
+def train_keras_model(x_train, y_train, x_val, y_val, seed: int, epochs: int, batch_size: int = 64, recipe=None):
+    """Fit with AdamW and cosine decay.
+
+    Images may be float32 in [0, 1] or uint8. With validation data the weights of the best
+    validation epoch are kept; without (cross-validation folds), those of the last epoch.
+    ``recipe`` (a malaria_cv.Variant) sets the network, label smoothing, augmentation and
+    learning rate; without it, the v1 recipe.
+    """
     import keras
     import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
+    architecture, width, smoothing, stain, peak = (
+        (recipe.architecture, recipe.width, recipe.label_smoothing, recipe.stain_augmentation, recipe.learning_rate)
+        if recipe else ("vgg", 1.0, 0.0, True, 2e-3))
+    batch_size = recipe.batch_size if recipe else batch_size
+
+    def prepare(image, label):
+        image = tf.image.convert_image_dtype(image, tf.float32)  # uint8 -> [0, 1]; float32 unchanged
+        return augment(image, stain), tf.one_hot(label, len(LABELS))
+
     train = (tf.data.Dataset.from_tensor_slices((x_train, y_train))
              .shuffle(len(x_train), seed=seed, reshuffle_each_iteration=True)
-             .map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+             .map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
              .batch(batch_size).prefetch(tf.data.AUTOTUNE))
-    val = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(256)
-    model = build_model(x_train.shape[1])
+    model = build_model(x_train.shape[1], architecture=architecture, width=width)
     steps = epochs * int(np.ceil(len(x_train) / batch_size))
-    schedule = keras.optimizers.schedules.CosineDecay(0.0, steps, alpha=0.01, warmup_target=2e-3,
+    schedule = keras.optimizers.schedules.CosineDecay(0.0, steps, alpha=0.01, warmup_target=peak,
                                                        warmup_steps=steps // 20)
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=smoothing), metrics=["accuracy"])
+    if x_val is None:
+        history = model.fit(train, epochs=epochs, verbose=2)
+        return model, history.history
+    val = (tf.data.Dataset.from_tensor_slices((x_val, y_val))
+           .map(lambda image, label: (tf.image.convert_image_dtype(image, tf.float32), tf.one_hot(label, len(LABELS))))
+           .batch(256))
     best = keras.callbacks.ModelCheckpoint("/tmp/malaria_best.weights.h5", monitor="val_accuracy",
                                            save_best_only=True, save_weights_only=True)
     history = model.fit(train, validation_data=val, epochs=epochs, callbacks=[best], verbose=2)
@@ -226,7 +272,7 @@ def train_malaria_model(data_dir: Path, model_dir: Path, seed: int = 0, epochs: 
     """Split by patient, train, export to ONNX, check parity, measure on held-out patients."""
     import tensorflow as tf
 
-    from app.training.plots import save_evaluation_plot, save_training_curves
+    from app.training.plots import save_evaluation_plots, save_training_curves
 
     tf.config.experimental.enable_op_determinism()
     malaria_dir = Path(data_dir) / "malaria"
@@ -248,10 +294,9 @@ def train_malaria_model(data_dir: Path, model_dir: Path, seed: int = 0, epochs: 
     val_metrics, _ = measure(model.predict(arrays["validation"][0], batch_size=256, verbose=0),
                              arrays["validation"][1], len(split["validation"]))
     (staging / SPLIT_FILE).write_text(json.dumps({"seed": seed, **split}, indent=1) + "\n")
-    save_training_curves(staging / "training_curves.png", history, f"{MODEL_NAME} v{version}")
-    save_evaluation_plot(staging / "evaluation.png",
-                         f"{MODEL_NAME} v{version}: held-out patients, accuracy {metrics['accuracy']:.2%}",
-                         LABELS, curves["matrix"], curves["fpr"], curves["tpr"], metrics["roc_auc"])
+    save_training_curves(staging, history, f"{MODEL_NAME} v{version}")
+    save_evaluation_plots(staging, f"{MODEL_NAME} v{version}: held-out patients, accuracy {metrics['accuracy']:.2%}",
+                          LABELS, curves["matrix"], curves["fpr"], curves["tpr"], metrics["roc_auc"])
     macs = count_macs(model)
     manifest = {
         "name": MODEL_NAME,

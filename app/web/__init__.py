@@ -1,17 +1,37 @@
 """Server-rendered pages (no CDN, no front-end build)."""
 from __future__ import annotations
 
+from functools import lru_cache
+from pathlib import Path
+
 from flask import Blueprint, abort, render_template, request, send_from_directory
+from PIL import Image
 
 from app.api import registry
 
 bp = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/static/web")
-
+# Plots are drawn for 100 CSS pixels per inch; a PNG stored at 200 dpi shows at half its
+# pixel size, sharp on high-density screens (app/training/plots.py).
+DISPLAY_DPI = 100
 
 
 def plot_files(model) -> list[str]:
     """PNG artifacts listed (and hashed) in a model's manifest."""
     return sorted(name for name in model.manifest.artifacts if name.endswith(".png"))
+
+
+@lru_cache(maxsize=256)
+def display_size(path: Path) -> tuple[int, int]:
+    """CSS width and height of a plot: its pixel size scaled by the dpi recorded in the PNG."""
+    with Image.open(path) as image:
+        scale = DISPLAY_DPI / float(image.info.get("dpi", (DISPLAY_DPI,))[0] or DISPLAY_DPI)
+        return round(image.width * scale), round(image.height * scale)
+
+
+def plots_of(model) -> list[dict]:
+    """A model's plots with the size to show them at."""
+    return [dict(zip(("file", "width", "height"), (name, *display_size(model.manifest.directory / name))))
+            for name in plot_files(model)]
 
 
 @bp.get("/")
@@ -65,7 +85,7 @@ def models_page():
     """
     reg = registry()
     models = sorted(reg.all_models(), key=lambda m: (m.name, int(m.version)))
-    plots = {f"{m.name}/{m.version}": plot_files(m) for m in models}
+    plots = {f"{m.name}/{m.version}": plots_of(m) for m in models}
     tags = {f"{m.name}/{m.version}": reg.version_tags(m.name, m.version) for m in models}
     return render_template("models.html", models=models, plots=plots, tags=tags, refused=reg.refused)
 
