@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 
-.PHONY: serve test test-fast train-env bench-env compare system-deps clean
+.PHONY: serve test test-fast train-env malaria-cv bench-env compare system-deps clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-batch.txt
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,19 @@ system-deps:
 	touch $@
 
 train-env: .venv-train/.installed  ## training environment (TensorFlow etc.)
+
+# Patient-level 5-fold cross-validation of one malaria CNN variant, resumable: folds whose
+# result file exists are skipped (evaluation/malaria_cv/VARIANT/fold-N.json, committed), then
+# the folds written so far are pooled. `make malaria-cv VARIANT=vgg64 FOLDS="0 1"` for a few.
+VARIANT ?= vgg64
+FOLDS ?= 0 1 2 3 4
+DATA ?= ../shared/data
+malaria-cv: train-env  ## cross-validate VARIANT by patient, one fold per training run, skipping folds already done
+	@for fold in $(FOLDS); do \
+	  test -f evaluation/malaria_cv/$(VARIANT)/fold-$$fold.json && { echo "fold $$fold of $(VARIANT) done"; continue; }; \
+	  .venv-train/bin/flask --app app train malaria-fold --variant $(VARIANT) --fold $$fold --data $(DATA) || exit 1; \
+	done
+	.venv-train/bin/flask --app app train malaria-cv-report --variant $(VARIANT)
 
 .venv-bench/.installed: requirements-bench.txt requirements.txt
 	$(PYTHON) -m venv .venv-bench

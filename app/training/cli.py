@@ -41,6 +41,12 @@ def data_dir_for_review(data_dir: Path | None) -> Path:
     return path.parent if (path / "train.csv.gz").exists() else path
 
 
+def malaria_data_dir(data_dir: Path | None) -> Path:
+    """Accept the shared data folder or its malaria/ subfolder for --data."""
+    path = resolve_data_dir(data_dir)
+    return path.parent if (path / "MANIFEST.csv").exists() else path
+
+
 @train_cli.command("review")
 @data_option
 @click.option("--seed", default=0, show_default=True, help="Seed for shuffling and cross-validation.")
@@ -75,12 +81,66 @@ def train_malaria(data_dir, seed, epochs):
     """Malaria cell CNN (TensorFlow), exported to ONNX; figures from held-out patients."""
     from app.training.malaria import train_malaria_model
 
-    path = resolve_data_dir(data_dir)
-    if (path / "MANIFEST.csv").exists():  # accept the malaria/ folder itself too
-        path = path.parent
-    out = train_malaria_model(path, Path(current_app.config["MODEL_DIR"]), seed=seed, epochs=epochs)
+    out = train_malaria_model(malaria_data_dir(data_dir), Path(current_app.config["MODEL_DIR"]), seed=seed, epochs=epochs)
     click.echo(f"wrote {out}")
     click.echo(json.dumps(json.loads((out / "manifest.json").read_text())["metrics"], indent=2))
+
+
+def variant_option(func):
+    """--variant: one of the cross-validated network recipes."""
+    from app.training.malaria_cv import VARIANTS
+
+    return click.option("--variant", required=True, type=click.Choice(sorted(VARIANTS)),
+                        help="Network and training recipe (app/training/malaria_cv.py VARIANTS).")(func)
+
+
+@train_cli.command("malaria-fold")
+@data_option
+@variant_option
+@click.option("--fold", required=True, type=click.IntRange(0, 4), help="Which of the five patient folds to hold out.")
+@click.option("--seed", default=0, show_default=True, help="Seed for the patient folds, weights and augmentation.")
+def train_malaria_fold(data_dir, variant, fold, seed):
+    """Train a variant on four patient folds, measure it on the fifth; writes evaluation/malaria_cv/VARIANT/fold-N.json."""
+    from app.training.malaria_cv import VARIANTS, run_fold
+
+    out = run_fold(malaria_data_dir(data_dir), VARIANTS[variant], fold, seed)
+    metrics = json.loads(out.read_text())["metrics"]
+    click.echo(f"wrote {out}: accuracy {metrics['accuracy']:.4f}, ROC AUC {metrics['roc_auc']:.4f}, "
+               f"sensitivity {metrics['sensitivity']:.4f}, specificity {metrics['specificity']:.4f}")
+
+
+@train_cli.command("malaria-final")
+@data_option
+@variant_option
+@click.option("--seed", default=0, show_default=True, help="Seed for the weights and augmentation.")
+def train_malaria_final(data_dir, variant, seed):
+    """Train a cross-validated variant on every patient and publish it as the next malaria_cell version."""
+    from app.training.malaria_cv import VARIANTS, train_final
+
+    try:
+        out = train_final(malaria_data_dir(data_dir), Path(current_app.config["MODEL_DIR"]), VARIANTS[variant], seed)
+    except (RuntimeError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    metrics = json.loads((out / "manifest.json").read_text())["metrics"]
+    click.echo(f"wrote {out}: cross-validated accuracy {metrics['accuracy']:.4f} ± {metrics['accuracy_std']:.4f}, "
+               f"ROC AUC {metrics['roc_auc']:.4f}")
+
+
+@train_cli.command("malaria-cv-report")
+@variant_option
+def malaria_cv_report(variant):
+    """Pool the fold results written so far: mean ± std, pooled figures, worst patients (summary.json, plot)."""
+    from app.training.malaria_cv import table_row, write_summary
+
+    try:
+        path, summary = write_summary(variant)
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {path} (folds {summary['folds_done']} of {summary['folds']})")
+    click.echo("| variant | multiply-adds | folds | accuracy | ROC AUC | sensitivity | specificity | worst patient | training per fold |")
+    click.echo(table_row(summary))
+    worst = ", ".join(f"{p} {t['accuracy']:.0%} of {t['cells']}" for p, t in summary["per_patient_accuracy"]["worst"].items())
+    click.echo(f"worst patients: {worst}")
 
 
 @evaluate_cli.command("review")
