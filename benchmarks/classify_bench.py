@@ -17,19 +17,18 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from app.batch.core import find_manifest  # noqa: E402
 from benchmarks.loadgen import multipart_body, publish, wrk  # noqa: E402
 from benchmarks.serverctl import ROOT, gunicorn_server  # noqa: E402
 
-MODEL_DIR = ROOT / "saved_models" / "malaria_cell" / "1"
+MODEL_DIR = find_manifest(ROOT / "saved_models", "malaria_cell").directory  # the version served by default
 DATA = ROOT.parent / "shared" / "data" / "malaria"
 
 
 def sample_image() -> Path:
     """A real held-out cell image (median size)."""
-    split = json.loads((MODEL_DIR / "split.json").read_text())
     rows = [line.split(",") for line in (DATA / "MANIFEST.csv").read_text().splitlines()[1:]]
-    rows = [r for r in rows if r[2] in set(split["test"])]
-    rows.sort(key=lambda r: int(r[3]))
+    rows.sort(key=lambda r: (int(r[3]), r[0]))
     return DATA / rows[len(rows) // 2][0]
 
 

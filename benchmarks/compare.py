@@ -164,7 +164,6 @@ def pss_mib(pid: int) -> float:
 def hardware_limits(image: bytes, seconds: float = 3.0) -> dict[str, dict[str, float]]:
     """Per model: the model alone (batch 1 and best batch) and decode + preprocess, on one core; ceilings on all."""
     from benchmarks.peers.common import Models
-    from app.preprocessing.image import prepare_image
 
     models = Models()
     cores = os.cpu_count() or 1

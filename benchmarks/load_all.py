@@ -22,9 +22,12 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from app.batch.core import find_manifest  # noqa: E402
 from benchmarks.classify_bench import sample_image  # noqa: E402
 from benchmarks.loadgen import multipart_body, publish, wrk  # noqa: E402
-from benchmarks.serverctl import gunicorn_server  # noqa: E402
+from benchmarks.serverctl import ROOT, gunicorn_server  # noqa: E402
+
+MODELS = ROOT / "saved_models"
 
 # The worker endpoints are closed by default; the load test is its own worker.
 WORKER_TOKEN = "load-test-worker-token"
@@ -93,26 +96,30 @@ def wrk_cases(ids: dict) -> list[tuple[str, str, str, bytes | None, str, dict]]:
     image_path = sample_image()
     image = image_path.read_bytes()
     upload, upload_type = multipart_body("image", image_path.name, image)
+    cell = find_manifest(MODELS, "malaria_cell")
+    cell_v, review_v, svc_v = cell.version, find_manifest(MODELS, "review_sentiment").version, \
+        find_manifest(MODELS, "linear_svc").version
+    plot = next(name for name in sorted(cell.artifacts) if name.endswith(".png"))
     v2_image, v2_headers = v2_binary_image(image)
     review_form = ("review=" + REVIEW.replace(" ", "+")).encode()
     get = [
         ("/", "/"), ("/ui/classify", "/ui/classify"), ("/ui/review", "/ui/review"), ("/ui/models", "/ui/models"),
         ("/ui/jobs", "/ui/jobs"),
-        ("/ui/models/<name>/<version>/<filename>", "/ui/models/malaria_cell/1/evaluation.png"),
+        ("/ui/models/<name>/<version>/<filename>", f"/ui/models/malaria_cell/{cell_v}/{plot}"),
         ("/docs", "/docs"), ("/docs/assets/<path:filename>", "/docs/assets/swagger-ui.css"),
         ("/static/web/<path:filename>", "/static/web/style.css"),
         ("/openapi.json", "/openapi.json"), ("/metrics", "/metrics"),
         ("/health/live", "/health/live"), ("/health/ready", "/health/ready"), ("/v2", "/v2"),
         ("/v2/health/live", "/v2/health/live"), ("/v2/health/ready", "/v2/health/ready"),
         ("/v2/models/<name>", "/v2/models/malaria_cell"),
-        ("/v2/models/<name>/versions/<version>", "/v2/models/review_sentiment/versions/1"),
+        ("/v2/models/<name>/versions/<version>", f"/v2/models/review_sentiment/versions/{review_v}"),
         ("/v2/models/<name>/ready", "/v2/models/linear_svc/ready"),
-        ("/v2/models/<name>/versions/<version>/ready", "/v2/models/malaria_cell/versions/1/ready"),
+        ("/v2/models/<name>/versions/<version>/ready", f"/v2/models/malaria_cell/versions/{cell_v}/ready"),
         ("/v2/models/stats", "/v2/models/stats"), ("/v2/models/<name>/stats", "/v2/models/review_sentiment/stats"),
-        ("/v2/models/<name>/versions/<version>/stats", "/v2/models/malaria_cell/versions/1/stats"),
+        ("/v2/models/<name>/versions/<version>/stats", f"/v2/models/malaria_cell/versions/{cell_v}/stats"),
         ("/classify", "/classify"), ("/review", "/review"), ("/predict", "/predict"),
         ("/models", "/models"), ("/models/<name>", "/models/malaria_cell"),
-        ("/models/<name>/versions/<version>", "/models/linear_svc/versions/1"),
+        ("/models/<name>/versions/<version>", f"/models/linear_svc/versions/{svc_v}"),
         ("/jobs/<job_id>", f"/jobs/{ids['job']}"), ("/jobs/<job_id>/result", f"/jobs/{ids['job']}/result"),
     ]
     cases = [(route, "GET", path, None, "", {}) for route, path in get]
@@ -124,11 +131,11 @@ def wrk_cases(ids: dict) -> list[tuple[str, str, str, bytes | None, str, dict]]:
          JSON, {}),
         ("/predict", "POST", "/predict", json.dumps({"model": "linear_svc", "review": REVIEW}).encode(), JSON, {}),
         ("/v2/models/<name>/infer", "POST", "/v2/models/review_sentiment/infer", text_v2, JSON, {}),
-        ("/v2/models/<name>/versions/<version>/infer", "POST", "/v2/models/malaria_cell/versions/1/infer",
+        ("/v2/models/<name>/versions/<version>/infer", "POST", f"/v2/models/malaria_cell/versions/{cell_v}/infer",
          v2_image, "application/octet-stream", v2_headers),
         ("/models/<name>/predict", "POST", "/models/decision_tree/predict",
          json.dumps({"instances": [REVIEW, REVIEW]}).encode(), JSON, {}),
-        ("/models/<name>/versions/<version>/predict", "POST", "/models/malaria_cell/versions/1/predict",
+        ("/models/<name>/versions/<version>/predict", "POST", f"/models/malaria_cell/versions/{cell_v}/predict",
          json.dumps({"instances": [{"b64": base64.b64encode(image).decode()}]}).encode(), JSON, {}),
         ("/jobs", "POST", "/jobs", json.dumps({"model": "review_sentiment", "text": REVIEW}).encode(), JSON, {}),
         ("/api/predict_v0", "POST", "/api/predict_v0",

@@ -5,7 +5,7 @@ import urllib.request
 
 from openapi_spec_validator import validate
 
-from tests.conftest import get_json
+from tests.conftest import committed_version, get_json
 
 
 def test_openapi_is_valid_and_documents_every_route(app, client):
@@ -72,9 +72,10 @@ def test_metrics_scraped_from_gunicorn(live_server):
         text = response.read().decode()
     assert 'modelserve_http_requests_total{method="POST",route="/review",status="200"}' in text
     assert 'modelserve_http_errors_total{status="415"}' in text
-    assert re.search(r'modelserve_inference_duration_seconds_count\{model="review_sentiment",version="1"\} [1-9]', text)
-    assert 'modelserve_inference_in_flight{model="review_sentiment",version="1"}' in text
-    assert 'modelserve_model_load_seconds{model="malaria_cell",version="1"}' in text
+    review, cell = committed_version("review_sentiment"), committed_version("malaria_cell")
+    assert re.search(rf'modelserve_inference_duration_seconds_count\{{model="review_sentiment",version="{review}"\}} [1-9]', text)
+    assert f'modelserve_inference_in_flight{{model="review_sentiment",version="{review}"}}' in text
+    assert f'modelserve_model_load_seconds{{model="malaria_cell",version="{cell}"}}' in text
 
 
 def test_job_queue_and_build_metrics(tmp_path):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.models.base import Manifest
+from app.batch.core import find_manifest
 from app.models.registry import build_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,9 +18,9 @@ class Models:
 
     def __init__(self, model_dir: Path = ROOT / "saved_models"):
         """Load both models from their manifests (hashes verified)."""
-        self.cell = build_model(Manifest.read(model_dir / "malaria_cell" / "1" / "manifest.json"), {"onnx_threads": 1})
+        self.cell = build_model(find_manifest(model_dir, "malaria_cell"), {"onnx_threads": 1})
         self.cell.load()
-        self.review = build_model(Manifest.read(model_dir / "review_sentiment" / "1" / "manifest.json"))
+        self.review = build_model(find_manifest(model_dir, "review_sentiment"))
         self.review.load()
 
     def classify(self, image: bytes) -> dict:
