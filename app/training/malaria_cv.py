@@ -2,6 +2,7 @@
 
     flask train malaria-fold --variant vgg64 --fold 0      # ~ one training run; writes evaluation/malaria_cv/vgg64/fold-0.json
     flask train malaria-cv-report --variant vgg64          # pools the folds written so far -> summary.json + plot
+    flask train malaria --variant vgg64                    # the served model: the recipe on every patient
 
 Cells of both data folders (malaria/ and malaria_extra/, the same 180 patients) are
 dealt into five folds by patient, infected and healthy patients separately, so every
@@ -227,7 +228,7 @@ def write_summary(variant: str, root: Path = RESULTS) -> tuple[Path, dict]:
     (directory / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     ranked = sorted(summary["all_patients"].items(), key=lambda kv: kv[1]["accuracy"])[:40]
     save_bar_chart(directory / "per_patient_accuracy.png",
-                   f"{variant}: the 40 hardest of {len(summary['all_patients'])} patients (cross-validated)",
+                   f"{variant}: the 40 hardest of {len(summary['all_patients'])} patients",
                    [name for name, _ in ranked], [t["accuracy"] for _, t in ranked], "accuracy on the patient's cells")
     return directory / "summary.json", summary
 
