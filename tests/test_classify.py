@@ -1,4 +1,10 @@
-"""POST /classify with the committed ONNX model on real held-out cells, and bad uploads."""
+"""POST /classify with the committed ONNX model on real cells, its cross-validated figures, and bad uploads.
+
+The served model is trained on every patient, so no patient is left to hold out for it: what a user can
+expect on new patients is its recipe's 5-fold cross-validation by patient, whose per-cell answers are
+committed in evaluation/malaria_cv/; these tests check the manifest says exactly what those files say,
+and that the endpoint answers exactly as the model file does on real cells of both folders.
+"""
 import io
 import json
 
@@ -9,15 +15,15 @@ from PIL import Image
 from tests.conftest import SAVED_MODELS, committed_version
 
 MODEL_DIR = SAVED_MODELS / "malaria_cell" / committed_version("malaria_cell")
+MANIFEST = json.loads((MODEL_DIR / "manifest.json").read_text())
+SIZE = MANIFEST["preprocessing"]["input_size"]
 
 
-def held_out_rows(shared_data):
-    """Every cell of the patients the committed model held out for testing."""
-    from app.training.malaria import read_manifest
+def real_cells(shared_data, every: int = 200) -> list[dict]:
+    """Every ``every``-th cell of both folders, with its file's path."""
+    from app.training.malaria_cv import read_rows
 
-    split = json.loads((MODEL_DIR / "split.json").read_text())
-    test_patients = set(split["test"])
-    return [r for r in read_manifest(shared_data / "malaria") if r["patient"] in test_patients]
+    return read_rows(shared_data)[::every]
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -30,44 +36,51 @@ def post_image(client, data: bytes, field: str = "image", filename: str = "cell.
     return client.post("/classify", data={field: (io.BytesIO(data), filename)}, content_type="multipart/form-data")
 
 
-def test_split_keeps_patients_apart():
-    split = json.loads((MODEL_DIR / "split.json").read_text())
-    train, val, test = (set(split[k]) for k in ("train", "validation", "test"))
-    assert not (train & val) and not (train & test) and not (val & test)
-    assert len(test) >= 20
+def test_manifest_figures_are_the_committed_cross_validation():
+    from app.training.malaria_cv import RESULTS, cross_validated_metrics, summarize
+
+    variant = MANIFEST["training"]["recipe"]["name"]
+    summary = summarize(variant)
+    assert summary["folds_done"] == [0, 1, 2, 3, 4]
+    assert MANIFEST["metrics"] == json.loads(json.dumps(cross_validated_metrics(summary)))
+    # Above the best verified patient-level result published for this data set (95.9 %, AUC 0.991).
+    assert MANIFEST["metrics"]["accuracy"] > 0.959 and MANIFEST["metrics"]["roc_auc"] > 0.991
+    assert MANIFEST["multiply_adds_per_image"] <= 50_000_000
+    # Each fold held out whole patients; together the folds held out every patient once.
+    folds = [json.loads((RESULTS / variant / f"fold-{k}.json").read_text()) for k in range(5)]
+    held_out = [set(f["held_out_patients"]) for f in folds]
+    assert sum(len(h) for h in held_out) == len(set().union(*held_out)) == summary["pooled"]["patients"] == 180
+    for fold, patients in zip(folds, held_out):
+        assert {cell[1] for cell in fold["cells"]} == patients
 
 
-def test_held_out_accuracy_through_the_endpoint(client, shared_data):
-    rows = held_out_rows(shared_data)
-    assert len(rows) > 1000
-    correct, parasitized_scores, truths = 0, [], []
+def test_endpoint_answers_as_the_model_file_does(client, shared_data):
+    import onnxruntime as ort
+
+    from app.preprocessing.image import prepare_image
+
+    session = ort.InferenceSession(str(MODEL_DIR / "model.onnx"), providers=["CPUExecutionProvider"])
+    rows = real_cells(shared_data)
+    assert {r["folder"] for r in rows} == {"malaria", "malaria_extra"}
     for row in rows:
-        response = post_image(client, (shared_data / "malaria" / row["path"]).read_bytes())
-        assert response.status_code == 200
-        body = response.json
-        correct += body["label"] == row["label"]
-        parasitized_scores.append(body["probabilities"]["Parasitized"])
-        truths.append(row["label"] == "Parasitized")
-    accuracy = correct / len(rows)
-    from sklearn.metrics import roc_auc_score
-
-    assert accuracy >= 0.965, accuracy
-    assert roc_auc_score(truths, parasitized_scores) >= 0.99
-    manifest = json.loads((MODEL_DIR / "manifest.json").read_text())
-    assert accuracy == pytest.approx(manifest["metrics"]["accuracy"], abs=1e-4)
+        data = open(row["file"], "rb").read()
+        body = post_image(client, data).json
+        expected = session.run(None, {session.get_inputs()[0].name: prepare_image(data, SIZE)[None]})[0][0]
+        assert body["probabilities"]["Parasitized"] == pytest.approx(float(expected[0]), abs=1e-6)
+        assert body["label"] == ("Parasitized" if expected[0] >= expected[1] else "Uninfected")
 
 
 def test_training_and_serving_preprocess_identically(client, app, shared_data):
     from app.preprocessing.image import prepare_image
-    from app.training.malaria import INPUT_SIZE, load_images
+    from app.training.malaria import load_images
 
-    rows = held_out_rows(shared_data)[:16]
-    training_arrays, _ = load_images(shared_data / "malaria", rows, INPUT_SIZE, "parity")
+    rows = real_cells(shared_data, every=900)
+    training_arrays, _ = load_images(shared_data, [{**r, "path": r["file"]} for r in rows], SIZE, "parity")
     model = app.extensions["model_registry"].get("malaria_cell")
-    assert model.input_size == (INPUT_SIZE, INPUT_SIZE)
+    assert model.input_size == (SIZE, SIZE)
     for row, trained_on in zip(rows, training_arrays):
-        data = (shared_data / "malaria" / row["path"]).read_bytes()
-        assert np.array_equal(prepare_image(data, INPUT_SIZE), trained_on)
+        data = open(row["file"], "rb").read()
+        assert np.array_equal(prepare_image(data, SIZE), trained_on)
         # The served model's configured preprocessing (onnx-image runtime) gives the training arrays too.
         assert np.array_equal(model.decode({"image": [data]})["image"][0], trained_on)
         served = post_image(client, data).json["probabilities"]["Parasitized"]
@@ -75,8 +88,8 @@ def test_training_and_serving_preprocess_identically(client, app, shared_data):
 
 
 def test_jpeg_is_accepted(client, shared_data):
-    row = held_out_rows(shared_data)[0]
-    image = Image.open(shared_data / "malaria" / row["path"]).convert("RGB")
+    row = real_cells(shared_data)[0]
+    image = Image.open(row["file"]).convert("RGB")
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=95)
     response = post_image(client, buffer.getvalue(), filename="cell.jpg")
@@ -87,7 +100,7 @@ def test_jpeg_is_accepted(client, shared_data):
 def test_describe(client):
     body = client.get("/classify").json
     assert body["model"]["name"] == "malaria_cell"
-    assert body["model"]["metrics"]["accuracy"] >= 0.965
+    assert body["model"]["metrics"]["accuracy"] > 0.959 and "cross-validation by patient" in body["model"]["metrics"]["dataset"]
 
 
 @pytest.mark.parametrize(
@@ -104,8 +117,7 @@ def test_unusable_uploads(client, data, status, fragment):
 
 
 def test_truncated_upload(client, shared_data):
-    row = held_out_rows(shared_data)[0]
-    data = (shared_data / "malaria" / row["path"]).read_bytes()
+    data = open(real_cells(shared_data)[0]["file"], "rb").read()
     response = post_image(client, data[: len(data) // 3])
     assert response.status_code == 422
     assert "truncated or corrupt" in response.json["error"]
@@ -139,12 +151,12 @@ def test_upload_over_limit_is_413(app):
     assert "limit of 50000 bytes" in response.json["error"]
 
 
-def test_onnx_graph_costs_at_most_150m_multiply_adds():
+def test_onnx_graph_costs_at_most_50m_multiply_adds():
     from app.training.onnx_macs import onnx_multiply_adds
 
     macs = onnx_multiply_adds(MODEL_DIR / "model.onnx")
     manifest = json.loads((MODEL_DIR / "manifest.json").read_text())
-    assert macs <= 150_000_000
+    assert macs <= 50_000_000
     assert macs == manifest["multiply_adds_per_image"]
 
 
@@ -153,7 +165,7 @@ def test_keras_and_onnx_exports_agree(tmp_path):
     pytest.importorskip("tensorflow", reason="TensorFlow is a training-only dependency")
     from app.training.malaria import build_model, export_onnx
 
-    model = build_model(32)
+    model = build_model(32)  # the served architecture at a small size
     images = np.random.default_rng(0).random((8, 32, 32, 3), dtype=np.float32)
     _, max_diff = export_onnx(model, tmp_path / "m.onnx", images)
     assert max_diff < 1e-4

@@ -1,12 +1,16 @@
 """Real third-party V2 clients against gunicorn: tritonclient[http] and the kserve SDK."""
 import asyncio
+import json
 
 import numpy as np
 import pytest
 import tritonclient.http as triton
 from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
-from tests.conftest import SHARED_DATA, committed_version
+from tests.conftest import SAVED_MODELS, SHARED_DATA, committed_version
+
+CELL_SIZE = json.loads((SAVED_MODELS / "malaria_cell" / committed_version("malaria_cell") / "manifest.json").read_text())[
+    "preprocessing"]["input_size"]
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +59,7 @@ def test_triton_default_binary_output_without_requested_outputs(triton_client):
 def test_triton_image_infer_with_tensor(triton_client, binary):
     from app.preprocessing.image import prepare_image
 
-    size = 112  # the CNN's input side (manifest preprocessing.input_size)
+    size = CELL_SIZE  # the CNN's input side (manifest preprocessing.input_size)
     array = prepare_image(cell_png(), size)[None]
     image = triton.InferInput("image", list(array.shape), "FP32")
     image.set_data_from_numpy(array, binary_data=binary)

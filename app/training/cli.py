@@ -73,19 +73,6 @@ def train_trio_command(data_dir, seed, only):
         click.echo(f"wrote {out}: test accuracy {metrics['accuracy']:.4f}, ROC AUC {metrics['roc_auc']:.4f}")
 
 
-@train_cli.command("malaria")
-@data_option
-@click.option("--seed", default=0, show_default=True, help="Seed for the patient split, weights and augmentation.")
-@click.option("--epochs", default=40, show_default=True, help="Most training epochs (early stopping may end sooner).")
-def train_malaria(data_dir, seed, epochs):
-    """Malaria cell CNN (TensorFlow), exported to ONNX; figures from held-out patients."""
-    from app.training.malaria import train_malaria_model
-
-    out = train_malaria_model(malaria_data_dir(data_dir), Path(current_app.config["MODEL_DIR"]), seed=seed, epochs=epochs)
-    click.echo(f"wrote {out}")
-    click.echo(json.dumps(json.loads((out / "manifest.json").read_text())["metrics"], indent=2))
-
-
 def variant_option(func):
     """--variant: one of the cross-validated network recipes."""
     from app.training.malaria_cv import VARIANTS
@@ -109,12 +96,13 @@ def train_malaria_fold(data_dir, variant, fold, seed):
                f"sensitivity {metrics['sensitivity']:.4f}, specificity {metrics['specificity']:.4f}")
 
 
-@train_cli.command("malaria-final")
+@train_cli.command("malaria")
 @data_option
 @variant_option
 @click.option("--seed", default=0, show_default=True, help="Seed for the weights and augmentation.")
-def train_malaria_final(data_dir, variant, seed):
-    """Train a cross-validated variant on every patient and publish it as the next malaria_cell version."""
+def train_malaria(data_dir, variant, seed):
+    """Train a cross-validated variant on every patient and publish it as the next malaria_cell version
+    (its manifest carries the variant's cross-validated figures; run `make malaria-cv` first)."""
     from app.training.malaria_cv import VARIANTS, train_final
 
     try:

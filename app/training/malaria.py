@@ -1,14 +1,12 @@
-"""Training and ONNX export of the malaria cell CNN (TensorFlow/Keras; imported only here).
+"""The malaria cell CNN: images, networks, training and ONNX export (TensorFlow/Keras; imported only here).
 
-Run through the CLI: ``flask train malaria --data ../shared/data``.
+Cross-validation by patient and the served model's training are in malaria_cv.py:
+``flask train malaria-fold``, ``flask train malaria-cv-report``, ``flask train malaria --variant``.
 """
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import os
-import random
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -16,43 +14,13 @@ import numpy as np
 from tqdm import tqdm
 
 from app.preprocessing.image import prepare_image
-from app.training.artifacts import next_version, publish_version, staging_dir
 
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "malaria_cell"
 LABELS = ["Parasitized", "Uninfected"]
-INPUT_SIZE = 112
 ONNX_FILE = "model.onnx"
-SPLIT_FILE = "split.json"
 LIBRARIES = ["tensorflow-cpu", "keras", "onnx", "onnxruntime", "numpy", "pillow"]
-
-
-def read_manifest(malaria_dir: Path) -> list[dict]:
-    """Rows of MANIFEST.csv: path, label, patient, ..."""
-    with open(Path(malaria_dir) / "MANIFEST.csv", newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
-def split_patients(rows: list[dict], seed: int, fractions=(0.70, 0.15, 0.15)) -> dict[str, list[str]]:
-    """Assign whole patients to train/validation/test, never splitting a patient.
-
-    Infected patients (any Parasitized cell) and healthy patients are split
-    separately so every part holds both kinds.
-    """
-    infected = sorted({r["patient"] for r in rows if r["label"] == "Parasitized"})
-    healthy = sorted({r["patient"] for r in rows} - set(infected))
-    rng = random.Random(seed)
-    parts: dict[str, list[str]] = {"train": [], "validation": [], "test": []}
-    for group in (infected, healthy):
-        group = group[:]
-        rng.shuffle(group)
-        n_val = round(len(group) * fractions[1])
-        n_test = round(len(group) * fractions[2])
-        parts["test"] += group[:n_test]
-        parts["validation"] += group[n_test:n_test + n_val]
-        parts["train"] += group[n_test + n_val:]
-    return {k: sorted(v) for k, v in parts.items()}
 
 
 def _load_one(args: tuple[str, int]) -> np.ndarray:
@@ -86,7 +54,7 @@ def foreground_standardize(x):
     return (x - mean) / ops.sqrt(variance + 1e-3) * mask
 
 
-def build_model(size: int = INPUT_SIZE, standardize: bool = True, architecture: str = "vgg", width: float = 1.0):
+def build_model(size: int, standardize: bool = True, architecture: str = "vgg", width: float = 1.0):
     """The cell classifier: per-cell colour standardisation, then one of two small networks.
 
     "vgg": a strided stem, three conv3x3 pairs with max-pooling, global average pooling
@@ -247,89 +215,3 @@ def export_onnx(model, path: Path, images: np.ndarray, keras_probs: np.ndarray |
     if max_diff > tolerance or not same_labels:
         raise RuntimeError(f"ONNX export disagrees with Keras (max abs diff {max_diff}, same labels {same_labels})")
     return onnx_probs, max_diff
-
-
-def measure(probabilities: np.ndarray, y_true: np.ndarray, patients: int) -> tuple[dict, dict]:
-    """Accuracy, ROC AUC (Parasitized as the positive class) and confusion matrix."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, roc_auc_score, roc_curve
-
-    predicted = probabilities.argmax(axis=1)
-    parasitized = (y_true == 0).astype(int)
-    matrix = confusion_matrix(y_true, predicted, labels=[0, 1])
-    fpr, tpr, _ = roc_curve(parasitized, probabilities[:, 0])
-    metrics = {
-        "dataset": f"NIH malaria cells of {patients} held-out patients (no cell of theirs used for training or model selection)",
-        "examples": int(len(y_true)),
-        "accuracy": round(float(accuracy_score(y_true, predicted)), 5),
-        "roc_auc": round(float(roc_auc_score(parasitized, probabilities[:, 0])), 5),
-        "confusion_matrix": {"labels": LABELS, "rows_true_columns_predicted": matrix.tolist()},
-    }
-    return metrics, {"fpr": fpr, "tpr": tpr, "matrix": matrix}
-
-
-def train_malaria_model(data_dir: Path, model_dir: Path, seed: int = 0, epochs: int = 40,
-                        size: int = INPUT_SIZE) -> Path:
-    """Split by patient, train, export to ONNX, check parity, measure on held-out patients."""
-    import tensorflow as tf
-
-    from app.training.plots import save_evaluation_plots, save_training_curves
-
-    tf.config.experimental.enable_op_determinism()
-    malaria_dir = Path(data_dir) / "malaria"
-    rows = read_manifest(malaria_dir)
-    split = split_patients(rows, seed)
-    part_rows = {name: [r for r in rows if r["patient"] in set(patients)] for name, patients in split.items()}
-    arrays = {name: load_images(malaria_dir, part, size, f"loading {name}") for name, part in part_rows.items()}
-
-    model, history = train_keras_model(*arrays["train"], *arrays["validation"], seed=seed, epochs=epochs)
-    x_test, y_test = arrays["test"]
-    keras_probs = model.predict(x_test, batch_size=256, verbose=0)
-
-    root = Path(model_dir) / MODEL_NAME
-    version = next_version(root)
-    staging = staging_dir(root, version)
-    onnx_probs, max_diff = export_onnx(model, staging / ONNX_FILE, x_test, keras_probs)
-
-    metrics, curves = measure(onnx_probs, y_test, len(split["test"]))
-    val_metrics, _ = measure(model.predict(arrays["validation"][0], batch_size=256, verbose=0),
-                             arrays["validation"][1], len(split["validation"]))
-    (staging / SPLIT_FILE).write_text(json.dumps({"seed": seed, **split}, indent=1) + "\n")
-    save_training_curves(staging, history, f"{MODEL_NAME} v{version}")
-    save_evaluation_plots(staging, f"{MODEL_NAME} v{version}: held-out patients, accuracy {metrics['accuracy']:.2%}",
-                          LABELS, curves["matrix"], curves["fpr"], curves["tpr"], metrics["roc_auc"])
-    macs = count_macs(model)
-    manifest = {
-        "name": MODEL_NAME,
-        "version": version,
-        "task": "image-classification",
-        "runtime": "onnx-image",
-        "description": "Thin blood smear cell crops: Parasitized vs Uninfected. Small VGG-style CNN, ONNX.",
-        "labels": LABELS,
-        "inputs": [{"name": "image", "datatype": "BYTES", "shape": [-1], "content": "image",
-                    "description": f"an encoded PNG or JPEG file per item; also accepted: a UINT8 (0..255) or "
-                                   f"FP32 (0..1) tensor [N, {size}, {size}, 3] already padded to square with "
-                                   f"black and resized (bilinear)"}],
-        "outputs": [{"name": "label", "datatype": "BYTES", "shape": [-1]},
-                    {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(LABELS)]}],
-        # The onnx-image runtime's settings; the same steps as app.preprocessing.image.prepare_image.
-        "preprocessing": {"input_size": size, "resize": "pad", "filter": "bilinear", "scale": 1 / 255,
-                          "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "layout": "NHWC",
-                          "output_kind": "probabilities"},
-        "multiply_adds_per_image": macs,
-        "parameters": int(model.count_params()),
-        "metrics": {**metrics, "onnx_vs_keras_max_abs_diff": max_diff},
-        "validation_metrics": val_metrics,
-        "training": {
-            "data": f"NIH malaria cells: {len(arrays['train'][1])} train cells of {len(split['train'])} patients, "
-                    f"{len(arrays['validation'][1])} validation cells of {len(split['validation'])} patients "
-                    f"(best epoch chosen on validation accuracy)",
-            "split": "by patient (MANIFEST.csv 'patient'); see split.json",
-            "seed": seed,
-            "epochs": epochs,
-            "augmentation": "flips, 90-degree rotations, brightness/contrast/saturation/hue jitter (stain variation)",
-            "architecture": "per-cell colour standardisation over foreground pixels, then 7 conv3x3+BN+ReLU layers (32-32-64-64-128-128-256, strided stem, 3 max-pools), global average pooling, dropout 0.3, softmax",
-            "optimizer": "AdamW, cosine decay with warm-up to 2e-3, weight decay 1e-4, batch 64",
-            "best_validation_accuracy": round(float(max(history["val_accuracy"])), 5),
-        },
-    }
-    return publish_version(staging, manifest, LIBRARIES)
