@@ -68,3 +68,12 @@ def test_summary_pools_the_folds_written_so_far(tmp_path):
 def test_no_folds_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no fold results"):
         summarize("nothing", tmp_path)
+
+
+def test_training_without_tensorflow_is_a_one_line_error(runner, shared_data, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorflow", None)  # as in the serving and test environments
+    for args in (["malaria-fold", "--variant", "vgg64", "--fold", "0"], ["malaria", "--variant", "vgg64"]):
+        result = runner.invoke(args=["train", *args, "--data", str(shared_data)])
+        assert result.exit_code == 1 and "make train-env" in result.output and "Traceback" not in result.output

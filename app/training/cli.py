@@ -90,7 +90,10 @@ def train_malaria_fold(data_dir, variant, fold, seed):
     """Train a variant on four patient folds, measure it on the fifth; writes evaluation/malaria_cv/VARIANT/fold-N.json."""
     from app.training.malaria_cv import VARIANTS, run_fold
 
-    out = run_fold(malaria_data_dir(data_dir), VARIANTS[variant], fold, seed)
+    try:
+        out = run_fold(malaria_data_dir(data_dir), VARIANTS[variant], fold, seed)
+    except (RuntimeError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
     metrics = json.loads(out.read_text())["metrics"]
     click.echo(f"wrote {out}: accuracy {metrics['accuracy']:.4f}, ROC AUC {metrics['roc_auc']:.4f}, "
                f"sensitivity {metrics['sensitivity']:.4f}, specificity {metrics['specificity']:.4f}")

@@ -141,9 +141,19 @@ def fold_path(variant: str, fold: int, root: Path = RESULTS) -> Path:
     return Path(root) / variant / f"fold-{fold}.json"
 
 
+def tensorflow():
+    """The TensorFlow module, or a one-line reason it is missing (a training-only dependency)."""
+    try:
+        import tensorflow as tf
+    except ImportError:
+        raise RuntimeError("training needs TensorFlow, which the serving and test environments leave out: "
+                           "run `make train-env` and use .venv-train/bin/flask") from None
+    return tf
+
+
 def run_fold(data_dir: Path, variant: Variant, fold: int, seed: int = 0) -> Path:
     """Train on four folds' patients, measure on the fifth, write the fold's result file."""
-    import tensorflow as tf
+    tf = tensorflow()
 
     from app.training.malaria import count_macs, train_keras_model
 
@@ -273,7 +283,6 @@ def cross_validated_metrics(summary: dict) -> dict:
 
 def train_final(data_dir: Path, model_dir: Path, variant: Variant, seed: int = 0) -> Path:
     """The served model: the variant's recipe trained on every patient, with its cross-validated figures."""
-    import tensorflow as tf
 
     from app.training.artifacts import next_version, publish_version, staging_dir
     from app.training.malaria import (
@@ -285,7 +294,7 @@ def train_final(data_dir: Path, model_dir: Path, variant: Variant, seed: int = 0
     if len(summary["folds_done"]) < summary["folds"]:
         raise RuntimeError(f"variant {variant.name} has folds {summary['folds_done']} of {summary['folds']}: "
                            f"finish the cross-validation first (make malaria-cv VARIANT={variant.name})")
-    tf.config.experimental.enable_op_determinism()
+    tensorflow().config.experimental.enable_op_determinism()
     rows = read_rows(data_dir)
     cells, y = load_cells(rows, variant.size), labels_of(rows)
     model, history = train_keras_model(cells, y, None, None, seed=seed, epochs=variant.epochs, recipe=variant)
