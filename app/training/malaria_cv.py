@@ -191,12 +191,17 @@ def run_fold(data_dir: Path, variant: Variant, fold: int, seed: int = 0) -> Path
     return path
 
 
-def summarize(variant: str, root: Path = RESULTS) -> dict:
-    """Mean and standard deviation over the folds written so far, pooled figures and the worst patients."""
+def read_folds(variant: str, root: Path = RESULTS) -> list[dict]:
+    """The fold results of a variant written so far, in fold order."""
     files = sorted((Path(root) / variant).glob("fold-*.json"))
     if not files:
         raise FileNotFoundError(f"no fold results for variant {variant!r} under {Path(root) / variant}")
-    results = [json.loads(f.read_text()) for f in files]
+    return [json.loads(f.read_text()) for f in files]
+
+
+def summarize(variant: str, root: Path = RESULTS) -> dict:
+    """Mean and standard deviation over the folds written so far, pooled figures and the worst patients."""
+    results = read_folds(variant, root)
     names = ("accuracy", "roc_auc", "sensitivity", "specificity")
     spread = {n: {"mean": round(float(np.mean([r["metrics"][n] for r in results])), 5),
                   "std": round(float(np.std([r["metrics"][n] for r in results], ddof=1)) if len(results) > 1 else 0.0, 5)}
@@ -257,7 +262,7 @@ def pooled_curves(variant: str, root: Path = RESULTS) -> dict:
     """Confusion matrix and ROC curve of every held-out cell of every fold (for the served model's plots)."""
     from sklearn.metrics import confusion_matrix, roc_curve
 
-    cells = [c for f in sorted((Path(root) / variant).glob("fold-*.json")) for c in json.loads(f.read_text())["cells"]]
+    cells = [c for result in read_folds(variant, root) for c in result["cells"]]
     y = np.array([c[2] for c in cells])
     p = np.array([c[3] for c in cells])
     fpr, tpr, _ = roc_curve(y == 0, p)
