@@ -2,8 +2,10 @@
 
 Inference is CPU-bound, so a worker gains nothing from working on many
 requests at once; letting them all in only makes every one of them slow.
-Each worker therefore runs at most MAX_INFLIGHT inference requests at a time
-and lets at most MAX_QUEUED more wait for a slot. A request that finds the
+Each worker therefore lets at most MAX_INFLIGHT inference requests in at a
+time (each model predicts one batch at a time, merging the requests let in
+that wait for it: app/models/batching.py) and lets at most MAX_QUEUED more
+wait for a slot. A request that finds the
 queue full, or that would wait past its deadline, is answered at once with
 503 and a Retry-After header, so a load balancer or client can go elsewhere
 or back off instead of piling up behind a queue without bound.
@@ -26,6 +28,7 @@ from flask import current_app, g, request
 from prometheus_client import Counter, Gauge
 
 from app.errors import APIError, BadRequest
+from app.models import batching
 
 SHED = Counter("modelserve_requests_shed_total", "Inference requests answered 503 by backpressure", ["reason"])
 QUEUED = Gauge("modelserve_inference_queued", "Inference requests waiting for a slot", multiprocess_mode="livesum")
@@ -161,8 +164,14 @@ def admitted(view):
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
         gate: AdmissionGate = current_app.extensions["admission_gate"]
-        with gate.admit(getattr(g, "started", time.perf_counter()), request_deadline(gate.deadline_seconds)):
-            return view(*args, **kwargs)
+        started, seconds = getattr(g, "started", time.perf_counter()), request_deadline(gate.deadline_seconds)
+        with gate.admit(started, seconds):
+            # A batching model waits for more requests only until this deadline (app/models/batching.py).
+            token = batching.request_deadline.set(started + seconds)
+            try:
+                return view(*args, **kwargs)
+            finally:
+                batching.request_deadline.reset(token)
 
     wrapper.admitted = True  # the OpenAPI description documents its 503 and X-Request-Timeout
     return wrapper

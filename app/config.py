@@ -39,13 +39,17 @@ class DefaultConfig:
     # Most decoded pixels in one inference request, all images together (a memory budget:
     # 64 images at the single-image limit would need about 3 GB).
     MAX_BATCH_IMAGE_PIXELS = 16_000_000
-    # Backpressure, per worker process: inference requests run at once, and how many more
+    # Backpressure, per worker process: inference requests let in at once, and how many more
     # may wait for a slot; beyond that (or past the deadline) the answer is 503 + Retry-After.
-    # One at a time per worker is fastest (benchmarks/results/backpressure.md): a worker per
-    # core, and inference is CPU-bound. gunicorn's GUNICORN_THREADS must exceed the two
+    # Each model still predicts one batch at a time (app/models/batching.py), so the requests
+    # let in beyond the first only read their input and queue for the model, where a batching
+    # model merges them into one prediction. gunicorn's GUNICORN_THREADS must exceed the two
     # together, or requests wait in gunicorn's own queue where no bound applies.
-    MAX_INFLIGHT = 1
+    MAX_INFLIGHT = 8
     MAX_QUEUED = 32
+    # Adaptive batching per model, overriding the model manifests' "batching" entries, as JSON:
+    # {"review_sentiment": {"max_batch_size": 1}} turns it off for that model.
+    BATCHING: dict = {}
     # Longest a request may wait for an inference slot, in seconds (clients may ask for
     # less with the X-Request-Timeout header).
     REQUEST_DEADLINE_SECONDS = 1.0
@@ -147,6 +151,21 @@ def load_settings(config, overrides: dict | None = None) -> None:
     validate_settings(config)
 
 
+def batching_problems(batching) -> list[str]:
+    """What is wrong with the BATCHING setting ({model name: batching settings})."""
+    from app.models.batching import BatchingSettings
+
+    if not isinstance(batching, dict) or not all(isinstance(v, dict) for v in batching.values()):
+        return [f"{ENV_PREFIX}_BATCHING must be a JSON object of model name -> {{max_batch_size, max_wait_ms}}"]
+    problems = []
+    for name, settings in batching.items():
+        try:
+            BatchingSettings.from_dict(settings)
+        except ValueError as exc:
+            problems.append(f"{ENV_PREFIX}_BATCHING for {name}: {exc}")
+    return problems
+
+
 def validate_settings(config) -> None:
     """Refuse to start with a setting that would fail later (every request a 500, a server never ready)."""
     problems = []
@@ -164,6 +183,7 @@ def validate_settings(config) -> None:
     for name in BOOLEANS:
         if not isinstance(config[name], bool):
             problems.append(f"{ENV_PREFIX}_{name}={config[name]!r} must be true or false")
+    problems += batching_problems(config["BATCHING"])
     if config["LOG_FORMAT"] not in ("json", "text"):
         problems.append(f"{ENV_PREFIX}_LOG_FORMAT={config['LOG_FORMAT']!r} must be 'json' or 'text'")
     if problems:

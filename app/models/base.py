@@ -29,6 +29,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from app.errors import BadRequest, PayloadTooLarge, Unprocessable
+from app.models.batching import Batcher, BatchingSettings, concat_batches, split_outputs
 from app.observability import track_inference
 
 log = logging.getLogger(__name__)
@@ -294,6 +295,23 @@ class Model:
         self.options = dict(options or {})
         self.limits: Limits = self.options.get("limits") or Limits()
         self.ready = False
+        self.batcher = Batcher(self._predict_tracked_now, self.batching_settings(), self.concat_batches,
+                               self.split_outputs)
+
+    def batching_settings(self) -> BatchingSettings:
+        """The manifest's "batching" entry, overridden by the server's BATCHING setting for this model."""
+        declared = self.manifest.get("batching") or {}
+        if not isinstance(declared, Mapping):
+            raise ManifestError(f"model {self.name}: \"batching\" must be an object")
+        try:
+            return BatchingSettings.from_dict({**declared, **self.options.get("batching", {}).get(self.name, {})})
+        except ValueError as exc:
+            raise ManifestError(f"model {self.name}: {exc}") from None
+
+    # Merging requests' decoded batches and parting the outputs (app/models/batching.py); runtimes
+    # whose decode() returns other types than {input: array or list} override these.
+    concat_batches = staticmethod(concat_batches)
+    split_outputs = staticmethod(split_outputs)
 
     @property
     def name(self) -> str:
@@ -434,7 +452,11 @@ class Model:
         return self.predict_tracked(batch)
 
     def predict_tracked(self, batch) -> dict[str, Any]:
-        """predict() inside the inference metrics."""
+        """predict() through the model's batcher: one at a time, merged with requests that queue meanwhile."""
+        return self.batcher.run(batch, self.batch_length(batch))
+
+    def _predict_tracked_now(self, batch) -> dict[str, Any]:
+        """predict() inside the inference metrics (what the batcher calls, once per merged batch)."""
         with track_inference(self.name, self.version, self.batch_length(batch)):
             return self.predict(batch)
 
@@ -464,4 +486,5 @@ class Model:
             "inputs": [s.to_dict() for s in self.inputs],
             "outputs": [s.to_dict() for s in self.outputs],
             "metrics": self.manifest.metrics,
+            "batching": self.batcher.settings.to_dict(),
         }

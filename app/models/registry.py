@@ -44,8 +44,9 @@ def runtime_factory(runtime: str) -> Callable[[Manifest, dict], Model]:
 
 
 def runtime_options(config) -> dict:
-    """What every model is built with, from the settings: ONNX Runtime threads and the request limits."""
-    return {"onnx_threads": config["ONNX_THREADS"], "limits": Limits.from_config(config)}
+    """What every model is built with, from the settings: ONNX Runtime threads, request limits, batching."""
+    return {"onnx_threads": config["ONNX_THREADS"], "limits": Limits.from_config(config),
+            "batching": dict(config["BATCHING"])}
 
 
 def build_model(manifest: Manifest, options: dict | None = None) -> Model:
