@@ -1,8 +1,8 @@
-"""This project against BentoML, Seldon MLServer and a bare Flask endpoint: same models, same machine, one run.
+"""This project against BentoML, Seldon MLServer, LitServe and a bare Flask endpoint: same models, same machine, one run.
 
 Usage (in the prepared environment, `make bench-env`):
     .venv-bench/bin/python benchmarks/compare.py [--seconds 10] [--rounds 2] [--concurrency 1,8,32]
-        [--servers ours,bare,mlserver,bentoml] [--out benchmarks/results/compare.md]
+        [--servers ours,bare,mlserver,bentoml,litserve] [--out benchmarks/results/compare.md]
 
 Every server runs 2 processes on loopback and serves the same two committed
 models through the project's own model classes (benchmarks/peers/common.py), so
@@ -36,6 +36,7 @@ from benchmarks.loadgen import multipart_body, publish, wrk  # noqa: E402
 from benchmarks.serverctl import ROOT, free_port, running_server  # noqa: E402
 
 PROCESSES = 2
+PEERS = ("mlserver", "bentoml", "litserve")
 REVIEW = "A thoughtful, well acted film with a script that never talks down to its audience. Loved it!"
 BIN = Path(sys.executable).parent
 
@@ -95,11 +96,17 @@ def server_commands(image: bytes, workdir: Path) -> dict[str, tuple[list[str], d
                     {"BENCH_PROCESSES": str(PROCESSES), "BENTOML_HOME": str(workdir / "bentoml")}, "/readyz",
                     {"cnn": Request("/classify", upload, upload_type),
                      "text": Request("/review", json.dumps({"review": REVIEW}).encode(), "application/json")}),
+        # LitServe: one LitAPI per model with its own batching, 2 inference processes each.
+        "litserve": ([sys.executable, "-m", "benchmarks.peers.litserve_app"], {"BENCH_PROCESSES": str(PROCESSES)},
+                     "/health", {"cnn": Request("/classify", upload, upload_type),
+                                 "text": Request("/review", form, "application/x-www-form-urlencoded")}),
     }
 
 
 def port_settings(name: str, port: int, workdir: Path) -> tuple[list[str], dict]:
     """Extra arguments and environment that put a server on `port`."""
+    if name == "litserve":
+        return [], {"PORT": str(port), "HOST": "127.0.0.1"}
     if name in ("ours", "bare"):
         return [], {"PORT": str(port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": str(PROCESSES),
                     "GUNICORN_PIDFILE": str(workdir / f"{name}.pid"),
@@ -197,9 +204,9 @@ def main() -> None:
     """Start every server, drive them in alternating rounds, print and save the tables."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", default="1,8,32")
-    parser.add_argument("--servers", default="ours,bare,mlserver,bentoml")
+    parser.add_argument("--servers", default="ours,bare,mlserver,bentoml,litserve")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     names = args.servers.split(",")
@@ -231,7 +238,7 @@ def package_versions(names: list[str]) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     packages = {"ours": ["flask", "gunicorn"], "bare": ["flask", "gunicorn"], "mlserver": ["mlserver", "uvicorn"],
-                "bentoml": ["bentoml"]}
+                "bentoml": ["bentoml"], "litserve": ["litserve", "fastapi", "uvicorn"]}
     found = []
     for package in dict.fromkeys(p for name in names for p in packages[name]):
         with contextlib.suppress(PackageNotFoundError):
@@ -257,7 +264,7 @@ def render(args, servers: list[Server], results: dict, memory: dict, limits: dic
                 m = median[(server.name, model, connections)]
                 lines.append(f"| {model} | {connections} | {server.name} | {m['rps']:.0f} | {m['p50_ms']:.1f} | "
                              f"{m['p99_ms']:.1f} | {m['errors']} |")
-    peers = [s.name for s in servers if s.name in ("mlserver", "bentoml")]
+    peers = [s.name for s in servers if s.name in PEERS]
     lines += ["", "| model | concurrency | ours / best peer req/s | ours / best peer p99 | ours / bare Flask req/s | "
                   "ours / hardware ceiling |", "| --- | --- | --- | --- | --- | --- |"]
     ceilings = {model: list(values.values())[-1] for model, values in limits.items()}

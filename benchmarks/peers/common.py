@@ -16,12 +16,14 @@ ROOT = Path(__file__).resolve().parents[2]
 class Models:
     """The malaria CNN (ONNX Runtime, 1 thread) and the review pipeline, loaded and warmed up."""
 
-    def __init__(self, model_dir: Path = ROOT / "saved_models"):
-        """Load both models from their manifests (hashes verified)."""
-        self.cell = build_model(find_manifest(model_dir, "malaria_cell"), {"onnx_threads": 1})
-        self.cell.load()
-        self.review = build_model(find_manifest(model_dir, "review_sentiment"))
-        self.review.load()
+    def __init__(self, model_dir: Path = ROOT / "saved_models", only: tuple[str, ...] = ("cell", "review")):
+        """Load the models (both unless `only` names one) from their manifests (hashes verified)."""
+        if "cell" in only:
+            self.cell = build_model(find_manifest(model_dir, "malaria_cell"), {"onnx_threads": 1})
+            self.cell.load()
+        if "review" in only:
+            self.review = build_model(find_manifest(model_dir, "review_sentiment"))
+            self.review.load()
 
     def classify(self, image: bytes) -> dict:
         """Decode, preprocess and classify one encoded image."""
