@@ -141,6 +141,11 @@ def fold_path(variant: str, fold: int, root: Path = RESULTS) -> Path:
     return Path(root) / variant / f"fold-{fold}.json"
 
 
+def fold_model_path(variant: str, fold: int) -> Path:
+    """Where a fold's network is kept as ONNX (not committed: it is for the int8 cross-validation)."""
+    return CACHE / "malaria_cv" / variant / f"fold-{fold}.onnx"
+
+
 def tensorflow():
     """The TensorFlow module, or a one-line reason it is missing (a training-only dependency)."""
     try:
@@ -155,7 +160,7 @@ def run_fold(data_dir: Path, variant: Variant, fold: int, seed: int = 0) -> Path
     """Train on four folds' patients, measure on the fifth, write the fold's result file."""
     tf = tensorflow()
 
-    from app.training.malaria import count_macs, train_keras_model
+    from app.training.malaria import count_macs, export_onnx, train_keras_model
 
     tf.config.experimental.enable_op_determinism()
     rows = read_rows(data_dir)
@@ -169,6 +174,9 @@ def run_fold(data_dir: Path, variant: Variant, fold: int, seed: int = 0) -> Path
                                  recipe=variant)
     seconds = time.monotonic() - started
     probabilities = model.predict(cells[test_idx].astype(np.float32) / 255.0, batch_size=256, verbose=0)
+    onnx_file = fold_model_path(variant.name, fold)
+    onnx_file.parent.mkdir(parents=True, exist_ok=True)
+    export_onnx(model, onnx_file, cells[test_idx[:512]].astype(np.float32) / 255.0, probabilities[:512])
     result = {
         "variant": asdict(variant),
         "fold": fold,
@@ -328,6 +336,9 @@ def train_final(data_dir: Path, model_dir: Path, variant: Variant, seed: int = 0
                                    f"black and resized (bilinear)"}],
         "outputs": [{"name": "label", "datatype": "BYTES", "shape": [-1]},
                     {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(LABELS)]}],
+        # Requests merged while a prediction runs, no waiting (benchmarks/results/batching.md: 1.08x
+        # req/s at 8 connections; a wait gained nothing measurable for this model).
+        "batching": {"max_batch_size": 32, "max_wait_ms": 0.0},
         "preprocessing": {"input_size": size, "resize": "pad", "filter": "bilinear", "scale": 1 / 255,
                           "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "layout": "NHWC",
                           "output_kind": "probabilities"},
