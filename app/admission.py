@@ -67,6 +67,7 @@ class AdmissionGate:
         self.running = 0
         self._last_shed = -math.inf
         self._service_seconds = 0.0  # moving average of one admitted request's time, for Retry-After
+        self.arrivals = batching.Arrivals()  # admitted requests that have not reached their model yet
 
     @property
     def queued(self) -> int:
@@ -167,11 +168,12 @@ def admitted(view):
         started, seconds = getattr(g, "started", time.perf_counter()), request_deadline(gate.deadline_seconds)
         with gate.admit(started, seconds):
             # A batching model waits for more requests only until this deadline (app/models/batching.py).
-            token = batching.request_deadline.set(started + seconds)
+            deadline = batching.request_deadline.set(started + seconds)
             try:
-                return view(*args, **kwargs)
+                with gate.arrivals.arriving():
+                    return view(*args, **kwargs)
             finally:
-                batching.request_deadline.reset(token)
+                batching.request_deadline.reset(deadline)
 
     wrapper.admitted = True  # the OpenAPI description documents its 503 and X-Request-Timeout
     return wrapper

@@ -37,6 +37,8 @@ INFERENCE_SECONDS = Histogram("modelserve_inference_duration_seconds", "Model in
                               ["model", "version"], buckets=LATENCY_BUCKETS)
 INFERENCE_ITEMS = Counter("modelserve_inference_items_total", "Items (texts, images) predicted",
                           ["model", "version"])
+BATCH_SIZE = Histogram("modelserve_inference_batch_size", "Items per prediction (requests merged by batching included)",
+                       ["model", "version"], buckets=(1, 2, 4, 8, 16, 32, 64, 128))
 IN_FLIGHT = Gauge("modelserve_inference_in_flight", "Inferences running now", ["model", "version"],
                   multiprocess_mode="livesum")
 INFERENCE_FAILURES = Counter("modelserve_inference_failures_total", "Inference batches that raised",
@@ -73,6 +75,7 @@ def track_inference(name: str, version: str, items: int):
     else:
         INFERENCE_SECONDS.labels(name, version).observe(time.perf_counter() - started)
         INFERENCE_ITEMS.labels(name, version).inc(items)
+        BATCH_SIZE.labels(name, version).observe(items)
     finally:
         LAST_INFERENCE.labels(name, version).set(time.time() * 1000)
         gauge.dec()

@@ -70,7 +70,7 @@ def server_commands(image: bytes, workdir: Path) -> dict[str, tuple[list[str], d
                                        "data": [base64.b64encode(image).decode()]}]}).encode()
     v2_text = json.dumps({"inputs": [{"name": "review", "shape": [1], "datatype": "BYTES",
                                       "data": [REVIEW]}]}).encode()
-    gunicorn = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"]
+    gunicorn = [sys.executable, "-m", "gunicorn", "-c", os.environ.get("GUNICORN_CONF", "gunicorn.conf.py")]
     mlserver_dir = workdir / "mlserver"
     for model, runtime in (("malaria_cell", "CellRuntime"), ("review_sentiment", "ReviewRuntime")):
         (mlserver_dir / model).mkdir(parents=True, exist_ok=True)
@@ -78,9 +78,9 @@ def server_commands(image: bytes, workdir: Path) -> dict[str, tuple[list[str], d
             {"name": model, "implementation": f"benchmarks.peers.mlserver_runtime.{runtime}"}))
     return {
         # Every feature on: validation, registry with verified manifests, metrics, request ids, JSON request
-        # log, backpressure. Only the two compared models are loaded (the others would only add memory).
-        "ours": (gunicorn + ["main:app"], {"MODELSERVE_MODELS": "malaria_cell,review_sentiment",
-                                           "MODELSERVE_LOG_LEVEL": "INFO"}, "/v2/health/ready",
+        # log, backpressure, batching as the manifests set it; the default set of models (all of
+        # saved_models/, the trio included), as `make serve` starts it.
+        "ours": (gunicorn + ["main:app"], {"MODELSERVE_LOG_LEVEL": "INFO"}, "/v2/health/ready",
                  {"cnn": Request("/classify", upload, upload_type), "text": Request("/review", form,
                                                                                  "application/x-www-form-urlencoded")}),
         # The bare reference gets the project's gunicorn settings that suit it best (4 threads, see
@@ -208,6 +208,7 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--servers", default="ours,bare,mlserver,bentoml,litserve")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--readme", default=None, help="copy the summary into this README (between its markers)")
     args = parser.parse_args()
     names = args.servers.split(",")
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -230,7 +231,10 @@ def main() -> None:
         memory = {s.name: [pss_mib(pid) for pid in tree(s.pid)] for s in servers}
         versions = package_versions(names)
     limits = hardware_limits(image, min(3.0, args.seconds))
-    publish([render(args, servers, results, memory, limits, versions, levels, image_path)], args.out)
+    report = render(args, servers, results, memory, limits, versions, levels, image_path)
+    publish([report], args.out)
+    if args.readme:
+        copy_summary(report, Path(args.readme))
 
 
 def package_versions(names: list[str]) -> str:
@@ -244,6 +248,74 @@ def package_versions(names: list[str]) -> str:
         with contextlib.suppress(PackageNotFoundError):
             found.append(f"{package} {version(package)}")
     return ", ".join(found + [f"onnxruntime {version('onnxruntime')}", f"scikit-learn {version('scikit-learn')}"])
+
+
+SUMMARY_START, SUMMARY_END = "<!-- compare summary: start -->", "<!-- compare summary: end -->"
+
+
+def pss_total(memory: dict, name: str) -> float:
+    """PSS of a server's whole process tree, MiB."""
+    return sum(p for p in memory[name] if p > 0)
+
+
+def summary(servers: list[Server], median: dict, memory: dict, levels: list[int]) -> list[str]:
+    """The headline table and the goals, met or missed by how much; copied into benchmarks/README.md."""
+    names = [s.name for s in servers]
+    ready = {s.name: s.ready_seconds for s in servers}
+    shown = [c for c in (8, 32) if c in levels] or levels[-1:]
+    lines = [SUMMARY_START, "", "| server | " + " | ".join(f"CNN req/s c={c}" for c in shown) + " | "
+             + " | ".join(f"text req/s c={c}" for c in shown) + " | PSS, all processes | start to ready |",
+             "| --- " * (3 + 2 * len(shown)) + "|"]
+    for name in names:
+        cells = [f"{median[(name, m, c)]['rps']:,.0f}" for m in ("cnn", "text") for c in shown]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {pss_total(memory, name):.0f} MiB | {ready[name]:.1f} s |")
+    if "ours" in names:
+        lines += ["", "| goal | measured | met? |", "| --- | --- | --- |", *goals(names, median, memory, ready, levels)]
+    return lines + ["", SUMMARY_END]
+
+
+def goals(names: list[str], median: dict, memory: dict, ready: dict, levels: list[int]) -> list[str]:
+    """One row per goal of the performance issue that this run can check."""
+    rows = []
+
+    def row(goal: str, value: float, target: float, shown: str, higher_is_better: bool = True):
+        met = value >= target if higher_is_better else value <= target
+        rows.append(f"| {goal} | {shown} | {'yes' if met else 'no'} |")
+
+    peers = [n for n in names if n in PEERS]
+    for model, connections, bare_share, peer_ratio in (("text", 8, 1.0, 2.0), ("text", 32, 1.0, 2.0),
+                                                        ("cnn", 8, 0.95, 1.5)):
+        ours = median.get(("ours", model, connections))
+        if ours is None:
+            continue
+        if "bare" in names:
+            bare = median[("bare", model, connections)]
+            row(f"{model} c={connections}: at least {bare_share:.0%} of bare Flask's req/s",
+                ours["rps"] / bare["rps"], bare_share, f"{ours['rps'] / bare['rps']:.0%}")
+        if peers:
+            best = max((median[(p, model, connections)] for p in peers), key=lambda m: m["rps"])
+            best_name = next(p for p in peers if median[(p, model, connections)] is best)
+            row(f"{model} c={connections}: at least {peer_ratio:.1f}x the best peer ({best_name})",
+                ours["rps"] / best["rps"], peer_ratio, f"{ours['rps'] / best['rps']:.2f}x")
+            if model == "text":
+                row(f"text c={connections}: p99 no worse than the best peer's", ours["p99_ms"], best["p99_ms"],
+                    f"{ours['p99_ms']:.1f} ms against {best['p99_ms']:.1f} ms", higher_is_better=False)
+    per_process = pss_total(memory, "ours") / PROCESSES
+    row("PSS per serving process at most 150 MiB (all processes / workers)", per_process, 150,
+        f"{per_process:.0f} MiB", higher_is_better=False)
+    if "bare" in names:
+        ratio = pss_total(memory, "ours") / pss_total(memory, "bare")
+        row("whole server's PSS at most 1.2x bare Flask's", ratio, 1.2, f"{ratio:.2f}x", higher_is_better=False)
+    row("start to ready at most 1.5 s", ready["ours"], 1.5, f"{ready['ours']:.1f} s", higher_is_better=False)
+    return rows
+
+
+def copy_summary(report: str, readme: Path) -> None:
+    """Put the report's summary block into a README between the same markers."""
+    block = report[report.index(SUMMARY_START):report.index(SUMMARY_END) + len(SUMMARY_END)]
+    text = readme.read_text()
+    start, end = text.index(SUMMARY_START), text.index(SUMMARY_END) + len(SUMMARY_END)
+    readme.write_text(text[:start] + block + text[end:])
 
 
 def render(args, servers: list[Server], results: dict, memory: dict, limits: dict, versions: str,
@@ -286,6 +358,7 @@ def render(args, servers: list[Server], results: dict, memory: dict, limits: dic
         pss = [p for p in memory[server.name] if p > 0]
         lines.append(f"| {server.name} | {server.ready_seconds:.1f} | {len(pss)} | {sum(pss):.0f} | "
                      f"{sum(pss) / PROCESSES:.0f} |")
+    lines += ["", *summary(servers, median, memory, levels)]
     lines += ["", "hardware limit on this machine (same run, model alone, no server):", "",
               "| model | measure | items/s |", "| --- | --- | --- |"]
     for model, values in limits.items():

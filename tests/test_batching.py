@@ -193,3 +193,27 @@ def test_concurrent_reviews_through_the_batching_model_get_the_answers_of_single
             model.batcher.settings = BatchingSettings.from_dict(model.manifest.get("batching"))
     assert together == alone
     assert sum(calls) == len(reviews)
+
+
+def test_the_wait_for_more_requests_happens_only_while_requests_are_on_their_way():
+    from app.models.batching import Arrivals
+
+    recorder = Recorder()
+    batcher = Batcher(recorder, BatchingSettings(max_batch_size=8, max_wait_ms=100))
+    arrivals = Arrivals()
+    with arrivals.arriving():  # alone in the worker: it reaches the model and nobody else is on the way
+        began = time.perf_counter()
+        assert run_one(batcher, [1]) == [2]
+        assert time.perf_counter() - began < 0.05
+    assert arrivals.count == 0
+
+    def late(delay: float, items: list[int]):
+        with arrivals.arriving():
+            time.sleep(delay)
+            return run_one(batcher, items)
+
+    with ThreadPoolExecutor(2) as pool:  # the second is admitted at once but reaches the model 30 ms later
+        first, second = pool.submit(late, 0, [1]), pool.submit(late, 0.03, [2])
+        assert (first.result(), second.result()) == ([2], [4])
+    assert recorder.calls[-1] == [1, 2]  # the first waited for it, and no longer than it took
+    assert arrivals.count == 0

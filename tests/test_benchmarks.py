@@ -54,3 +54,16 @@ def test_batch_benchmark_measures_every_path(tmp_path):
     for model in ("malaria_cell", "review_sentiment"):
         [row] = table_rows(out.read_text(), model)
         assert row[1] == "30" and all(float(cell) > 0 for cell in (row[2], row[3], row[5], row[6])), row
+
+
+def test_the_readme_benchmark_summary_is_the_committed_comparison_run():
+    """benchmarks/README.md shows the summary block of results/compare.md verbatim (`make compare` copies it)."""
+    from benchmarks.compare import SUMMARY_END, SUMMARY_START
+
+    def block(text: str) -> str:
+        return text[text.index(SUMMARY_START):text.index(SUMMARY_END)]
+
+    report = (PROJECT_ROOT / "benchmarks" / "results" / "compare.md").read_text()
+    readme = (PROJECT_ROOT / "benchmarks" / "README.md").read_text()
+    assert block(readme) == block(report)
+    assert "| ours |" in block(report) and "| litserve |" in block(report)

@@ -75,6 +75,7 @@ def test_metrics_scraped_from_gunicorn(live_server):
     review, cell = committed_version("review_sentiment"), committed_version("malaria_cell")
     assert re.search(rf'modelserve_inference_duration_seconds_count\{{model="review_sentiment",version="{review}"\}} [1-9]', text)
     assert f'modelserve_inference_in_flight{{model="review_sentiment",version="{review}"}}' in text
+    assert re.search(rf'modelserve_inference_batch_size_bucket\{{le="1.0",model="review_sentiment",version="{review}"\}} [1-9]', text)
     assert f'modelserve_model_load_seconds{{model="malaria_cell",version="{cell}"}}' in text
 
 

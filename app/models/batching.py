@@ -6,8 +6,9 @@ be thread-safe). While it runs, the requests that arrive queue up, and the next
 prediction takes all of them at once, up to ``max_batch_size`` items: under
 load, batches form by themselves; alone, a request runs at once and waits for
 nothing. ``max_wait_ms`` (default 0) lets a prediction wait that long for more
-requests before it starts, never past the earliest deadline of the requests it
-holds (set by the admission gate through ``request_deadline``).
+requests before it starts, but only while the worker holds requests that have
+not reached the model yet, and never past the earliest deadline of the
+requests it holds (both known from the admission gate).
 
 With ``max_batch_size`` 1 (the default for a model whose manifest says nothing)
 requests are not merged, only run one after another. A merged batch that fails
@@ -18,6 +19,7 @@ A model turns batching on in its manifest, ``"batching": {"max_batch_size": 16,
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -29,6 +31,43 @@ import numpy as np
 
 # The current request's deadline (time.perf_counter() seconds), set by the admission gate.
 request_deadline: ContextVar[float | None] = ContextVar("request_deadline", default=None)
+
+class Arrivals:
+    """Requests let into a worker that have not reached a model yet (the admission gate keeps one per worker).
+
+    A prediction with max_wait_ms waits for more requests only while this count is above zero:
+    when every request in the worker has reached its model, nobody else is coming.
+    """
+
+    def __init__(self):
+        """No request on its way."""
+        self._lock = threading.Lock()
+        self.count = 0
+
+    @contextlib.contextmanager
+    def arriving(self):
+        """Count the current request as on its way until it reaches a model (or ends)."""
+        ticket = [self]
+        with self._lock:
+            self.count += 1
+        token = _arrival.set(ticket)
+        try:
+            yield
+        finally:
+            _arrival.reset(token)
+            reached(ticket)
+
+
+def reached(ticket: list | None) -> None:
+    """The request of this ticket reached a model: it no longer counts as on its way (once)."""
+    if ticket:
+        arrivals = ticket.pop()
+        with arrivals._lock:
+            arrivals.count -= 1
+
+
+# The current request's entry in its worker's Arrivals, set by the admission gate.
+_arrival: ContextVar[list | None] = ContextVar("arrival", default=None)
 MAX_WAIT_MS_LIMIT = 100.0
 
 
@@ -87,6 +126,7 @@ class _Waiting:
     batch: Any
     size: int
     deadline: float | None
+    arrivals: Arrivals | None
     turn: threading.Event = field(default_factory=threading.Event)
     lead: bool = False
     outputs: Any = None
@@ -120,7 +160,9 @@ class Batcher:
 
     def run(self, batch: Any, size: int) -> Any:
         """The outputs of `batch` (of `size` items), predicted alone or merged with others queued with it."""
-        me = _Waiting(batch, size, request_deadline.get())
+        ticket = _arrival.get()
+        me = _Waiting(batch, size, request_deadline.get(), ticket[0] if ticket else None)
+        reached(ticket)
         with self._cond:
             self._queue.append(me)
             lead = not self._busy
@@ -150,11 +192,15 @@ class Batcher:
                     self._busy = False
 
     def _wait_for_more(self) -> None:
-        """With max_wait_ms, let more requests join before predicting (never past a held request's deadline)."""
+        """With max_wait_ms, let more requests join before predicting: only while the worker holds requests
+        not queued here yet, and never past a held request's deadline."""
         if self.settings.max_wait_ms <= 0 or self.settings.max_batch_size <= 1:
             return
         end = time.perf_counter() + self.settings.max_wait_ms / 1000
+        arrivals = self._queue[0].arrivals
         while sum(w.size for w in self._queue) < self.settings.max_batch_size:
+            if arrivals is not None and arrivals.count <= 0:
+                return  # every request in the worker has reached its model: nobody else is coming
             deadlines = [w.deadline for w in self._queue if w.deadline is not None]
             left = min([end, *deadlines]) - time.perf_counter()
             if left <= 0:

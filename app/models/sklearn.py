@@ -56,9 +56,19 @@ class SklearnModel(Model):
 
     def _load(self) -> None:
         """Read the estimator and check its classes against the manifest's labels."""
-        config = self.manifest.config
-        self.estimator = load_estimator(self.manifest.directory / config["estimator"], config.get("trusted_types", []))
+        self.estimator = self.read_estimator(self.manifest.config["estimator"])
         self._check_classes()
+
+    def read_estimator(self, filename: str):
+        """The estimator file's object: the copy gunicorn's master read before forking when it read these
+        very bytes (app/models/shared.py), else read now. Call after the manifest's hashes were verified."""
+        from app.models.shared import take
+
+        path = self.manifest.directory / filename
+        shared = take(path, self.manifest.artifacts.get(filename, {}).get("sha256"))
+        if shared is not None:
+            return shared
+        return load_estimator(path, self.manifest.config.get("trusted_types", []))
 
     def _check_classes(self) -> None:
         """The manifest's labels name the estimator's classes, one each."""

@@ -1,7 +1,6 @@
 """The shipped review models: this project's hashing tokenizer in front of a fitted scikit-learn estimator."""
 from __future__ import annotations
 
-import joblib
 import numpy as np
 import sklearn
 
@@ -32,7 +31,7 @@ class SklearnTextModel(SklearnModel):
         directory = self.manifest.directory
         self.stopwords = load_stopwords(directory / STOPWORDS_FILE)
         self.vectorizer = build_vectorizer(self.stopwords, self.manifest.config["vectorizer"])
-        self.estimator = joblib.load(directory / ESTIMATOR_FILE)
+        self.estimator = self.read_estimator(ESTIMATOR_FILE)
         self._classes = list(self.estimator.classes_)
         self._check_classes()
         self._fast = compile_pipeline(self.estimator, self.vectorizer, PARITY_SAMPLES)

@@ -1,0 +1,60 @@
+"""Fitted scikit-learn estimators read once by gunicorn's master before it forks, shared by every worker.
+
+A worker that forks from a master holding an object shares its memory pages
+with the master and its sibling workers until one of them writes to them, and
+the big parts of a fitted linear text model (its weight and scaling vectors,
+64 MiB for the shipped review model) are only ever read. So gunicorn's master
+reads the estimator files of the models it will serve (`preread`, from
+gunicorn.conf.py), and each worker's model takes its copy from there
+(`take`) instead of reading its own. Nothing else is created before the fork:
+ONNX Runtime sessions, database connections and the app itself are made in
+each worker, as before.
+
+A worker takes an object only if the master read it from a file with the very
+hash the worker's own manifest check has just verified, and only once (a model
+that learns online changes its estimator, which then stays its own). A model
+version added after the master started, or whose file changed, is read by the
+worker as usual, so a reload still serves new versions.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SHARED_RUNTIMES = ("sklearn", "sklearn-text")
+_READ: dict[tuple[str, str], Any] = {}
+
+
+def preread(model_dir: Path, only: set[str] | None = None) -> list[str]:
+    """Read the estimator file of every servable sklearn model version; returns what was read ("name/version")."""
+    from app.models.base import sha256_of
+    from app.models.registry import UNLOADED_FILE, discover
+    from app.models.sklearn import load_estimator
+    from app.models.text import ESTIMATOR_FILE
+
+    read = []
+    for manifest in discover(Path(model_dir), only):
+        if manifest.runtime not in SHARED_RUNTIMES or (manifest.directory.parent / UNLOADED_FILE).exists():
+            continue
+        filename = ESTIMATOR_FILE if manifest.runtime == "sklearn-text" else manifest.config.get("estimator", "")
+        meta = manifest.artifacts.get(filename)
+        path = manifest.directory / filename
+        try:
+            if not meta or sha256_of(path) != meta["sha256"]:
+                continue  # the worker refuses it with the reason
+            _READ[(str(path.resolve()), meta["sha256"])] = load_estimator(path, manifest.config.get("trusted_types", []))
+        except Exception as exc:  # the worker reads it again and reports what is wrong
+            log.warning("not pre-read: %s/%s (%s)", manifest.name, manifest.version, exc)
+            continue
+        read.append(f"{manifest.name}/{manifest.version}")
+    return read
+
+
+def take(path: Path, sha256: str | None) -> Any | None:
+    """The master's copy of a verified estimator file with this hash, once; None when there is none."""
+    if not sha256:
+        return None
+    return _READ.pop((str(Path(path).resolve()), sha256), None)
