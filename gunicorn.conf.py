@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 
-from gunicorn import util
+from gunicorn import glogging, util
 
 # Prometheus multiprocess mode: each worker writes its metrics to files here and
 # /metrics aggregates them. Set before any worker imports prometheus_client.
@@ -46,11 +46,13 @@ preload_app = False
 # The libraries are: imported once here in the master, their code and module objects are
 # shared by every worker (copy-on-write) instead of built again in each; so are the fitted
 # scikit-learn estimators (on_starting below). No app, ONNX Runtime session, connection or
-# thread of the app exists before the fork. Measured with both flagship models and 2
+# thread of the app exists before the fork. ONNX Runtime is not imported here: imported in
+# the master, workers sometimes died with "terminate called after throwing an instance of
+# 'std::system_error'" when they stopped (3 of 6 stops; none without it). Measured with both flagship models and 2
 # workers: PSS of the whole server 570 -> 480 MiB, start to ready 5.6 -> 3.0 s (imports);
 # benchmarks/results/compare.md has the run of record. MODELSERVE_PRELOAD=false turns it off.
 PRELOADED_LIBRARIES = ("numpy", "scipy.sparse", "sklearn.pipeline", "sklearn.linear_model", "sklearn.svm",
-                       "sklearn.tree", "sklearn.feature_extraction.text", "joblib", "onnxruntime", "PIL.Image",
+                       "sklearn.tree", "sklearn.feature_extraction.text", "joblib", "PIL.Image",
                        "flask", "werkzeug", "jinja2", "sqlalchemy", "alembic", "apispec", "prometheus_client",
                        "pythonjsonlogger.json", "flask_limiter", "flask_cors")
 preloading = os.environ.get("MODELSERVE_PRELOAD", "true").strip('"').lower() != "false"
@@ -75,6 +77,21 @@ pidfile = os.environ.get("GUNICORN_PIDFILE", os.path.join(tempfile.gettempdir(),
 # gunicorn's own access log would only repeat it; GUNICORN_ACCESSLOG=- turns it back on.
 accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
 errorlog = "-"
+
+
+class Logger(glogging.Logger):
+    """gunicorn's logger, with its access log only when GUNICORN_ACCESSLOG asks for it.
+
+    gunicorn turns its access log on whenever a logging config is given (the JSON one below),
+    which repeated every request line of the app's own log and cost about 9 % of a /review
+    worker's samples (benchmarks/results/profile-review-round2-before.md).
+    """
+
+    def _compute_access_log_enabled(self):
+        return bool(self.cfg.accesslog)
+
+
+logger_class = Logger
 # gunicorn's own lines (worker boots, timeouts, signals) in the app's JSON format, unless
 # MODELSERVE_LOG_FORMAT=text: one parser for every line a log collector sees.
 if os.environ.get("MODELSERVE_LOG_FORMAT", "json").strip('"') == "json":

@@ -190,7 +190,7 @@ def hardware_limits(image: bytes, seconds: float = 3.0) -> dict[str, dict[str, f
     cnn_b32 = 32 * rate(lambda: models.cell.probabilities(batch))
     decode = rate(lambda: models.cell.decode({image_input: [image]}))
     text_b1 = rate(lambda: models.sentiment(REVIEW))
-    text_b64 = 64 * rate(lambda: models.review.run([REVIEW] * 64))
+    text_b64 = 64 * rate(lambda: models.predict(models.review, [REVIEW] * 64))
     return {
         "cnn": {"model batch 1 (1 core)": cnn_b1, "model batch 32 (1 core)": cnn_b32,
                 "decode + preprocess (1 core)": decode,

@@ -96,7 +96,7 @@ def get_json(url: str, data: bytes | None = None, headers: dict | None = None, t
 
 
 @contextmanager
-def run_gunicorn(tmp_path: Path, env_overrides: dict | None = None, port: int | None = None):
+def run_gunicorn(tmp_path: Path, env_overrides: dict | None = None, port: int | None = None, stdout=subprocess.DEVNULL):
     """gunicorn main:app on a loopback port; yields (base_url, process). Stopped with SIGTERM afterwards."""
     port = port or free_port()
     env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": "2",
@@ -104,7 +104,7 @@ def run_gunicorn(tmp_path: Path, env_overrides: dict | None = None, port: int | 
            "GUNICORN_PIDFILE": str(tmp_path / f"gunicorn-{port}.pid"), **(env_overrides or {})}
     log_file = open(tmp_path / f"gunicorn-{port}.log", "ab")
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "main:app"],
-                            cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log_file)
+                            cwd=PROJECT_ROOT, env=env, stdout=stdout, stderr=log_file)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while True:

@@ -100,36 +100,59 @@ def test_one_bad_request_in_a_merged_batch_fails_alone():
 
 
 def test_a_request_alone_does_not_wait_and_with_max_wait_others_can_join():
+    from app.models.batching import Arrivals
+
     recorder = Recorder()
     alone = Batcher(recorder, BatchingSettings(max_batch_size=8, max_wait_ms=0))
     assert run_one(alone, [1]) == [2]
     waiting = Batcher(recorder, BatchingSettings(max_batch_size=2, max_wait_ms=100))
+    arrivals = Arrivals()
+
+    def arriving(delay: float, items: list[int]):
+        with arrivals.arriving():
+            time.sleep(delay)
+            return run_one(waiting, items)
+
     with ThreadPoolExecutor(2) as pool:
         began = time.perf_counter()
-        first = pool.submit(run_one, waiting, [1])
-        time.sleep(0.02)
-        second = pool.submit(run_one, waiting, [2])
+        first = pool.submit(arriving, 0, [1])
+        second = pool.submit(arriving, 0.02, [2])
         assert (first.result(), second.result()) == ([2], [4])
     assert recorder.calls[-1] == [1, 2]  # the second joined the first's wait; the batch was full, so no more wait
     assert time.perf_counter() - began < 0.09
 
 
-def test_the_wait_for_more_requests_ends_at_the_request_deadline():
+def test_outside_the_admission_gate_a_prediction_never_waits():
+    """Jobs and batch scoring call models without the gate: nothing says more requests are coming."""
     recorder = Recorder()
     batcher = Batcher(recorder, BatchingSettings(max_batch_size=8, max_wait_ms=100))
-    token = request_deadline.set(time.perf_counter() + 0.01)
-    try:
-        began = time.perf_counter()
-        assert run_one(batcher, [1]) == [2]
-        waited = time.perf_counter() - began
-    finally:
-        request_deadline.reset(token)
-    assert waited < 0.06  # 10 ms deadline, not the 100 ms max wait
-    token = request_deadline.set(None)
     began = time.perf_counter()
-    run_one(batcher, [1])
-    request_deadline.reset(token)
-    assert time.perf_counter() - began >= 0.09  # without a deadline it waits max_wait_ms
+    assert run_one(batcher, [1]) == [2]
+    assert time.perf_counter() - began < 0.05
+
+
+def test_the_wait_for_more_requests_ends_at_the_request_deadline():
+    from app.models.batching import Arrivals
+
+    recorder = Recorder()
+    batcher = Batcher(recorder, BatchingSettings(max_batch_size=8, max_wait_ms=100))
+    arrivals = Arrivals()
+    with arrivals.arriving():  # another request on its way the whole time, which never reaches the model
+        def timed(deadline):
+            def run():
+                with arrivals.arriving():
+                    token = request_deadline.set(deadline)
+                    try:
+                        began = time.perf_counter()
+                        assert run_one(batcher, [1]) == [2]
+                        return time.perf_counter() - began
+                    finally:
+                        request_deadline.reset(token)
+            with ThreadPoolExecutor(1) as pool:
+                return pool.submit(run).result()
+
+        assert timed(time.perf_counter() + 0.01) < 0.06  # 10 ms deadline, not the 100 ms max wait
+        assert timed(None) >= 0.09  # without a deadline it waits max_wait_ms for the one on its way
 
 
 def test_merging_and_parting_columns():

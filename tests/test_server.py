@@ -39,3 +39,22 @@ def test_gunicorn_logs_in_the_apps_json_format(tmp_path):
     lines = [line for line in next(tmp_path.glob("gunicorn-*.log")).read_text().splitlines() if line.strip()]
     records = [json.loads(line) for line in lines]  # every line, gunicorn's own included
     assert any(r["logger"] == "gunicorn.error" and "Booting worker" in r["message"] for r in records)
+
+
+def test_gunicorn_repeats_no_request_line_of_its_own_unless_asked(tmp_path):
+    """The app logs each request once (app.access); gunicorn's access log only with GUNICORN_ACCESSLOG."""
+    import json
+
+    from tests.conftest import run_gunicorn
+
+    for extra, expected in (({}, 0), ({"GUNICORN_ACCESSLOG": "-"}, 1)):
+        for old in tmp_path.glob("gunicorn-*.log"):
+            old.unlink()
+        out = tmp_path / f"stdout-{expected}.log"
+        with open(out, "wb") as stdout, run_gunicorn(tmp_path, {"MODELSERVE_MODELS": "review_sentiment",
+                                                               "WEB_CONCURRENCY": "1", **extra}, stdout=stdout) as (base, _):
+            assert get_json(base + "/review", b"review=Lovely+film")[0] == 200
+        text = out.read_text() + "".join(f.read_text() for f in tmp_path.glob("gunicorn-*.log"))
+        records = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+        assert sum(r["logger"] == "app.access" and r.get("path") == "/review" for r in records) == 1
+        assert sum(r["logger"] == "gunicorn.access" and "/review" in r["message"] for r in records) == expected

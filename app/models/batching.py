@@ -8,7 +8,8 @@ load, batches form by themselves; alone, a request runs at once and waits for
 nothing. ``max_wait_ms`` (default 0) lets a prediction wait that long for more
 requests before it starts, but only while the worker holds requests that have
 not reached the model yet, and never past the earliest deadline of the
-requests it holds (both known from the admission gate).
+requests it holds (both known from the admission gate; a prediction that does
+not come through the gate, such as a job's or a batch scoring run's, never waits).
 
 With ``max_batch_size`` 1 (the default for a model whose manifest says nothing)
 requests are not merged, only run one after another. A merged batch that fails
@@ -198,8 +199,10 @@ class Batcher:
             return
         end = time.perf_counter() + self.settings.max_wait_ms / 1000
         arrivals = self._queue[0].arrivals
+        if arrivals is None:
+            return  # not behind the admission gate (jobs, batch scoring): nothing says more requests are coming
         while sum(w.size for w in self._queue) < self.settings.max_batch_size:
-            if arrivals is not None and arrivals.count <= 0:
+            if arrivals.count <= 0:
                 return  # every request in the worker has reached its model: nobody else is coming
             deadlines = [w.deadline for w in self._queue if w.deadline is not None]
             left = min([end, *deadlines]) - time.perf_counter()

@@ -25,10 +25,16 @@ class Models:
             self.review = build_model(find_manifest(model_dir, "review_sentiment"))
             self.review.load()
 
+    @staticmethod
+    def predict(model, items: list) -> list[dict]:
+        """The model interface's steps called directly (decode, predict, postprocess): no batcher, metrics
+        or other feature of this server, which the peers do not have."""
+        return model.postprocess(model.predict(model.decode({model.inputs[0].name: items})))
+
     def classify(self, image: bytes) -> dict:
         """Decode, preprocess and classify one encoded image."""
-        return self.cell.run([image])[0]
+        return self.predict(self.cell, [image])[0]
 
     def sentiment(self, text: str) -> dict:
         """Sentiment of one review."""
-        return self.review.run([text])[0]
+        return self.predict(self.review, [text])[0]

@@ -38,7 +38,7 @@ class BatchedAPI(ls.LitAPI):
     def predict(self, items):
         """Decode, preprocess and predict a list of items (a list of one without batching)."""
         many = isinstance(items, list)
-        rows = self.model.run(items if many else [items])
+        rows = Models.predict(self.model, items if many else [items])
         return rows if many else rows[0]
 
     def encode_response(self, output):
