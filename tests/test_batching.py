@@ -43,6 +43,19 @@ def run_together(batcher: Batcher, recorder: Recorder, batches: list[list[int]])
         return [f.result() for f in (first, *rest)]
 
 
+def spy_on_waits(batcher: Batcher) -> list[float]:
+    """Record the timeout of every wait the batcher's leader makes for more requests."""
+    waits: list[float] = []
+    wait = batcher._cond.wait
+
+    def recording(timeout=None):
+        waits.append(timeout)
+        return wait(timeout)
+
+    batcher._cond.wait = recording
+    return waits
+
+
 def run_one(batcher: Batcher, items: list[int]):
     """One request's result, or the exception it got."""
     try:
@@ -107,28 +120,33 @@ def test_a_request_alone_does_not_wait_and_with_max_wait_others_can_join():
     assert run_one(alone, [1]) == [2]
     waiting = Batcher(recorder, BatchingSettings(max_batch_size=2, max_wait_ms=100))
     arrivals = Arrivals()
+    with arrivals.arriving():  # alone in the worker: nobody else on the way, so no wait
+        waits = spy_on_waits(waiting)
+        assert run_one(waiting, [1]) == [2]
+        assert waits == []
+
+    both_admitted = threading.Barrier(2)
 
     def arriving(delay: float, items: list[int]):
         with arrivals.arriving():
+            both_admitted.wait()
             time.sleep(delay)
             return run_one(waiting, items)
 
     with ThreadPoolExecutor(2) as pool:
-        began = time.perf_counter()
         first = pool.submit(arriving, 0, [1])
         second = pool.submit(arriving, 0.02, [2])
         assert (first.result(), second.result()) == ([2], [4])
     assert recorder.calls[-1] == [1, 2]  # the second joined the first's wait; the batch was full, so no more wait
-    assert time.perf_counter() - began < 0.09
 
 
 def test_outside_the_admission_gate_a_prediction_never_waits():
     """Jobs and batch scoring call models without the gate: nothing says more requests are coming."""
     recorder = Recorder()
     batcher = Batcher(recorder, BatchingSettings(max_batch_size=8, max_wait_ms=100))
-    began = time.perf_counter()
+    waits = spy_on_waits(batcher)
     assert run_one(batcher, [1]) == [2]
-    assert time.perf_counter() - began < 0.05
+    assert waits == []
 
 
 def test_the_wait_for_more_requests_ends_at_the_request_deadline():
@@ -151,8 +169,12 @@ def test_the_wait_for_more_requests_ends_at_the_request_deadline():
             with ThreadPoolExecutor(1) as pool:
                 return pool.submit(run).result()
 
-        assert timed(time.perf_counter() + 0.01) < 0.06  # 10 ms deadline, not the 100 ms max wait
+        waits = spy_on_waits(batcher)
+        timed(time.perf_counter() + 0.01)
+        assert waits and max(waits) <= 0.01  # up to the 10 ms deadline, not the 100 ms max wait
+        waits.clear()
         assert timed(None) >= 0.09  # without a deadline it waits max_wait_ms for the one on its way
+        assert max(waits) > 0.09
 
 
 def test_merging_and_parting_columns():
@@ -224,14 +246,16 @@ def test_the_wait_for_more_requests_happens_only_while_requests_are_on_their_way
     recorder = Recorder()
     batcher = Batcher(recorder, BatchingSettings(max_batch_size=8, max_wait_ms=100))
     arrivals = Arrivals()
+    waits = spy_on_waits(batcher)
     with arrivals.arriving():  # alone in the worker: it reaches the model and nobody else is on the way
-        began = time.perf_counter()
         assert run_one(batcher, [1]) == [2]
-        assert time.perf_counter() - began < 0.05
-    assert arrivals.count == 0
+    assert waits == [] and arrivals.count == 0
+
+    both_admitted = threading.Barrier(2)
 
     def late(delay: float, items: list[int]):
         with arrivals.arriving():
+            both_admitted.wait()
             time.sleep(delay)
             return run_one(batcher, items)
 
