@@ -21,6 +21,7 @@ import base64
 import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -131,6 +132,28 @@ def start(name: str, spec: tuple, workdir: Path, timeout: float = 180):
         yield Server(name, base, proc.pid, seconds, requests)
 
 
+@contextlib.contextmanager
+def only_running(measured: Server, servers: list[Server]):
+    """Pause every other server's processes (SIGSTOP) while one is measured, resume them afterwards.
+
+    An idle server is not always idle: LitServe's processes poll their queues and took about half a
+    core between requests, which would be taken from whichever server was being measured.
+    """
+    paused = [pid for s in servers if s is not measured for pid in tree(s.pid)]
+    signal_all(paused, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        signal_all(paused, signal.SIGCONT)
+
+
+def signal_all(pids: list[int], signum: int) -> None:
+    """Send a signal to every pid still alive."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
 def all_answer(base: str, requests: dict[str, Request]) -> bool:
     """Whether every model endpoint answers 200 (every process loaded, not just the first)."""
     for request in requests.values():
@@ -225,8 +248,9 @@ def main() -> None:
                     order = servers if round_number % 2 == 0 else servers[::-1]
                     for server in order:
                         request = server.requests[model]
-                        result = wrk(server.base + request.path, connections, args.seconds, "POST", request.body,
-                                     request.content_type, headers=request.headers)
+                        with only_running(server, servers):
+                            result = wrk(server.base + request.path, connections, args.seconds, "POST",
+                                         request.body, request.content_type, headers=request.headers)
                         results.setdefault((server.name, model, connections), []).append(result)
         memory = {s.name: [pss_mib(pid) for pid in tree(s.pid)] for s in servers}
         versions = package_versions(names)
