@@ -146,13 +146,12 @@ def preread_models(server):
     Measured alone, with the two flagship models and 2 workers: PSS of the whole server 473 -> 412 MiB."""
     from flask import Config
 
-    from app.config import PROJECT_ROOT, load_settings
+    from app.config import PROJECT_ROOT, load_settings, served_model_names
     from app.models.shared import preread
 
     config = Config(str(PROJECT_ROOT))
     load_settings(config)
-    only = {n.strip() for n in str(config["MODELS"]).split(",") if n.strip()} or None
-    read = preread(config["MODEL_DIR"], only)
+    read = preread(config["MODEL_DIR"], served_model_names(config))
     server.log.info("read before forking, shared by the workers: %s", ", ".join(read) or "none")
     gc.freeze()
 

@@ -8,7 +8,7 @@ import logging
 from flask import Flask
 
 from app.codecs.strict_json import StrictJSONProvider
-from app.config import load_settings
+from app.config import load_settings, served_model_names
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -69,8 +69,8 @@ def register_extensions(app: Flask) -> None:
         retention_seconds=app.config["JOB_RETENTION_SECONDS"],
         queued_seconds=app.config["JOB_QUEUED_SECONDS"],
     )
-    only = {n.strip() for n in str(app.config["MODELS"]).split(",") if n.strip()}
-    app.extensions["model_registry"] = ModelRegistry(app.config["MODEL_DIR"], only, runtime_options(app.config))
+    app.extensions["model_registry"] = ModelRegistry(app.config["MODEL_DIR"], served_model_names(app.config),
+                                                     runtime_options(app.config))
 
 
 def register_blueprints(app: Flask) -> None:

@@ -151,6 +151,11 @@ def load_settings(config, overrides: dict | None = None) -> None:
     validate_settings(config)
 
 
+def served_model_names(config) -> set[str] | None:
+    """The model names the MODELS setting limits the server to; None when it names none (serve all)."""
+    return {n.strip() for n in str(config["MODELS"]).split(",") if n.strip()} or None
+
+
 def batching_problems(batching) -> list[str]:
     """What is wrong with the BATCHING setting ({model name: batching settings})."""
     from app.models.batching import BatchingSettings
