@@ -24,6 +24,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+# The runtimes whose estimators are shared (SklearnModel and its subclasses). Named here rather than
+# found by importing every runtime: the master must not import ONNX Runtime (gunicorn.conf.py).
 SHARED_RUNTIMES = ("sklearn", "sklearn-text")
 _READ: dict[tuple[str, str], Any] = {}
 
@@ -31,15 +33,14 @@ _READ: dict[tuple[str, str], Any] = {}
 def preread(model_dir: Path, only: set[str] | None = None) -> list[str]:
     """Read the estimator file of every servable sklearn model version; returns what was read ("name/version")."""
     from app.models.base import sha256_of
-    from app.models.registry import UNLOADED_FILE, discover
+    from app.models.registry import UNLOADED_FILE, discover, runtime_factory
     from app.models.sklearn import load_estimator
-    from app.models.text import ESTIMATOR_FILE
 
     read = []
     for manifest in discover(Path(model_dir), only):
         if manifest.runtime not in SHARED_RUNTIMES or (manifest.directory.parent / UNLOADED_FILE).exists():
             continue
-        filename = ESTIMATOR_FILE if manifest.runtime == "sklearn-text" else manifest.config.get("estimator", "")
+        filename = runtime_factory(manifest.runtime).estimator_file(manifest)
         meta = manifest.artifacts.get(filename)
         path = manifest.directory / filename
         try:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.models.base import ManifestError, Model
+from app.models.base import Manifest, ManifestError, Model
 
 SKOPS_SUFFIX = ".skops"
 JOBLIB_SUFFIXES = (".joblib", ".pkl")
@@ -54,16 +54,22 @@ class SklearnModel(Model):
 
     platform = "sklearn"
 
+    @classmethod
+    def estimator_file(cls, manifest: Manifest) -> str:
+        """The artifact holding the fitted estimator (named by the manifest's config)."""
+        return str(manifest.config.get("estimator", ""))
+
     def _load(self) -> None:
         """Read the estimator and check its classes against the manifest's labels."""
-        self.estimator = self.read_estimator(self.manifest.config["estimator"])
+        self.estimator = self.read_estimator()
         self._check_classes()
 
-    def read_estimator(self, filename: str):
+    def read_estimator(self):
         """The estimator file's object: the copy gunicorn's master read before forking when it read these
         very bytes (app/models/shared.py), else read now. Call after the manifest's hashes were verified."""
         from app.models.shared import take
 
+        filename = self.estimator_file(self.manifest)
         path = self.manifest.directory / filename
         shared = take(path, self.manifest.artifacts.get(filename, {}).get("sha256"))
         if shared is not None:

@@ -5,6 +5,7 @@ import numpy as np
 import sklearn
 
 from app.models.fast_linear import compile_pipeline
+from app.models.base import Manifest
 from app.models.sklearn import SklearnModel
 from app.preprocessing.text import build_vectorizer, load_stopwords
 
@@ -26,12 +27,17 @@ class SklearnTextModel(SklearnModel):
     so only the fitted steps are stored.
     """
 
+    @classmethod
+    def estimator_file(cls, manifest: Manifest) -> str:
+        """Always estimator.joblib beside the stopword list."""
+        return ESTIMATOR_FILE
+
     def _load(self) -> None:
         """Read the stopword pickle (safely) and the estimator; build the vectorizer."""
         directory = self.manifest.directory
         self.stopwords = load_stopwords(directory / STOPWORDS_FILE)
         self.vectorizer = build_vectorizer(self.stopwords, self.manifest.config["vectorizer"])
-        self.estimator = self.read_estimator(ESTIMATOR_FILE)
+        self.estimator = self.read_estimator()
         self._classes = list(self.estimator.classes_)
         self._check_classes()
         self._fast = compile_pipeline(self.estimator, self.vectorizer, PARITY_SAMPLES)
