@@ -60,8 +60,6 @@ if preloading:
     for _module in PRELOADED_LIBRARIES:
         with contextlib.suppress(ImportError):
             importlib.import_module(_module)
-    # Keep the collector from touching (and so copying) the shared objects in the workers.
-    gc.freeze()
 # Worker recycling is insurance, not a leak fix: the 10-minute soak at 80 % of peak showed
 # no RSS growth with recycling off (benchmarks/results/soak.md). A recycled worker reloads
 # and warms every model (about 2 s), so it should be rare: at the measured peak of about
@@ -153,6 +151,7 @@ def preread_models(server):
     load_settings(config)
     read = preread(config["MODEL_DIR"], served_model_names(config))
     server.log.info("read before forking, shared by the workers: %s", ", ".join(read) or "none")
+    # Keep the collector from touching (and so copying) the shared objects, libraries included.
     gc.freeze()
 
 

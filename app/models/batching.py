@@ -32,6 +32,10 @@ import numpy as np
 
 # The current request's deadline (time.perf_counter() seconds), set by the admission gate.
 request_deadline: ContextVar[float | None] = ContextVar("request_deadline", default=None)
+# The current request's entry in its worker's Arrivals, set by the admission gate.
+_arrival: ContextVar[list | None] = ContextVar("arrival", default=None)
+MAX_WAIT_MS_LIMIT = 100.0
+
 
 class Arrivals:
     """Requests let into a worker that have not reached a model yet (the admission gate keeps one per worker).
@@ -65,11 +69,6 @@ def reached(ticket: list | None) -> None:
         arrivals = ticket.pop()
         with arrivals._lock:
             arrivals.count -= 1
-
-
-# The current request's entry in its worker's Arrivals, set by the admission gate.
-_arrival: ContextVar[list | None] = ContextVar("arrival", default=None)
-MAX_WAIT_MS_LIMIT = 100.0
 
 
 @dataclass(frozen=True)
@@ -195,12 +194,10 @@ class Batcher:
     def _wait_for_more(self) -> None:
         """With max_wait_ms, let more requests join before predicting: only while the worker holds requests
         not queued here yet, and never past a held request's deadline."""
-        if self.settings.max_wait_ms <= 0 or self.settings.max_batch_size <= 1:
-            return
-        end = time.perf_counter() + self.settings.max_wait_ms / 1000
         arrivals = self._queue[0].arrivals
-        if arrivals is None:
-            return  # not behind the admission gate (jobs, batch scoring): nothing says more requests are coming
+        if self.settings.max_wait_ms <= 0 or self.settings.max_batch_size <= 1 or arrivals is None:
+            return  # no waiting asked for, or not behind the admission gate (jobs, batch scoring)
+        end = time.perf_counter() + self.settings.max_wait_ms / 1000
         while sum(w.size for w in self._queue) < self.settings.max_batch_size:
             if arrivals.count <= 0:
                 return  # every request in the worker has reached its model: nobody else is coming
