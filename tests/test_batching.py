@@ -56,6 +56,21 @@ def spy_on_waits(batcher: Batcher) -> list[float]:
     return waits
 
 
+def admitted_together(arrivals, batcher: Batcher, later: float) -> tuple:
+    """Two requests let in at once; the first reaches the model at once, the second `later` seconds after."""
+    both_admitted = threading.Barrier(2)
+
+    def request(delay: float, items: list[int]):
+        with arrivals.arriving():
+            both_admitted.wait()
+            time.sleep(delay)
+            return run_one(batcher, items)
+
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.submit(request, 0, [1]), pool.submit(request, later, [2])
+        return first.result(), second.result()
+
+
 def run_one(batcher: Batcher, items: list[int]):
     """One request's result, or the exception it got."""
     try:
@@ -125,18 +140,7 @@ def test_a_request_alone_does_not_wait_and_with_max_wait_others_can_join():
         assert run_one(waiting, [1]) == [2]
         assert waits == []
 
-    both_admitted = threading.Barrier(2)
-
-    def arriving(delay: float, items: list[int]):
-        with arrivals.arriving():
-            both_admitted.wait()
-            time.sleep(delay)
-            return run_one(waiting, items)
-
-    with ThreadPoolExecutor(2) as pool:
-        first = pool.submit(arriving, 0, [1])
-        second = pool.submit(arriving, 0.02, [2])
-        assert (first.result(), second.result()) == ([2], [4])
+    assert admitted_together(arrivals, waiting, 0.02) == ([2], [4])
     assert recorder.calls[-1] == [1, 2]  # the second joined the first's wait; the batch was full, so no more wait
 
 
@@ -251,16 +255,7 @@ def test_the_wait_for_more_requests_happens_only_while_requests_are_on_their_way
         assert run_one(batcher, [1]) == [2]
     assert waits == [] and arrivals.count == 0
 
-    both_admitted = threading.Barrier(2)
-
-    def late(delay: float, items: list[int]):
-        with arrivals.arriving():
-            both_admitted.wait()
-            time.sleep(delay)
-            return run_one(batcher, items)
-
-    with ThreadPoolExecutor(2) as pool:  # the second is admitted at once but reaches the model 30 ms later
-        first, second = pool.submit(late, 0, [1]), pool.submit(late, 0.03, [2])
-        assert (first.result(), second.result()) == ([2], [4])
+    # the second is admitted at once but reaches the model 30 ms later
+    assert admitted_together(arrivals, batcher, 0.03) == ([2], [4])
     assert recorder.calls[-1] == [1, 2]  # the first waited for it, and no longer than it took
     assert arrivals.count == 0
