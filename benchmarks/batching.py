@@ -14,17 +14,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import statistics
 import sys
 import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.classify_bench import sample_image  # noqa: E402
-from benchmarks.loadgen import multipart_body, publish, wrk  # noqa: E402
+from benchmarks.compare import REVIEW, REVIEW_FORM  # noqa: E402
+from benchmarks.loadgen import medians, multipart_body, publish, wrk  # noqa: E402
 from benchmarks.serverctl import gunicorn_server  # noqa: E402
 
-REVIEW = "A thoughtful, well acted film with a script that never talks down to its audience. Loved it!"
 MODELS = {"text": "review_sentiment", "cnn": "malaria_cell"}
 
 
@@ -68,7 +67,7 @@ def main() -> None:
     chosen = [list(CONFIGS)[int(i)] for i in args.configs.split(",")]
     image = sample_image()
     upload, upload_type = multipart_body("image", image.name, image.read_bytes())
-    requests = {"text": ("/review", ("review=" + REVIEW.replace(" ", "+")).encode(), "application/x-www-form-urlencoded"),
+    requests = {"text": ("/review", REVIEW_FORM, "application/x-www-form-urlencoded"),
                 "cnn": ("/classify", upload, upload_type)}
     runs: dict[tuple, list[dict]] = {}
     with contextlib.ExitStack() as stack:
@@ -98,9 +97,7 @@ def render(args, chosen: list[str], levels: list[int], runs: dict, image: Path) 
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for kind in ("text", "cnn"):
         for connections in levels:
-            median = {name: {k: statistics.median(r[k] for r in runs[(kind, connections, name)])
-                             for k in ("rps", "p50_ms", "p99_ms", "mean_batch")}
-                      | {"errors": sum(r["non2xx"] + r["errors"] for r in runs[(kind, connections, name)])}
+            median = {name: medians(runs[(kind, connections, name)], ("rps", "p50_ms", "p99_ms", "mean_batch"))
                       for name in chosen}
             off = median[chosen[0]]
             for name in chosen:

@@ -22,7 +22,6 @@ import contextlib
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,12 +32,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.classify_bench import sample_image  # noqa: E402
-from benchmarks.loadgen import multipart_body, publish, wrk  # noqa: E402
+from benchmarks.loadgen import medians, multipart_body, publish, wrk  # noqa: E402
 from benchmarks.serverctl import ROOT, free_port, running_server  # noqa: E402
 
 PROCESSES = 2
 PEERS = ("mlserver", "bentoml", "litserve")
 REVIEW = "A thoughtful, well acted film with a script that never talks down to its audience. Loved it!"
+REVIEW_FORM = ("review=" + REVIEW.replace(" ", "+")).encode()
 BIN = Path(sys.executable).parent
 
 
@@ -66,12 +66,12 @@ class Server:
 def server_commands(image: bytes, workdir: Path) -> dict[str, tuple[list[str], dict, str, dict]]:
     """name -> (command, extra environment, readiness path, {model: request}) for every server."""
     upload, upload_type = multipart_body("image", "cell.png", image)
-    form = ("review=" + REVIEW.replace(" ", "+")).encode()
+    form = REVIEW_FORM
     v2_image = json.dumps({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
                                        "data": [base64.b64encode(image).decode()]}]}).encode()
     v2_text = json.dumps({"inputs": [{"name": "review", "shape": [1], "datatype": "BYTES",
                                       "data": [REVIEW]}]}).encode()
-    gunicorn = [sys.executable, "-m", "gunicorn", "-c", os.environ.get("GUNICORN_CONF", "gunicorn.conf.py")]
+    gunicorn = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"]
     mlserver_dir = workdir / "mlserver"
     for model, runtime in (("malaria_cell", "CellRuntime"), ("review_sentiment", "ReviewRuntime")):
         (mlserver_dir / model).mkdir(parents=True, exist_ok=True)
@@ -350,10 +350,8 @@ def render(args, servers: list[Server], results: dict, memory: dict, limits: dic
              f"versions: {versions}", "",
              "| model | concurrency | server | req/s | p50 ms | p99 ms | errors |", "| --- | --- | --- | --- | --- | --- | --- |"]
     median: dict[tuple[str, str, int], dict] = {}
-    for (name, model, connections), runs in results.items():
-        median[(name, model, connections)] = {
-            key: statistics.median(run[key] for run in runs) for key in ("rps", "p50_ms", "p99_ms")
-        } | {"errors": sum(run["non2xx"] + run["errors"] for run in runs)}
+    for key, runs in results.items():
+        median[key] = medians(runs)
     for model in ("cnn", "text"):
         for connections in levels:
             for server in servers:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import statistics
 import subprocess
 import tempfile
 from pathlib import Path
@@ -50,3 +51,9 @@ def wrk(url: str, connections: int, seconds: float, method: str = "GET", body: b
     return {"rps": f["requests"] / elapsed, "ok_rps": (f["requests"] - f["non2xx"]) / elapsed,
             "p50_ms": f["p50_us"] / 1000, "p90_ms": f["p90_us"] / 1000, "p99_ms": f["p99_us"] / 1000,
             "requests": f["requests"], "non2xx": f["non2xx"], "shed": f["shed"], "errors": f["errors"]}
+
+
+def medians(runs: list[dict], keys=("rps", "p50_ms", "p99_ms")) -> dict:
+    """Median of each key over repeated wrk runs, and every failed answer counted (non-2xx + socket errors)."""
+    return ({key: statistics.median(run[key] for run in runs) for key in keys}
+            | {"errors": sum(run["non2xx"] + run["errors"] for run in runs)})
