@@ -64,7 +64,7 @@ malaria-cv: train-env  ## cross-validate VARIANT by patient, one fold per traini
 
 bench-env: .venv-bench/.installed  ## environment with BentoML and MLServer for the comparison
 
-compare: bench-env system-deps  ## this server against BentoML, MLServer, LitServe and bare Flask (about 20 minutes); summary into benchmarks/README.md
+compare: bench-env .venv-serve/.installed system-deps  ## this server against BentoML, MLServer, LitServe and bare Flask (about 20 minutes); summary into benchmarks/README.md
 	.venv-bench/bin/python benchmarks/compare.py --out benchmarks/results/compare.md --readme benchmarks/README.md
 
 clean:

@@ -40,6 +40,10 @@ PEERS = ("mlserver", "bentoml", "litserve")
 REVIEW = "A thoughtful, well acted film with a script that never talks down to its audience. Loved it!"
 REVIEW_FORM = ("review=" + REVIEW.replace(" ", "+")).encode()
 BIN = Path(sys.executable).parent
+# Ours and the bare reference run from the serving environment, as `make serve` starts the server
+# (requirements.txt only: no pandas, which scikit-learn imports whenever it is installed, ~67 MiB
+# per process); without it, from this interpreter's environment.
+SERVE_PYTHON = ROOT / ".venv-serve" / "bin" / "python"
 
 
 @dataclass
@@ -63,6 +67,11 @@ class Server:
     requests: dict[str, Request]
 
 
+def serve_python() -> str:
+    """The interpreter for ours and the bare reference: the serving environment's where it exists."""
+    return str(SERVE_PYTHON) if SERVE_PYTHON.exists() else sys.executable
+
+
 def server_commands(image: bytes, workdir: Path) -> dict[str, tuple[list[str], dict, str, dict]]:
     """name -> (command, extra environment, readiness path, {model: request}) for every server."""
     upload, upload_type = multipart_body("image", "cell.png", image)
@@ -71,7 +80,7 @@ def server_commands(image: bytes, workdir: Path) -> dict[str, tuple[list[str], d
                                        "data": [base64.b64encode(image).decode()]}]}).encode()
     v2_text = json.dumps({"inputs": [{"name": "review", "shape": [1], "datatype": "BYTES",
                                       "data": [REVIEW]}]}).encode()
-    gunicorn = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"]
+    gunicorn = [serve_python(), "-m", "gunicorn", "-c", "gunicorn.conf.py"]
     mlserver_dir = workdir / "mlserver"
     for model, runtime in (("malaria_cell", "CellRuntime"), ("review_sentiment", "ReviewRuntime")):
         (mlserver_dir / model).mkdir(parents=True, exist_ok=True)
@@ -347,7 +356,7 @@ def render(args, servers: list[Server], results: dict, memory: dict, limits: dic
     """Markdown: throughput and latency table, ratios, memory and start-up, hardware limits."""
     lines = [f"{len(servers)} servers x {PROCESSES} processes on {os.cpu_count()} cores; wrk {args.seconds:g} s per run, "
              f"{args.rounds} alternating rounds, median shown; image {image_path.name} ({image_path.stat().st_size} bytes)",
-             f"versions: {versions}", "",
+             f"versions: {versions}; ours and bare run by {os.path.relpath(serve_python(), ROOT)}", "",
              "| model | concurrency | server | req/s | p50 ms | p99 ms | errors |", "| --- | --- | --- | --- | --- | --- | --- |"]
     median: dict[tuple[str, str, int], dict] = {}
     for key, runs in results.items():

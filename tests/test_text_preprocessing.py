@@ -6,7 +6,7 @@ import pytest
 import scipy.sparse as sp
 
 from app.preprocessing.text import (
-    VECTORIZER_SETTINGS, LogCountRatioScaler, ReviewAnalyzer, ReviewTokenizer, build_vectorizer, load_stopwords,
+    VECTORIZER_SETTINGS, LogCountRatioScaler, ReviewAnalyzer, ReviewTokenizer, SeenFeatures, build_vectorizer, load_stopwords,
     normalize_text, read_stopword_list, save_stopwords,
 )
 
@@ -29,7 +29,7 @@ def test_vectorizer_is_deterministic_and_uses_trigrams():
     b = vec.transform(["great acting"])
     assert (a != b).nnz == 0
     assert a.nnz == 3  # "great", "acting", "great acting"
-    assert a.shape[1] == VECTORIZER_SETTINGS["n_features"] == 2**23
+    assert a.shape[1] == VECTORIZER_SETTINGS["n_features"] == 2**24
     assert vec.transform(["not the best"]).nnz == 2 + 2 + 1  # "not", "best"; two bigrams; one trigram
 
 
@@ -87,11 +87,41 @@ def test_log_count_ratio_weights_separating_features():
     assert np.allclose(out.toarray()[:, 0], X.toarray()[:, 0] * scaler.ratio_[0])
 
 
-def test_log_count_ratio_drops_rare_features():
-    X = sp.csr_matrix(np.array([[1, 1, 0], [1, 0, 0], [0, 0, 1], [0, 0, 0]], dtype=np.float32))
-    scaler = LogCountRatioScaler(min_df=2).fit(X, np.array([1, 1, 0, 0]))
-    assert scaler.ratio_[0] > 0  # in two reviews: kept
-    assert scaler.ratio_[1] == 0 and scaler.ratio_[2] == 0  # in one review each: dropped
+def test_seen_features_keeps_columns_in_enough_documents_renumbered():
+    X = sp.csr_matrix(np.array([[1, 1, 0, 0, 1], [1, 0, 0, 0, 1], [0, 0, 1, 0, 1], [0, 0, 0, 0, 0]], dtype=np.float32))
+    seen = SeenFeatures(min_df=2).fit(X)
+    assert seen.columns_.tolist() == [0, 4]  # columns 1 and 2 are in one document each, 3 in none
+    new = sp.csr_matrix(np.array([[0, 1, 1, 1, 0], [1, 0, 1, 0, 3], [0, 0, 0, 0, 0]], dtype=np.float32))
+    out = seen.transform(new)
+    assert out.shape == (3, 2)
+    assert np.array_equal(out.toarray(), new.toarray()[:, [0, 4]])
+    assert SeenFeatures(min_df=1).fit(X).columns_.tolist() == [0, 1, 2, 4]
+
+
+def test_seen_features_matches_column_selection_on_hashed_text():
+    vectorizer = build_vectorizer(["the"], {**VECTORIZER_SETTINGS, "n_features": 2**10})
+    train = vectorizer.transform(["a good film", "a bad film", "good acting, bad plot", "the end"])
+    seen = SeenFeatures(min_df=2).fit(train)
+    test = vectorizer.transform(["a good plot", "nothing seen before", "bad bad film"])
+    assert np.array_equal(seen.transform(test).toarray(), test.toarray()[:, seen.columns_])
+
+
+def test_seen_features_matches_column_selection_at_word_edges():
+    rng = np.random.default_rng(0)
+    n = 1000  # not a multiple of 64: the bitmap's last word is partly padding
+    train = sp.random(300, n, density=0.004, format="lil", random_state=rng, dtype=np.float32)
+    train[:2, [0, 63, 64, 127, 999]] = 1.0  # first and last bits of words, and the last feature
+    seen = SeenFeatures(min_df=2).fit(train.tocsr())
+    assert {0, 63, 64, 127, 999} <= set(seen.columns_.tolist())
+    test = sp.random(50, n, density=0.02, format="csr", random_state=rng, dtype=np.float32)
+    assert seen.transform(test).shape == (50, len(seen.columns_))
+    assert np.array_equal(seen.transform(test).toarray(), test.toarray()[:, seen.columns_])
+
+
+def test_seen_features_refuses_another_feature_count():
+    seen = SeenFeatures().fit(sp.csr_matrix(np.ones((2, 4), dtype=np.float32)))
+    with pytest.raises(ValueError, match="expected 4 hashed features"):
+        seen.transform(sp.csr_matrix(np.ones((1, 5), dtype=np.float32)))
 
 
 def test_strip_tags_matches_the_regex_and_is_linear():
