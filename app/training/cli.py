@@ -117,6 +117,40 @@ def train_malaria(data_dir, variant, seed):
                f"ROC AUC {metrics['roc_auc']:.4f}")
 
 
+@train_cli.command("malaria-int8")
+@data_option
+@variant_option
+@click.option("--seed", default=0, show_default=True, help="The patient folds' seed (as in malaria-fold).")
+def train_malaria_int8(data_dir, variant, seed):
+    """Quantize every fold's network to int8 and cross-validate it against float32 (evaluation/malaria_cv/VARIANT-int8/)."""
+    from app.training.malaria_int8 import cross_validate_int8
+
+    try:
+        path, comparison = cross_validate_int8(malaria_data_dir(data_dir), variant, seed)
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {path}: accuracy fp32 {comparison['fp32']['accuracy']['mean']:.4%} "
+               f"int8 {comparison['int8']['accuracy']['mean']:.4%}, speed-up {comparison['int8_speedup_median']}, "
+               f"kept: {comparison['kept']}")
+
+
+@train_cli.command("malaria-quantize")
+@data_option
+@click.option("--seed", default=0, show_default=True, help="Seed for choosing the calibration cells.")
+def train_malaria_quantize(data_dir, seed):
+    """Publish the newest malaria_cell version quantized to int8 as the next version (float32 file kept beside it);
+    refused unless `flask train malaria-int8` kept int8 for its variant."""
+    from app.training.malaria_int8 import publish_int8
+
+    try:
+        out = publish_int8(malaria_data_dir(data_dir), Path(current_app.config["MODEL_DIR"]), seed)
+    except (RuntimeError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    metrics = json.loads((out / "manifest.json").read_text())["metrics"]
+    click.echo(f"wrote {out}: cross-validated int8 accuracy {metrics['accuracy']:.4f} ± {metrics['accuracy_std']:.4f}, "
+               f"ROC AUC {metrics['roc_auc']:.4f}")
+
+
 @train_cli.command("malaria-cv-report")
 @variant_option
 def malaria_cv_report(variant):
