@@ -17,6 +17,7 @@ from tests.conftest import SAVED_MODELS, committed_version
 MODEL_DIR = SAVED_MODELS / "malaria_cell" / committed_version("malaria_cell")
 MANIFEST = json.loads((MODEL_DIR / "manifest.json").read_text())
 SIZE = MANIFEST["preprocessing"]["input_size"]
+SERVED_FILE = MODEL_DIR / MANIFEST.get("config", {}).get("file", "model.onnx")  # the int8 network where one is kept
 
 
 def real_cells(shared_data, every: int = 200) -> list[dict]:
@@ -38,11 +39,19 @@ def post_image(client, data: bytes, field: str = "image", filename: str = "cell.
 
 def test_manifest_figures_are_the_committed_cross_validation():
     from app.training.malaria_cv import RESULTS, cross_validated_metrics, summarize
+    from app.training.malaria_int8 import int8_name
 
     variant = MANIFEST["training"]["recipe"]["name"]
-    summary = summarize(variant)
+    quantized = "quantization" in MANIFEST["training"]
+    summary = summarize(int8_name(variant) if quantized else variant)
     assert summary["folds_done"] == [0, 1, 2, 3, 4]
-    assert MANIFEST["metrics"] == json.loads(json.dumps(cross_validated_metrics(summary)))
+    expected = json.loads(json.dumps(cross_validated_metrics(summary)))
+    assert {key: MANIFEST["metrics"][key] for key in expected} == expected
+    if quantized:  # int8 is served only within 0.3 points of its float32 network, measured in the same run
+        comparison = json.loads((RESULTS / int8_name(variant) / "int8_vs_float32.json").read_text())
+        assert comparison["kept"] and comparison["accuracy_lost"] <= 0.003
+        assert MANIFEST["metrics"]["float32_network"] == comparison["fp32"]
+        assert SERVED_FILE.name == "model.int8.onnx" and (MODEL_DIR / "model.onnx").exists()
     # Above the best verified patient-level result published for this data set (95.9 %, AUC 0.991).
     assert MANIFEST["metrics"]["accuracy"] > 0.959 and MANIFEST["metrics"]["roc_auc"] > 0.991
     assert MANIFEST["multiply_adds_per_image"] <= 50_000_000
@@ -59,7 +68,7 @@ def test_endpoint_answers_as_the_model_file_does(client, shared_data):
 
     from app.preprocessing.image import prepare_image
 
-    session = ort.InferenceSession(str(MODEL_DIR / "model.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(SERVED_FILE), providers=["CPUExecutionProvider"])
     rows = real_cells(shared_data)
     assert {r["folder"] for r in rows} == {"malaria", "malaria_extra"}
     for row in rows:

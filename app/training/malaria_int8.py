@@ -28,9 +28,10 @@ from app.training.malaria_cv import (FOLDS, RESULTS, VARIANTS, fold_metrics, fol
 TOLERANCE = 0.003  # accuracy points (0.3 %) int8 may lose and still be kept
 CALIBRATION_CELLS = 512
 INT8_FILE = "model.int8.onnx"
-METHOD = ("ONNX Runtime static quantization, QDQ, int8 weights per channel, uint8 activations, min-max calibration "
-          f"on {CALIBRATION_CELLS} cells of the fold's training patients; float32 and int8 scored on the held-out "
-          "patients' cells; speed on one intra-op thread, sessions alternating, medians of 3 rounds")
+QUANTIZATION = ("ONNX Runtime static quantization, QDQ, int8 weights per channel, uint8 activations, min-max "
+                f"calibration on {CALIBRATION_CELLS} cells")
+METHOD = (f"{QUANTIZATION} of the fold's training patients; float32 and int8 scored on the held-out patients' cells; "
+          "speed on one intra-op thread, sessions alternating, medians of 3 rounds")
 
 
 class _Cells:
@@ -221,7 +222,7 @@ def publish_int8(data_dir: Path, model_dir: Path, seed: int = 0) -> Path:
     })
     manifest["training"] = {
         **manifest["training"],
-        "quantization": {"method": METHOD.replace("the fold's training patients", "every patient"),
+        "quantization": {"method": f"{QUANTIZATION} drawn from every patient",
                          "from_version": int(source.name),
                          "cross_validation": f"evaluation/malaria_cv/{int8_name(variant)}/ (int8_vs_float32.json)"},
     }
