@@ -28,8 +28,8 @@ from app.training.malaria_cv import (FOLDS, RESULTS, VARIANTS, fold_metrics, fol
 TOLERANCE = 0.003  # accuracy points (0.3 %) int8 may lose and still be kept
 CALIBRATION_CELLS = 512
 INT8_FILE = "model.int8.onnx"
-QUANTIZATION = ("ONNX Runtime static quantization, QDQ, int8 weights per channel, uint8 activations, min-max "
-                f"calibration on {CALIBRATION_CELLS} cells")
+QUANTIZATION = ("ONNX Runtime static quantization, QDQ, int8 weights per channel, uint8 activations, softmax kept "
+                f"in float32, min-max calibration on {CALIBRATION_CELLS} cells")
 METHOD = (f"{QUANTIZATION} of the fold's training patients; float32 and int8 scored on the held-out patients' cells; "
           "speed on one intra-op thread, sessions alternating, medians of 3 rounds")
 
@@ -47,6 +47,7 @@ class _Cells:
 
 def quantize(fp32: Path, int8: Path, calibration: np.ndarray) -> Path:
     """Write the int8 (QDQ) version of an ONNX network, calibrated (min-max) on float images in [0, 1]."""
+    import onnx
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -54,9 +55,15 @@ def quantize(fp32: Path, int8: Path, calibration: np.ndarray) -> Path:
     prepared = int8.with_suffix(".prep.onnx")
     quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)  # fixed-size images: ONNX shape inference suffices
     input_name = ort.InferenceSession(str(prepared), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+    # The softmax stays in float: quantized, probabilities come in steps of 1/255 and do not sum to 1.
+    graph = onnx.load(str(prepared))
+    for number, node in enumerate(graph.graph.node):
+        node.name = node.name or f"{node.op_type}_{number}"  # nodes are excluded by name
+    onnx.save(graph, str(prepared))
+    softmax = [node.name for node in graph.graph.node if node.op_type == "Softmax"]
     quantize_static(str(prepared), str(int8), _Cells(input_name, calibration), quant_format=QuantFormat.QDQ,
                     per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.MinMax)
+                    calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=softmax)
     prepared.unlink()
     return int8
 
