@@ -40,9 +40,8 @@ def test_quantized_network_is_int8_and_close_to_float(tmp_path):
     p8 = probabilities(one_core_session(int8), held_out)
     assert p32.shape == p8.shape == (32,)
     assert np.max(np.abs(p32 - p8)) < 0.05
-    name = "image"
-    both = one_core_session(int8).run(None, {name: held_out})[0]
-    assert np.allclose(both.sum(axis=1), 1.0, atol=1e-6)  # the softmax is left in float: probabilities sum to 1
+    both_classes = one_core_session(int8).run(None, {"image": held_out})[0]
+    assert np.allclose(both_classes.sum(axis=1), 1.0, atol=1e-6)  # the softmax is left in float: probabilities sum to 1
 
 
 def fold(accuracy32, accuracy8, speed=(100.0, 300.0)):
