@@ -18,6 +18,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app.batch.core import find_manifest  # noqa: E402
+from app.models.base import Manifest  # noqa: E402
+from app.models.onnx import onnx_file  # noqa: E402
 from benchmarks.loadgen import multipart_body, publish, wrk  # noqa: E402
 from benchmarks.serverctl import ROOT, gunicorn_server  # noqa: E402
 
@@ -39,10 +41,9 @@ def raw_runtime(threads: int, batch: int, seconds: float = 3.0) -> float:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    manifest = json.loads((MODEL_DIR / "manifest.json").read_text())
-    served = MODEL_DIR / manifest.get("config", {}).get("file", "model.onnx")  # the int8 network where one is kept
-    session = ort.InferenceSession(str(served), options, providers=["CPUExecutionProvider"])
-    size = manifest["preprocessing"]["input_size"]
+    manifest = Manifest.read(MODEL_DIR / "manifest.json")
+    session = ort.InferenceSession(str(onnx_file(manifest)), options, providers=["CPUExecutionProvider"])
+    size = manifest.config["input_size"]
     x = np.random.default_rng(0).random((batch, size, size, 3), dtype=np.float32)
     name = session.get_inputs()[0].name
     session.run(None, {name: x})

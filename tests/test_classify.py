@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.models.base import Manifest
+from app.models.onnx import onnx_file
 from tests.conftest import SAVED_MODELS, committed_version
 
 MODEL_DIR = SAVED_MODELS / "malaria_cell" / committed_version("malaria_cell")
 MANIFEST = json.loads((MODEL_DIR / "manifest.json").read_text())
 SIZE = MANIFEST["preprocessing"]["input_size"]
-SERVED_FILE = MODEL_DIR / MANIFEST.get("config", {}).get("file", "model.onnx")  # the int8 network where one is kept
+SERVED_FILE = onnx_file(Manifest.read(MODEL_DIR / "manifest.json"))  # the int8 network where one is kept
 
 
 def real_cells(shared_data, every: int = 200) -> list[dict]:

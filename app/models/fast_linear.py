@@ -65,7 +65,7 @@ def _step_function(step) -> Callable[[Rows], Rows] | None:
         return seen
     if isinstance(step, LogCountRatioScaler):
         def scale(X):
-            X.data = X.data.astype(np.float32) * step.ratio_[X.indices]
+            X.data = step.scale(X.data, X.indices)
             return X
         return scale
     if isinstance(step, Normalizer) and step.norm in ROW_NORMALIZERS:

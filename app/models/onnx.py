@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -14,6 +15,11 @@ from app.preprocessing.image import ImageError, ImagePreprocessing, decode_image
 
 ONNX_FILE = "model.onnx"
 OCCLUSION_PATCH, OCCLUSION_STRIDE = 16, 8
+
+
+def onnx_file(manifest) -> Path:
+    """The graph a manifest serves: its config's ``file`` (an int8 network, say), else model.onnx."""
+    return manifest.directory / manifest.config.get("file", ONNX_FILE)
 
 
 def make_session(path, threads: int) -> ort.InferenceSession:
@@ -34,8 +40,7 @@ class OnnxModel(Model):
 
     def _load(self) -> None:
         """Open the ONNX Runtime session with the configured thread count."""
-        path = self.manifest.directory / self.manifest.config.get("file", ONNX_FILE)
-        self.session = make_session(path, self.options.get("onnx_threads", 1))
+        self.session = make_session(onnx_file(self.manifest), self.options.get("onnx_threads", 1))
 
     def run_graph(self, feeds: dict[str, np.ndarray], names: list[str] | None = None) -> dict:
         """Named graph outputs for named input arrays."""

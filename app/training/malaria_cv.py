@@ -156,6 +156,14 @@ def tensorflow():
     return tf
 
 
+def fold_split(rows: list[dict], fold: int, seed: int) -> tuple[set[str], np.ndarray, np.ndarray]:
+    """A fold's held-out patients, and the row indices of the other folds' cells and of its own."""
+    held_out = set(patient_folds(rows, seed)[fold])
+    train_idx = np.array([i for i, r in enumerate(rows) if r["patient"] not in held_out])
+    test_idx = np.array([i for i, r in enumerate(rows) if r["patient"] in held_out])
+    return held_out, train_idx, test_idx
+
+
 def run_fold(data_dir: Path, variant: Variant, fold: int, seed: int = 0) -> Path:
     """Train on four folds' patients, measure on the fifth, write the fold's result file."""
     tf = tensorflow()
@@ -164,10 +172,7 @@ def run_fold(data_dir: Path, variant: Variant, fold: int, seed: int = 0) -> Path
 
     tf.config.experimental.enable_op_determinism()
     rows = read_rows(data_dir)
-    groups = patient_folds(rows, seed)
-    held_out = set(groups[fold])
-    train_idx = np.array([i for i, r in enumerate(rows) if r["patient"] not in held_out])
-    test_idx = np.array([i for i, r in enumerate(rows) if r["patient"] in held_out])
+    held_out, train_idx, test_idx = fold_split(rows, fold, seed)
     cells, y = load_cells(rows, variant.size), labels_of(rows)
     started = time.monotonic()
     model, _ = train_keras_model(cells[train_idx], y[train_idx], None, None, seed=seed, epochs=variant.epochs,
@@ -207,13 +212,17 @@ def read_folds(variant: str, root: Path = RESULTS) -> list[dict]:
     return [json.loads(f.read_text()) for f in files]
 
 
+def mean_std(values: list[float]) -> dict:
+    """Mean and sample standard deviation (0 for one value), rounded."""
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return {"mean": round(float(np.mean(values)), 5), "std": round(std, 5)}
+
+
 def summarize(variant: str, root: Path = RESULTS) -> dict:
     """Mean and standard deviation over the folds written so far, pooled figures and the worst patients."""
     results = read_folds(variant, root)
     names = ("accuracy", "roc_auc", "sensitivity", "specificity")
-    spread = {n: {"mean": round(float(np.mean([r["metrics"][n] for r in results])), 5),
-                  "std": round(float(np.std([r["metrics"][n] for r in results], ddof=1)) if len(results) > 1 else 0.0, 5)}
-              for n in names}
+    spread = {n: mean_std([r["metrics"][n] for r in results]) for n in names}
     y = np.array([c[2] for r in results for c in r["cells"]])
     p = np.array([c[3] for r in results for c in r["cells"]])
     patients = [c[1] for r in results for c in r["cells"]]

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from app.training.malaria_cv import (FOLDS, RESULTS, VARIANTS, fold_metrics, fold_model_path, fold_path, labels_of,
-                                     load_cells, patient_folds, read_rows, write_summary)
+from app.training.malaria_cv import (FOLDS, RESULTS, VARIANTS, fold_metrics, fold_model_path, fold_path, fold_split,
+                                     labels_of, load_cells, mean_std, read_rows, write_summary)
 
 TOLERANCE = 0.003  # accuracy points (0.3 %) int8 may lose and still be kept
 CALIBRATION_CELLS = 512
@@ -48,20 +48,18 @@ class _Cells:
 def quantize(fp32: Path, int8: Path, calibration: np.ndarray) -> Path:
     """Write the int8 (QDQ) version of an ONNX network, calibrated (min-max) on float images in [0, 1]."""
     import onnx
-    import onnxruntime as ort
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = int8.with_suffix(".prep.onnx")
     quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)  # fixed-size images: ONNX shape inference suffices
-    input_name = ort.InferenceSession(str(prepared), providers=["CPUExecutionProvider"]).get_inputs()[0].name
     # The softmax stays in float: quantized, probabilities come in steps of 1/255 and do not sum to 1.
     graph = onnx.load(str(prepared))
     for number, node in enumerate(graph.graph.node):
         node.name = node.name or f"{node.op_type}_{number}"  # nodes are excluded by name
     onnx.save(graph, str(prepared))
     softmax = [node.name for node in graph.graph.node if node.op_type == "Softmax"]
-    quantize_static(str(prepared), str(int8), _Cells(input_name, calibration), quant_format=QuantFormat.QDQ,
+    quantize_static(str(prepared), str(int8), _Cells(graph.graph.input[0].name, calibration), quant_format=QuantFormat.QDQ,
                     per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=softmax)
     prepared.unlink()
@@ -111,9 +109,7 @@ def evaluate_fold(variant: str, fold: int, rows: list[dict], cells: np.ndarray, 
     if not fp32.exists():
         raise FileNotFoundError(f"{fp32} is missing: run `flask train malaria-fold --variant {variant} --fold {fold}`")
     float_fold = json.loads(fold_path(variant, fold).read_text())
-    held_out = set(patient_folds(rows, seed)[fold])
-    test_idx = np.array([i for i, r in enumerate(rows) if r["patient"] in held_out])
-    train_idx = np.array([i for i, r in enumerate(rows) if r["patient"] not in held_out])
+    _, train_idx, test_idx = fold_split(rows, fold, seed)
     calibration_idx = np.sort(np.random.default_rng(seed).choice(train_idx, CALIBRATION_CELLS, replace=False))
     started = time.monotonic()
     int8 = quantize(fp32, fp32.with_suffix(".int8.onnx"), cells[calibration_idx].astype(np.float32) / 255.0)
@@ -143,11 +139,6 @@ def evaluate_fold(variant: str, fold: int, rows: list[dict], cells: np.ndarray, 
             "bytes": {"fp32": fp32.stat().st_size, "int8": int8.stat().st_size},
         },
     }
-
-
-def mean_std(values: list[float]) -> dict:
-    """Mean and sample standard deviation, rounded."""
-    return {"mean": round(float(np.mean(values)), 5), "std": round(float(np.std(values, ddof=1)), 5)}
 
 
 def compare(folds: list[dict]) -> dict:
