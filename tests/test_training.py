@@ -20,7 +20,7 @@ def test_train_review_reproduces_committed_model(tmp_path, shared_data):
     committed_dir = SAVED_MODELS / "review_sentiment" / committed_version("review_sentiment")
     committed = json.loads((committed_dir / "manifest.json").read_text())
     assert new["metrics"] == committed["metrics"]
-    assert new["metrics"]["accuracy"] >= 0.917
+    assert new["metrics"]["accuracy"] >= 0.918
     assert new["training"] == committed["training"]
     assert new["preprocessing"] == committed["preprocessing"]
     for plot in ("confusion_matrix.png", "roc_curve.png"):

@@ -29,9 +29,9 @@ MODEL_NAME = "review_sentiment"
 LABELS = ["negative", "positive"]
 # Settings searched by 5-fold cross-validation on the train split (the test split is never seen).
 GRID = {
-    "seen__min_df": [1, 2],
+    "seen__min_df": [2, 3, 4, 5],
     "nb_scale__smoothing": [1.0, 2.0],
-    "clf__alpha": [3e-6, 2e-6, 1e-6, 5e-7],
+    "clf__alpha": [4e-6, 3e-6, 2e-6, 1e-6],
 }
 LIBRARIES = ["scikit-learn", "numpy", "scipy", "joblib"]
 DESCRIPTION = ("Movie-review sentiment (IMDb): hashed binary word 1-3-grams (those seen in training), naive-Bayes "

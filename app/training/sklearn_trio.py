@@ -37,14 +37,14 @@ TRIO = [
         "IMDb sentiment: hashed word 1-3-grams, sublinear TF-IDF, L2 logistic regression (liblinear).",
         lambda seed: Pipeline([("seen", SeenFeatures()), ("tfidf", TfidfTransformer(sublinear_tf=True)),
                                ("clf", LogisticRegression(solver="liblinear", random_state=seed))]),
-        {"seen__min_df": [1, 2], "clf__C": [100.0, 300.0, 1000.0, 3000.0]},
+        {"seen__min_df": [2, 3, 4], "clf__C": [300.0, 1000.0, 3000.0, 10000.0]},
     ),
     TrioMember(
         "linear_svc",
         "IMDb sentiment: hashed word 1-3-grams, sublinear TF-IDF, linear SVM. No probabilities: reports its decision score.",
         lambda seed: Pipeline([("seen", SeenFeatures()), ("tfidf", TfidfTransformer(sublinear_tf=True)),
                                ("clf", LinearSVC(random_state=seed))]),
-        {"seen__min_df": [1, 2], "clf__C": [3.0, 10.0, 30.0, 100.0]},
+        {"seen__min_df": [2, 3, 4], "clf__C": [1.0, 3.0, 10.0, 30.0]},
         has_probabilities=False,
     ),
     TrioMember(
