@@ -56,6 +56,15 @@ def test_batch_benchmark_measures_every_path(tmp_path):
         assert row[1] == "30" and all(float(cell) > 0 for cell in (row[2], row[3], row[5], row[6])), row
 
 
+def test_request_cost_measures_every_configuration(tmp_path):
+    """The in-process cost of a /review request: both apps and every configuration measured."""
+    out = tmp_path / "request_cost.md"
+    done = run_script("benchmarks/request_cost.py", "--requests", "30", "--rounds", "1", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = table_rows(out.read_text(), "bare") + table_rows(out.read_text(), "ours,") + table_rows(out.read_text(), "ours")
+    assert len(rows) == 5 and all(float(row[1]) > 0 and float(row[3]) > 0 for row in rows), rows
+
+
 def test_the_readme_benchmark_summary_is_the_committed_comparison_run():
     """benchmarks/README.md shows the summary block of results/compare.md verbatim (`make compare` copies it)."""
     from benchmarks.compare import SUMMARY_END, SUMMARY_START

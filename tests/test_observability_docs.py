@@ -177,3 +177,36 @@ def test_documented_schemas_accept_the_real_requests_and_answers(client):
                     OAS30Validator(inline_refs(item["schema"], components)).validate(item["example"])
                     checked += 1
     assert checked >= 50
+
+
+def test_log_writer_writes_queued_records_in_order_in_one_write():
+    import io
+    import logging
+    import queue
+    from logging.handlers import QueueHandler
+
+    from app.observability import JSON_FORMATTER, LogWriter
+
+    class Stream(io.StringIO):
+        writes = 0
+
+        def write(self, text):
+            Stream.writes += 1
+            return super().write(text)
+
+    stream = Stream()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JSON_FORMATTER)
+    records: queue.SimpleQueue = queue.SimpleQueue()
+    writer = LogWriter(records, handler, interval=3600)  # only stop() writes here
+    writer.start()
+    logger = logging.Logger("test.writer")
+    logger.addHandler(QueueHandler(records))
+    for i in range(5):
+        logger.info("line %d", i, extra={"request_id": f"r{i}"})
+    assert stream.getvalue() == ""  # queued, not written by the request thread
+    writer.stop()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [entry["message"] for entry in lines] == [f"line {i}" for i in range(5)]
+    assert [entry["request_id"] for entry in lines] == [f"r{i}" for i in range(5)]
+    assert Stream.writes == 1
