@@ -73,29 +73,22 @@ def register_extensions(app: Flask) -> None:
                                                      runtime_options(app.config))
 
 
+# The API's blueprints, in the order they are registered.
+BLUEPRINT_MODULES = ("app.api.health", "app.api.review", "app.api.classify", "app.api.v2", "app.api.predict",
+                     "app.api.models", "app.api.docs", "app.api.jobs", "app.api.compat", "app.web")
+# What a serving worker imports of this package: gunicorn's master imports these before it forks
+# (gunicorn.conf.py), so the workers share them. The ONNX runtime (app.models.onnx) is not among them:
+# ONNX Runtime is imported in each worker only.
+SERVING_MODULES = BLUEPRINT_MODULES + ("app.errors", "app.training.cli", "app.models.registry", "app.models.text",
+                                       "app.models.sklearn", "app.preprocessing.image")
+
+
 def register_blueprints(app: Flask) -> None:
     """Attach the API blueprints."""
-    from app.api.health import bp as health_bp
-    from app.api.classify import bp as classify_bp
-    from app.api.compat import bp as compat_bp
-    from app.api.jobs import bp as jobs_bp
-    from app.api.models import bp as models_bp
-    from app.web import bp as web_bp
-    from app.api.docs import bp as docs_bp
-    from app.api.predict import bp as predict_bp
-    from app.api.review import bp as review_bp
-    from app.api.v2 import bp as v2_bp
+    import importlib
 
-    app.register_blueprint(health_bp)
-    app.register_blueprint(review_bp)
-    app.register_blueprint(classify_bp)
-    app.register_blueprint(v2_bp)
-    app.register_blueprint(predict_bp)
-    app.register_blueprint(models_bp)
-    app.register_blueprint(docs_bp)
-    app.register_blueprint(jobs_bp)
-    app.register_blueprint(compat_bp)
-    app.register_blueprint(web_bp)
+    for module in BLUEPRINT_MODULES:
+        app.register_blueprint(importlib.import_module(module).bp)
 
 
 def register_error_handlers(app: Flask) -> None:

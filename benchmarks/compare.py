@@ -94,8 +94,10 @@ def server_commands(image: bytes, workdir: Path) -> dict[str, tuple[list[str], d
                  {"cnn": Request("/classify", upload, upload_type), "text": Request("/review", form,
                                                                                  "application/x-www-form-urlencoded")}),
         # The bare reference gets the project's gunicorn settings that suit it best (4 threads, see
-        # benchmarks/results/backpressure.md: 40 unguarded threads are slower).
-        "bare": (gunicorn + ["--threads", "4", "benchmarks.peers.bare_flask:app"], {}, "/ready",
+        # benchmarks/results/backpressure.md: 40 unguarded threads are slower); gunicorn's master
+        # reads before forking only the two models it serves (MODELSERVE_MODELS), not all five.
+        "bare": (gunicorn + ["--threads", "4", "benchmarks.peers.bare_flask:app"],
+                 {"MODELSERVE_MODELS": "malaria_cell,review_sentiment"}, "/ready",
                  {"cnn": Request("/classify", upload, upload_type),
                   "text": Request("/review", form, "application/x-www-form-urlencoded")}),
         "mlserver": ([str(BIN / "mlserver"), "start", str(mlserver_dir)], {"MLSERVER_PARALLEL_WORKERS": str(PROCESSES)},

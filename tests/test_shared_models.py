@@ -50,3 +50,42 @@ def test_files_that_fail_their_hash_are_not_pre_read_and_the_worker_refuses_them
     registry = ModelRegistry(model_dir, {"linear_svc"})
     registry.load_all()
     assert "sha256 mismatch" in registry.refused[f"linear_svc/{version}"]
+
+
+def test_identical_transformer_arrays_are_held_once_and_read_only(model_dir):
+    import numpy as np
+
+    from app.models.sklearn import load_estimator
+
+    lr_path, _ = estimator_path(model_dir, "logistic_regression")
+    svc_path, _ = estimator_path(model_dir, "linear_svc")
+    lr, svc = load_estimator(lr_path, []), load_estimator(svc_path, [])
+    # Same training data, same min_df: the same kept features and IDF weights, one copy of each.
+    assert lr.named_steps["seen"].bits_ is svc.named_steps["seen"].bits_
+    assert lr.named_steps["tfidf"].idf_ is svc.named_steps["tfidf"].idf_
+    assert not lr.named_steps["tfidf"].idf_.flags.writeable
+    with np.testing.assert_raises(ValueError):
+        lr.named_steps["tfidf"].idf_[0] = 0.0
+    # The final estimators keep their own weights: online learning changes those in place.
+    assert lr[-1].coef_ is not svc[-1].coef_ and lr[-1].coef_.flags.writeable
+    from app.models.sklearn import read_estimator_file
+
+    alone = read_estimator_file(lr_path, [])  # a private copy, not shared
+
+    np.testing.assert_array_equal(alone.named_steps["tfidf"].idf_, lr.named_steps["tfidf"].idf_)
+    texts = ["A fine film.", "Dull and far too long."]
+    from app.preprocessing.text import build_vectorizer
+
+    features = build_vectorizer([]).transform(texts)
+    np.testing.assert_array_equal(alone.predict_proba(features), lr.predict_proba(features))
+
+
+def test_the_masters_imports_of_this_package_leave_onnx_runtime_to_the_workers():
+    import subprocess
+    import sys
+
+    code = ("import importlib, sys; from app import SERVING_MODULES\n"
+            "[importlib.import_module(m) for m in SERVING_MODULES]\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('onnxruntime', 'tensorflow')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

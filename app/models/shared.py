@@ -18,9 +18,12 @@ worker as usual, so a reload still serves new versions.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,10 @@ log = logging.getLogger(__name__)
 # found by importing every runtime: the master must not import ONNX Runtime (gunicorn.conf.py).
 SHARED_RUNTIMES = ("sklearn", "sklearn-text")
 _READ: dict[tuple[str, str], Any] = {}
+# One copy of each distinct fitted array of a pipeline's transformer steps, by content
+# (see share_identical_arrays); arrays smaller than this are not worth a hash.
+_ARRAYS: dict[tuple[str, tuple, str], np.ndarray] = {}
+MIN_SHARED_BYTES = 64 * 1024
 
 
 def preread(model_dir: Path, only: set[str] | None = None) -> list[str]:
@@ -59,3 +66,30 @@ def take(path: Path, sha256: str | None) -> Any | None:
     if not sha256:
         return None
     return _READ.pop((str(Path(path).resolve()), sha256), None)
+
+
+def share_identical_arrays(estimator: Any) -> int:
+    """Make the transformer steps of a pipeline use one copy of each distinct fitted array in this process.
+
+    Models trained on the same data often hold identical fitted vectors: the shipped
+    logistic regression, linear SVM and decision tree keep the same hashed features
+    (a 3 MiB bitmap and rank table each) and the first two the same IDF weights
+    (5 MiB), 19 MiB held three times over. Only the steps before the final estimator
+    take part, because online learning (partial_fit) changes the final estimator in
+    place and never the transformers; the shared arrays are made read-only, so an
+    in-place change to one would raise instead of changing another model.
+    Returns the bytes this estimator no longer holds on its own.
+    """
+    saved = 0
+    for _, step in getattr(estimator, "steps", [])[:-1]:
+        for name, value in list(vars(step).items()):
+            if not isinstance(value, np.ndarray) or value.nbytes < MIN_SHARED_BYTES or value.dtype.hasobject:
+                continue
+            value = np.ascontiguousarray(value)
+            key = (value.dtype.str, value.shape, hashlib.sha256(memoryview(value).cast("B")).hexdigest())
+            held = _ARRAYS.setdefault(key, value)
+            held.flags.writeable = False
+            if held is not getattr(step, name):
+                setattr(step, name, held)
+                saved += value.nbytes if held is not value else 0
+    return saved

@@ -12,13 +12,23 @@ JOBLIB_SUFFIXES = (".joblib", ".pkl")
 
 
 def load_estimator(path: Path, trusted: list[str]):
-    """Read a saved estimator.
+    """Read a saved estimator; identical fitted transformer arrays are held once per process
+    (app/models/shared.py, share_identical_arrays).
 
     skops files are checked: every type they hold must be one scikit-learn trusts by
     default or one the manifest lists as trusted, else the model is refused. joblib
     files can run code when read, so they are accepted only because the manifest pins
     their SHA-256 (checked before this is called).
     """
+    from app.models.shared import share_identical_arrays
+
+    estimator = read_estimator_file(path, trusted)
+    share_identical_arrays(estimator)
+    return estimator
+
+
+def read_estimator_file(path: Path, trusted: list[str]):
+    """The object a .skops or .joblib file holds."""
     if path.suffix == SKOPS_SUFFIX:
         import skops.io as sio
 
