@@ -60,28 +60,6 @@ PRELOADED_LIBRARIES = ("numpy", "scipy.sparse", "sklearn.pipeline", "sklearn.lin
                        "flask_limiter", "flask_cors")
 preloading = os.environ.get("MODELSERVE_PRELOAD", "true").strip('"').lower() != "false"
 
-
-def fix_mmap_threshold(nbytes: int = 4 * 2**20) -> None:
-    """Give every allocation of `nbytes` or more its own mapping, returned to the system when freed.
-
-    glibc starts at 128 KiB but raises this threshold after the first large block is freed
-    (up to 32 MiB); from then on such blocks come from the heap and stay resident after use.
-    The decision tree's prediction builds two arrays as long as its 1.3 M features (15 MiB,
-    at load while warming up too), which then stayed in every worker. A fixed threshold turns
-    that off for the master and, inherited through fork, for every worker. Measured with all
-    five models and 2 workers (`make compare`'s memory reading): PSS 299 -> 287 MiB; /classify
-    req/s unchanged at 1 and 8 connections (306 against 308, 646 against 664), where a 128 KiB
-    threshold cost 12 % at 1 connection. Not glibc (musl, macOS): nothing to do.
-    """
-    import ctypes
-    import ctypes.util
-
-    M_MMAP_THRESHOLD = -3
-    with contextlib.suppress(OSError, AttributeError, TypeError):
-        ctypes.CDLL(ctypes.util.find_library("c")).mallopt(M_MMAP_THRESHOLD, nbytes)
-
-
-fix_mmap_threshold()
 if preloading:
     for _module in PRELOADED_LIBRARIES:
         with contextlib.suppress(ImportError):

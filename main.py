@@ -7,9 +7,11 @@ import gc
 import io
 
 from app import create_app
+from app.models.shared import release_free_heap
 
 app = create_app()
 app.extensions["model_registry"].load_all()
+release_free_heap()
 # Everything built so far (the app, the models, the libraries) lives as long as the worker:
 # move it out of the collector's reach, so that full collections during requests stay short.
 gc.freeze()

@@ -18,6 +18,7 @@ worker as usual, so a reload still serves new versions.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from pathlib import Path
@@ -93,3 +94,19 @@ def share_identical_arrays(estimator: Any) -> int:
                 setattr(step, name, held)
                 saved += value.nbytes if held is not value else 0
     return saved
+
+
+def release_free_heap() -> None:
+    """Give the heap memory that loading left free back to the system (glibc's malloc_trim).
+
+    Loading warms every model up with a prediction, and the decision tree's builds two
+    arrays as long as its 1.3 M features (15 MiB). glibc keeps such freed blocks in the
+    heap, resident in every worker, unless asked to return them. Only the memory free
+    at this moment goes back: a worker that serves decision-tree predictions later
+    reuses (and keeps) heap for them as before. Not glibc (musl, macOS): nothing to do.
+    """
+    import ctypes
+    import ctypes.util
+
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
