@@ -59,7 +59,6 @@ PRELOADED_LIBRARIES = ("numpy", "scipy.sparse", "sklearn.pipeline", "sklearn.lin
                        "prometheus_client.multiprocess", "pythonjsonlogger.json", "logging.handlers",
                        "flask_limiter", "flask_cors")
 preloading = os.environ.get("MODELSERVE_PRELOAD", "true").strip('"').lower() != "false"
-
 if preloading:
     for _module in PRELOADED_LIBRARIES:
         with contextlib.suppress(ImportError):

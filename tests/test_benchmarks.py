@@ -61,7 +61,8 @@ def test_request_cost_measures_every_configuration(tmp_path):
     out = tmp_path / "request_cost.md"
     done = run_script("benchmarks/request_cost.py", "--requests", "30", "--rounds", "1", "--out", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
-    rows = table_rows(out.read_text(), "bare") + table_rows(out.read_text(), "ours,") + table_rows(out.read_text(), "ours")
+    text = out.read_text()
+    rows = table_rows(text, "bare") + table_rows(text, "ours,") + table_rows(text, "ours")
     assert len(rows) == 5 and all(float(row[1]) > 0 and float(row[3]) > 0 for row in rows), rows
 
 

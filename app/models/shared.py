@@ -19,7 +19,6 @@ worker as usual, so a reload still serves new versions.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -32,9 +31,9 @@ log = logging.getLogger(__name__)
 # found by importing every runtime: the master must not import ONNX Runtime (gunicorn.conf.py).
 SHARED_RUNTIMES = ("sklearn", "sklearn-text")
 _READ: dict[tuple[str, str], Any] = {}
-# One copy of each distinct fitted array of a pipeline's transformer steps, by content
-# (see share_identical_arrays); arrays smaller than this are not worth a hash.
-_ARRAYS: dict[tuple[str, tuple, str], np.ndarray] = {}
+# One copy of each distinct fitted array of a pipeline's transformer steps, by dtype and shape
+# (see share_identical_arrays); arrays smaller than this are not worth comparing.
+_ARRAYS: dict[tuple[str, tuple], list[np.ndarray]] = {}
 MIN_SHARED_BYTES = 64 * 1024
 
 
@@ -69,7 +68,7 @@ def take(path: Path, sha256: str | None) -> Any | None:
     return _READ.pop((str(Path(path).resolve()), sha256), None)
 
 
-def share_identical_arrays(estimator: Any) -> int:
+def share_identical_arrays(estimator: Any) -> None:
     """Make the transformer steps of a pipeline use one copy of each distinct fitted array in this process.
 
     Models trained on the same data often hold identical fitted vectors: the shipped
@@ -79,21 +78,18 @@ def share_identical_arrays(estimator: Any) -> int:
     take part, because online learning (partial_fit) changes the final estimator in
     place and never the transformers; the shared arrays are made read-only, so an
     in-place change to one would raise instead of changing another model.
-    Returns the bytes this estimator no longer holds on its own.
     """
-    saved = 0
     for _, step in getattr(estimator, "steps", [])[:-1]:
         for name, value in list(vars(step).items()):
             if not isinstance(value, np.ndarray) or value.nbytes < MIN_SHARED_BYTES or value.dtype.hasobject:
                 continue
-            value = np.ascontiguousarray(value)
-            key = (value.dtype.str, value.shape, hashlib.sha256(memoryview(value).cast("B")).hexdigest())
-            held = _ARRAYS.setdefault(key, value)
-            held.flags.writeable = False
-            if held is not getattr(step, name):
-                setattr(step, name, held)
-                saved += value.nbytes if held is not value else 0
-    return saved
+            held = _ARRAYS.setdefault((value.dtype.str, value.shape), [])
+            twin = next((array for array in held if np.array_equal(array, value)), None)
+            if twin is None:
+                value.flags.writeable = False
+                held.append(value)
+            else:
+                setattr(step, name, twin)
 
 
 def release_free_heap() -> None:
