@@ -183,9 +183,8 @@ def test_log_writer_writes_queued_records_in_order_in_one_write():
     import io
     import logging
     import queue
-    from logging.handlers import QueueHandler
 
-    from app.observability import JSON_FORMATTER, LogWriter
+    from app.observability import JSON_FORMATTER, LogWriter, RecordQueue
 
     class Stream(io.StringIO):
         writes = 0
@@ -201,12 +200,20 @@ def test_log_writer_writes_queued_records_in_order_in_one_write():
     writer = LogWriter(records, handler, interval=3600)  # only stop() writes here
     writer.start()
     logger = logging.Logger("test.writer")
-    logger.addHandler(QueueHandler(records))
+    handler_queue = RecordQueue(records)
+    handler_queue.addFilter(lambda record: "secret" not in record.getMessage())
+    logger.addHandler(handler_queue)
     for i in range(5):
         logger.info("line %d", i, extra={"request_id": f"r{i}"})
+    logger.info("a secret line")
+    try:
+        1 / 0
+    except ZeroDivisionError:
+        logger.exception("failed %s", "here")
     assert stream.getvalue() == ""  # queued, not written by the request thread
     writer.stop()
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
-    assert [entry["message"] for entry in lines] == [f"line {i}" for i in range(5)]
-    assert [entry["request_id"] for entry in lines] == [f"r{i}" for i in range(5)]
+    assert [entry["message"] for entry in lines] == [f"line {i}" for i in range(5)] + ["failed here"]
+    assert [entry.get("request_id") for entry in lines[:5]] == [f"r{i}" for i in range(5)]
+    assert "ZeroDivisionError" in lines[-1]["exc_info"] and lines[-1]["level"] == "ERROR"
     assert Stream.writes == 1

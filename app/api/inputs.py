@@ -14,6 +14,8 @@ TOKEN = r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"
 MIME_TYPE = re.compile(rf"{TOKEN}/{TOKEN}(\s*;\s*{TOKEN}=({TOKEN}|\"[^\"\\\x00-\x1f\x7f]*\"))*")
 MAX_CONTENT_TYPE = 128
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,64}")
+# A percent-escape of a byte above 0x7f: only these (or raw non-ASCII bytes) can make a form body non-UTF-8.
+HIGH_ESCAPE = re.compile(rb"%[89a-fA-F][0-9a-fA-F]")
 
 
 def request_fields() -> dict:
@@ -93,6 +95,8 @@ def _urlencoded_body_is_utf8() -> bool:
     The body is cached, so the form parser reads the same bytes afterwards.
     """
     raw = request.get_data(cache=True, parse_form_data=False)
+    if raw.isascii() and not HIGH_ESCAPE.search(raw):
+        return True  # every byte it stands for is ASCII
     try:
         unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
     except UnicodeDecodeError:

@@ -25,7 +25,7 @@ import threading
 import time
 from collections import deque
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -127,15 +127,16 @@ class _Waiting:
     size: int
     deadline: float | None
     arrivals: Arrivals | None
-    turn: threading.Event = field(default_factory=threading.Event)
+    turn: threading.Event | None = None  # made only for a request that waits (a leader never does)
     lead: bool = False
     outputs: Any = None
     error: BaseException | None = None
 
     def finish(self, outputs: Any = None, error: BaseException | None = None) -> None:
-        """Hand the request its result and wake its thread."""
+        """Hand the request its result and wake its thread, if it waits."""
         self.outputs, self.error = outputs, error
-        self.turn.set()
+        if self.turn is not None:
+            self.turn.set()
 
     def result(self) -> Any:
         """The request's outputs, or its error raised in its own thread."""
@@ -166,8 +167,10 @@ class Batcher:
         with self._cond:
             self._queue.append(me)
             lead = not self._busy
+            if not lead:
+                me.turn = threading.Event()
+                self._cond.notify_all()  # a leader waiting for a fuller batch counts again
             self._busy = True
-            self._cond.notify_all()  # a leader waiting for a fuller batch counts again
         if not lead:
             me.turn.wait()
             if not me.lead:
