@@ -217,3 +217,28 @@ def test_log_writer_writes_queued_records_in_order_in_one_write():
     assert [entry.get("request_id") for entry in lines[:5]] == [f"r{i}" for i in range(5)]
     assert "ZeroDivisionError" in lines[-1]["exc_info"] and lines[-1]["level"] == "ERROR"
     assert Stream.writes == 1
+
+
+def test_access_lines_are_written_as_python_json_logger_writes_them():
+    import logging
+
+    from pythonjsonlogger.json import JsonFormatter
+
+    from app.observability import JSON_FORMATTER, access_log
+
+    general = JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
+                            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"})
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    access = logging.getLogger("app.access")
+    access.addHandler(handler)
+    try:
+        access_log("r-\u00e9\"1", "POST", "/review/\u2603", "/review", 200, 0.0012345)
+        access.info("request %s", "with args", extra={"status": 1})  # not an access line: the general path
+    finally:
+        access.removeHandler(handler)
+    for record in records:
+        assert JSON_FORMATTER.format(record) == general.format(record)
+    line = json.loads(JSON_FORMATTER.format(records[0]))
+    assert line["request_id"] == "r-\u00e9\"1" and line["duration_ms"] == 1.23 and line["level"] == "INFO"
