@@ -1,4 +1,4 @@
-"""The validation-free linear path gives scikit-learn's answers, on real held-out reviews."""
+"""The validation-free path (linear models, decision trees) gives scikit-learn's answers, on real held-out reviews."""
 from __future__ import annotations
 
 import numpy as np
@@ -19,10 +19,10 @@ def load(name: str) -> SklearnTextModel:
     return model
 
 
-@pytest.mark.parametrize("name", ["review_sentiment", "logistic_regression", "linear_svc"])
+@pytest.mark.parametrize("name", ["review_sentiment", "logistic_regression", "linear_svc", "decision_tree"])
 def test_fast_path_matches_sklearn_on_held_out_reviews(name, shared_data):
     model = load(name)
-    assert model._fast is not None, "the shipped linear pipelines must get the fast path"
+    assert model._fast is not None, "the shipped pipelines must get the fast path"
     texts, _ = read_imdb_split(shared_data / "imdb", "test")
     texts = list(texts[:3000])
     features = model.vectorizer.transform(texts)
@@ -37,9 +37,21 @@ def test_fast_path_matches_sklearn_on_held_out_reviews(name, shared_data):
     assert one_by_one == [p["label"] for p in model.postprocess(model.predict({"review": texts[:200]}))]
 
 
+def test_compact_tree_numbers_only_the_split_features():
+    from sklearn.tree import DecisionTreeClassifier
+
+    from app.models.fast_linear import compact_tree
+
+    rng = np.random.default_rng(0)
+    X = (rng.random((300, 50)) < 0.2).astype(np.float32)
+    y = X[:, 7] + X[:, 31] * 2 > 1
+    tree = DecisionTreeClassifier(max_depth=4, random_state=0).fit(X, y)
+    used, compact = compact_tree(tree.tree_)
+    assert set(used) == set(tree.tree_.feature[tree.tree_.feature >= 0]) and compact.n_features == len(used)
+    assert np.array_equal(compact.predict(np.ascontiguousarray(X[:, used])), tree.tree_.predict(X))
+
+
 def test_other_pipelines_keep_the_sklearn_path():
-    tree = load("decision_tree")
-    assert tree._fast is None
     review = load("review_sentiment")
     scaled = Pipeline([("scale", StandardScaler(with_mean=False)), ("clf", review.estimator.steps[-1][1])])
     scaled.steps[0][1].fit(review.vectorizer.transform(PARITY_SAMPLES))

@@ -95,11 +95,11 @@ def share_identical_arrays(estimator: Any) -> None:
 def release_free_heap() -> None:
     """Give the heap memory that loading left free back to the system (glibc's malloc_trim).
 
-    Loading warms every model up with a prediction, and the decision tree's builds two
-    arrays as long as its 1.3 M features (15 MiB). glibc keeps such freed blocks in the
-    heap, resident in every worker, unless asked to return them. Only the memory free
-    at this moment goes back: a worker that serves decision-tree predictions later
-    reuses (and keeps) heap for them as before. Not glibc (musl, macOS): nothing to do.
+    Loading checks the decision tree's fast path against scikit-learn's own prediction,
+    which builds two arrays as long as its 1.3 M features (15 MiB); glibc keeps such
+    freed blocks in the heap, resident in every worker, unless asked to return them.
+    Requests never take that path (app/models/fast_linear.py). Not glibc (musl, macOS):
+    nothing to do.
     """
     import ctypes
     import ctypes.util

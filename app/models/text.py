@@ -11,7 +11,7 @@ from app.preprocessing.text import build_vectorizer, load_stopwords
 
 STOPWORDS_FILE = "stopwords.pkl"
 ESTIMATOR_FILE = "estimator.joblib"
-# Texts on which the fast linear path must reproduce scikit-learn before it is used.
+# Texts on which the fast path (app/models/fast_linear.py) must reproduce scikit-learn before it is used.
 PARITY_SAMPLES = [
     "A warm-up review: a fine film :)", "Dreadful. The worst two hours I have spent in a cinema.",
     "<br />Not bad, not great; the second half drags but the cast is superb!", "meh", "10/10 would watch again",
