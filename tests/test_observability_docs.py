@@ -1,4 +1,5 @@
 """OpenAPI coverage, docs page, request ids, JSON logs and Prometheus metrics."""
+import contextlib
 import json
 import re
 import urllib.request
@@ -44,7 +45,9 @@ def test_every_response_has_a_request_id(client):
     assert re.fullmatch(r"[0-9a-f]{32}", unsafe.headers["X-Request-ID"])
 
 
-def test_access_log_is_json_with_request_id(client):
+@contextlib.contextmanager
+def access_records():
+    """The records the app.access logger hands its handlers during the block."""
     import logging
 
     records = []
@@ -53,9 +56,14 @@ def test_access_log_is_json_with_request_id(client):
     access = logging.getLogger("app.access")
     access.addHandler(handler)
     try:
-        client.post("/review", data={"review": "Lovely."}, headers={"X-Request-ID": "req-42"})
+        yield records
     finally:
         access.removeHandler(handler)
+
+
+def test_access_log_is_json_with_request_id(client):
+    with access_records() as records:
+        client.post("/review", data={"review": "Lovely."}, headers={"X-Request-ID": "req-42"})
     record = next(r for r in records if getattr(r, "request_id", None) == "req-42")
     from app.observability import JSON_FORMATTER
 
@@ -228,16 +236,10 @@ def test_access_lines_are_written_as_python_json_logger_writes_them():
 
     general = JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
                             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"})
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    access = logging.getLogger("app.access")
-    access.addHandler(handler)
-    try:
+    with access_records() as records:
         access_log("r-\u00e9\"1", "POST", "/review/\u2603", "/review", 200, 0.0012345)
-        access.info("request %s", "with args", extra={"status": 1})  # not an access line: the general path
-    finally:
-        access.removeHandler(handler)
+        # Not an access line: the general path.
+        logging.getLogger("app.access").info("request %s", "with args", extra={"status": 1})
     for record in records:
         assert JSON_FORMATTER.format(record) == general.format(record)
     line = json.loads(JSON_FORMATTER.format(records[0]))
