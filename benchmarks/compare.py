@@ -10,7 +10,10 @@ only the serving stack differs: the malaria CNN (ONNX Runtime, 1 thread per
 process; decode + preprocess + inference per request) and the review pipeline.
 wrk drives each server in turn, rounds alternating the order (A B C D, then
 D C B A, ...) so that drift of this shared machine falls on every server alike;
-the table gives the median over rounds. Memory is PSS (shared pages divided
+the table gives the median over rounds. Each run also records the CPU time the
+server's processes spent per request served (user + system, from /proc): on
+this shared machine it moved a few percent between rounds where req/s moved
+by a quarter. Memory is PSS (shared pages divided
 among the processes that share them), summed over each server's process tree.
 Nothing is installed at run time.
 """
@@ -202,6 +205,18 @@ def pss_mib(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes have used so far (those gone count 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def hardware_limits(image: bytes, seconds: float = 3.0) -> dict[str, dict[str, float]]:
     """Per model: the model alone (batch 1 and best batch) and decode + preprocess, on one core; ceilings on all."""
     from benchmarks.peers.common import Models
@@ -259,9 +274,12 @@ def main() -> None:
                     order = servers if round_number % 2 == 0 else servers[::-1]
                     for server in order:
                         request = server.requests[model]
+                        processes = tree(server.pid)
+                        cpu_before = cpu_seconds(processes)
                         with only_running(server, servers):
                             result = wrk(server.base + request.path, connections, args.seconds, "POST",
                                          request.body, request.content_type, headers=request.headers)
+                        result["cpu_ms"] = 1000 * (cpu_seconds(processes) - cpu_before) / max(result["requests"], 1)
                         results.setdefault((server.name, model, connections), []).append(result)
         memory = {s.name: [pss_mib(pid) for pid in tree(s.pid)] for s in servers}
         versions = package_versions(names)
@@ -359,19 +377,21 @@ def render(args, servers: list[Server], results: dict, memory: dict, limits: dic
     lines = [f"{len(servers)} servers x {PROCESSES} processes on {os.cpu_count()} cores; wrk {args.seconds:g} s per run, "
              f"{args.rounds} alternating rounds, median shown; image {image_path.name} ({image_path.stat().st_size} bytes)",
              f"versions: {versions}; ours and bare run by {os.path.relpath(serve_python(), ROOT)}", "",
-             "| model | concurrency | server | req/s | p50 ms | p99 ms | errors |", "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| model | concurrency | server | req/s | p50 ms | p99 ms | errors | server CPU ms per request |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     median: dict[tuple[str, str, int], dict] = {}
     for key, runs in results.items():
-        median[key] = medians(runs)
+        median[key] = medians(runs, keys=("rps", "p50_ms", "p99_ms", "cpu_ms"))
     for model in ("cnn", "text"):
         for connections in levels:
             for server in servers:
                 m = median[(server.name, model, connections)]
                 lines.append(f"| {model} | {connections} | {server.name} | {m['rps']:.0f} | {m['p50_ms']:.1f} | "
-                             f"{m['p99_ms']:.1f} | {m['errors']} |")
+                             f"{m['p99_ms']:.1f} | {m['errors']} | {m['cpu_ms']:.3f} |")
     peers = [s.name for s in servers if s.name in PEERS]
     lines += ["", "| model | concurrency | ours / best peer req/s | ours / best peer p99 | ours / bare Flask req/s | "
-                  "ours / hardware ceiling |", "| --- | --- | --- | --- | --- | --- |"]
+                  "bare Flask / ours, CPU per request | ours / hardware ceiling |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     ceilings = {model: list(values.values())[-1] for model, values in limits.items()}
     for model in ("cnn", "text"):
         for connections in levels:
@@ -383,8 +403,9 @@ def render(args, servers: list[Server], results: dict, memory: dict, limits: dic
             versus_best = (f"{ours['rps'] / best['rps']:.2f}x", f"{ours['p99_ms'] / best['p99_ms']:.2f}x") if best \
                 else ("n/a", "n/a")
             versus_bare = f"{100 * ours['rps'] / bare['rps']:.0f} %" if bare else "n/a"
+            cpu_versus_bare = f"{100 * bare['cpu_ms'] / ours['cpu_ms']:.0f} %" if bare and ours["cpu_ms"] else "n/a"
             lines.append(f"| {model} | {connections} | {versus_best[0]} | {versus_best[1]} | {versus_bare} | "
-                         f"{100 * ours['rps'] / ceilings[model]:.0f} % |")
+                         f"{cpu_versus_bare} | {100 * ours['rps'] / ceilings[model]:.0f} % |")
     lines += ["", "| server | start to ready s | processes | PSS total MiB | PSS per serving process MiB |",
               "| --- | --- | --- | --- | --- |"]
     for server in servers:

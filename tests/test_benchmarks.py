@@ -28,10 +28,10 @@ def test_compare_harness_runs_ours_and_the_bare_reference(tmp_path):
     text = out.read_text()
     for model in ("cnn", "text"):
         rows = table_rows(text, model)
-        servers = {row[2]: row for row in rows if len(row) == 7}
+        servers = {row[2]: row for row in rows if len(row) == 8}
         assert set(servers) == {"ours", "bare"}, text
         for row in servers.values():
-            assert float(row[3]) > 0 and row[6] == "0", row  # req/s measured, no errors
+            assert float(row[3]) > 0 and row[6] == "0" and float(row[7]) > 0, row  # req/s and CPU measured, no errors
     assert re.search(r"\| ours \| [\d.]+ \| 3 \| \d+ \| \d+ \|", text), text  # master + 2 workers measured
     assert "ceiling" in text
 
