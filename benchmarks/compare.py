@@ -123,7 +123,10 @@ def port_settings(name: str, port: int, workdir: Path) -> tuple[list[str], dict]
     if name == "litserve":
         return [], {"PORT": str(port), "HOST": "127.0.0.1"}
     if name in ("ours", "bare"):
-        return [], {"PORT": str(port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": str(PROCESSES),
+        # Worker recycling (GUNICORN_MAX_REQUESTS) off for both: a run serves 100,000 requests per worker
+        # in a few minutes here, and a worker replaced during a 10 s measurement leaves every kept-alive
+        # wrk connection on the other worker for the rest of it (one run of ours fell to 46 % of bare).
+        return [], {"PORT": str(port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": str(PROCESSES), "GUNICORN_MAX_REQUESTS": "0",
                     "GUNICORN_PIDFILE": str(workdir / f"{name}.pid"),
                     "DATABASE_URL": f"sqlite:///{workdir / (name + '.db')}"}
     if name == "mlserver":
@@ -205,15 +208,16 @@ def pss_mib(pid: int) -> float:
     return 0.0
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time the processes have used so far (those gone count 0)."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time used so far by a process tree: the live processes' own, plus what each
+    has collected from children it reaped (a replaced gunicorn worker's time moves to its master)."""
     total = 0
-    for pid in pids:
+    for process in tree(pid):
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+        total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime (fields 14-17 of proc(5))
     return total / os.sysconf("SC_CLK_TCK")
 
 
@@ -274,12 +278,11 @@ def main() -> None:
                     order = servers if round_number % 2 == 0 else servers[::-1]
                     for server in order:
                         request = server.requests[model]
-                        processes = tree(server.pid)
-                        cpu_before = cpu_seconds(processes)
+                        cpu_before = cpu_seconds(server.pid)
                         with only_running(server, servers):
                             result = wrk(server.base + request.path, connections, args.seconds, "POST",
                                          request.body, request.content_type, headers=request.headers)
-                        result["cpu_ms"] = 1000 * (cpu_seconds(processes) - cpu_before) / max(result["requests"], 1)
+                        result["cpu_ms"] = 1000 * (cpu_seconds(server.pid) - cpu_before) / max(result["requests"], 1)
                         results.setdefault((server.name, model, connections), []).append(result)
         memory = {s.name: [pss_mib(pid) for pid in tree(s.pid)] for s in servers}
         versions = package_versions(names)
