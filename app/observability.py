@@ -183,8 +183,8 @@ class LineFormatter(JsonFormatter):
     """python-json-logger's JSON lines, with the access log's lines (one a request) built directly.
 
     An access record holds exactly the fields access_log() gives it, all strings and numbers,
-    so its line is one json.dumps of them, the same text python-json-logger writes, at under
-    half the cost (measured in benchmarks/results/request_cost.md); every other record takes
+    so its line is one json.dumps of them, the same text python-json-logger writes (a test
+    checks it), at about half the cost (6.3 -> 3.5 us a line); every other record takes
     python-json-logger's general path.
     """
 
@@ -226,7 +226,7 @@ class LogWriter:
     of it waiting for the stream's lock (benchmarks/results/profile-review-before.md).
     The standard QueueListener then moved the writing to one thread, but it woke for
     every record: a thread switch per request, which cost a /review request 0.21 ms of
-    its 1.12 ms in process (benchmarks/results/request_cost.md). This thread instead
+    its 1.12 ms in process (benchmarks/README.md, third round). This thread instead
     wakes every LOG_WRITE_INTERVAL_SECONDS, takes whatever is queued and writes it with
     one write and one flush; `stop()` writes the rest.
     """

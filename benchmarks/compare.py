@@ -126,8 +126,8 @@ def port_settings(name: str, port: int, workdir: Path) -> tuple[list[str], dict]
         # Worker recycling (GUNICORN_MAX_REQUESTS) off for both: a run serves 100,000 requests per worker
         # in a few minutes here, and a worker replaced during a 10 s measurement leaves every kept-alive
         # wrk connection on the other worker for the rest of it (one run of ours fell to 46 % of bare).
-        return [], {"PORT": str(port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": str(PROCESSES), "GUNICORN_MAX_REQUESTS": "0",
-                    "GUNICORN_PIDFILE": str(workdir / f"{name}.pid"),
+        return [], {"PORT": str(port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": str(PROCESSES),
+                    "GUNICORN_MAX_REQUESTS": "0", "GUNICORN_PIDFILE": str(workdir / f"{name}.pid"),
                     "DATABASE_URL": f"sqlite:///{workdir / (name + '.db')}"}
     if name == "mlserver":
         return [], {"MLSERVER_HTTP_PORT": str(port), "MLSERVER_GRPC_PORT": str(free_port()),

@@ -7,8 +7,8 @@ Each model is loaded through the serving interface (hashes checked, fast linear 
 applies) and scores the same IMDb test reviews through `model.run`, the path /review takes. Rounds
 alternate between the models and the table gives medians, so a machine whose speed drifts affects
 every model alike; the last column is the ratio to the first model. A spec ending in `+sklearn`
-loads the model with scikit-learn's own prediction path instead of the fast one, for comparison. A version no longer in
-saved_models/ can be checked out of the history into a folder, e.g.
+loads the model with scikit-learn's own prediction path instead of the fast one, for comparison.
+A version no longer in saved_models/ can be checked out of the history into a folder, e.g.
 `git archive REV saved_models/review_sentiment/1 | tar -x -C /tmp/old`.
 """
 from __future__ import annotations
