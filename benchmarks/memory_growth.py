@@ -21,9 +21,9 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,11 +76,9 @@ def measure(endpoint: str, threads: int, requests: int) -> dict:
             assert response.status_code == 200, response.get_data(as_text=True)
 
     def serve(count: int, width: int) -> None:
-        workers = [threading.Thread(target=send, args=(app.test_client(), count // width)) for _ in range(width)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
+        with ThreadPoolExecutor(width) as pool:  # .result() raises a thread's failed request here
+            for sent in [pool.submit(send, app.test_client(), count // width) for _ in range(width)]:
+                sent.result()
 
     serve(8 * threads, threads)  # warm-up: every thread has served, every lazy structure exists
     gc.collect()
