@@ -7,10 +7,15 @@ import gc
 import io
 
 from app import create_app
+from app.models.registry import StoreWatcher
 from app.models.shared import release_free_heap
 
 app = create_app()
-app.extensions["model_registry"].load_all()
+registry = app.extensions["model_registry"]
+registry.load_all()
+if registry.store.remote and app.config["MODEL_POLL_SECONDS"]:
+    # A shared store: follow its promotions, rollbacks, unloads and new versions (app/models/registry.py).
+    app.extensions["model_store_watcher"] = StoreWatcher(registry, app.config["MODEL_POLL_SECONDS"]).start()
 release_free_heap()
 # Everything built so far (the app, the models, the libraries) lives as long as the worker:
 # move it out of the collector's reach, so that full collections during requests stay short.

@@ -73,6 +73,7 @@ def register_extensions(app: Flask) -> None:
     """Database engine and model registry, kept in app.extensions."""
     from app import db
     from app.models.registry import ModelRegistry, runtime_options
+    from app.models.store import open_store
 
     from app import admission, auth, observability, protection
 
@@ -90,7 +91,7 @@ def register_extensions(app: Flask) -> None:
         retention_seconds=app.config["JOB_RETENTION_SECONDS"],
         queued_seconds=app.config["JOB_QUEUED_SECONDS"],
     )
-    app.extensions["model_registry"] = ModelRegistry(app.config["MODEL_DIR"], served_model_names(app.config),
+    app.extensions["model_registry"] = ModelRegistry(open_store(app.config), served_model_names(app.config),
                                                      runtime_options(app.config))
 
 

@@ -19,6 +19,15 @@ class DefaultConfig:
 
     # Where model versions live: <MODEL_DIR>/<name>/<version>/manifest.json.
     MODEL_DIR = str(PROJECT_ROOT / "saved_models")
+    # A store shared by many instances (docs/deployment.md, "Many machines"): s3://bucket/prefix,
+    # gs://bucket/prefix or file:///mnt/models (needs requirements-store.txt). Empty: MODEL_DIR,
+    # served in place on this machine.
+    MODEL_STORE = ""
+    # This instance's verified copy of a shared store's versions, its size limit, and how often
+    # each worker checks the store's control files for changes.
+    MODEL_CACHE = str(PROJECT_ROOT / "instance" / "model-cache")
+    MODEL_CACHE_MAX_BYTES = 10 * 1024 ** 3
+    MODEL_POLL_SECONDS = 10
     # Comma-separated model names to load; empty means every model found.
     MODELS = ""
     # Embedded SQLite by default, so the server runs with no external service.
@@ -120,10 +129,10 @@ POSITIVE_INTEGERS = ("MAX_CONTENT_LENGTH", "MAX_TEXT_CHARS", "MAX_BATCH_TEXT_CHA
                      "MAX_BATCH_IMAGE_PIXELS", "MAX_INFLIGHT",
                      "ONNX_THREADS", "JOB_LEASE_SECONDS", "JOB_MAX_ATTEMPTS", "JOB_RETENTION_SECONDS", "MAX_BATCH",
                      "JOB_QUEUED_SECONDS", "MAX_QUEUED_JOBS_PER_CLIENT", "MAX_QUEUED_JOB_BYTES_PER_CLIENT",
-                     "MAX_QUEUED_JOBS", "MAX_QUEUED_JOB_BYTES")
-NON_NEGATIVE_NUMBERS = ("PROXY_HOPS", "MAX_QUEUED", "REQUEST_DEADLINE_SECONDS", "SHED_DELAY_SECONDS", "JOB_MAX_WAIT_SECONDS")
+                     "MAX_QUEUED_JOBS", "MAX_QUEUED_JOB_BYTES", "MODEL_CACHE_MAX_BYTES")
+NON_NEGATIVE_NUMBERS = ("MODEL_POLL_SECONDS", "PROXY_HOPS", "MAX_QUEUED", "REQUEST_DEADLINE_SECONDS", "SHED_DELAY_SECONDS", "JOB_MAX_WAIT_SECONDS")
 # Secrets and lists are taken as written: "12345678" is a token, not a number, and "null" is not "off".
-STRINGS = ("WORKER_TOKEN", "WORKER_TOKEN_FILE", "API_KEYS", "MODELS", "CORS_ORIGINS", "RATELIMIT_DEFAULT", "COMPAT_MODEL",
+STRINGS = ("MODEL_STORE", "MODEL_CACHE", "WORKER_TOKEN", "WORKER_TOKEN_FILE", "API_KEYS", "MODELS", "CORS_ORIGINS", "RATELIMIT_DEFAULT", "COMPAT_MODEL",
            "WORKER_MODELS")
 BOOLEANS = ("OPEN_WORKER_ENDPOINTS", "AUTO_MIGRATE")
 
@@ -189,6 +198,9 @@ def validate_settings(config) -> None:
         if not isinstance(config[name], bool):
             problems.append(f"{ENV_PREFIX}_{name}={config[name]!r} must be true or false")
     problems += batching_problems(config["BATCHING"])
+    store = config["MODEL_STORE"]
+    if isinstance(store, str) and "://" in store and not store.startswith(("s3://", "s3a://", "gs://", "gcs://", "file://")):
+        problems.append(f"{ENV_PREFIX}_MODEL_STORE={store!r} must be a folder, file://, s3:// or gs:// URL")
     if config["LOG_FORMAT"] not in ("json", "text"):
         problems.append(f"{ENV_PREFIX}_LOG_FORMAT={config['LOG_FORMAT']!r} must be 'json' or 'text'")
     if problems:

@@ -63,6 +63,17 @@ class ModelNotReady(APIError):
     status = 503
 
 
+class ServiceUnavailable(APIError):
+    """A part this request needs (the model store) does not answer now; the client may retry later."""
+
+    status = 503
+
+    def __init__(self, message: str, retry_after: int = 5, **extra):
+        """The message, and when to retry (Retry-After, seconds)."""
+        super().__init__(message, **extra)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
 def error_response(status: int, message: str, **extra):
     """The single JSON shape of every error: {"error": message, ...}."""
     body = {"error": message, **extra}

@@ -49,6 +49,11 @@ LAST_INFERENCE = Gauge("modelserve_inference_last_timestamp_ms", "When the model
                        ["model", "version"], multiprocess_mode="max")
 MODEL_LOAD_SECONDS = Gauge("modelserve_model_load_seconds", "Time to load, verify and warm a model version",
                            ["model", "version"], multiprocess_mode="max")
+MODEL_STORE_UP = Gauge("modelserve_model_store_up", "1 while the shared model store answers this worker's polls, "
+                       "0 during an outage (models keep serving from the cache)", multiprocess_mode="livemin")
+MODEL_STORE_REFUSALS = Counter("modelserve_model_store_refusals_total",
+                               "Versions in the model store refused by the cache (hash mismatch, missing file...)",
+                               ["model", "version"])
 
 JOB_LEASE_EXPIRIES = Counter("modelserve_job_lease_expiries_total",
                              "Leases that ran out before their worker reported (job requeued or failed)")
@@ -147,6 +152,16 @@ def record_model_load(name: str, version: str, seconds: float) -> None:
     INFERENCE_ITEMS.labels(name, version)
     INFERENCE_SECONDS.labels(name, version)
     INFERENCE_FAILURES.labels(name, version)
+
+
+def record_store_state(up: bool) -> None:
+    """Whether the shared model store answered the last sync."""
+    MODEL_STORE_UP.set(1 if up else 0)
+
+
+def record_store_refusal(name: str, version: str) -> None:
+    """Count a version the store holds that failed verification."""
+    MODEL_STORE_REFUSALS.labels(name, version).inc()
 
 
 class JobQueueCollector:

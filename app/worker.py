@@ -10,7 +10,8 @@ from flask import Config
 from app.auth import local_worker_token
 from app.config import PROJECT_ROOT, load_settings
 from app.jobs.worker import Server, run_worker
-from app.models.registry import ModelRegistry, runtime_options
+from app.models.registry import ModelRegistry, StoreWatcher, runtime_options
+from app.models.store import LocalStore, open_store
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,15 +22,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="worker bearer token (default: MODELSERVE_WORKER_TOKEN, else the token file of a server "
                              "on this machine)")
     parser.add_argument("--model", action="append", dest="models", help="model to serve (repeatable; default: all)")
-    parser.add_argument("--model-dir", default=None, help="model folder (default: the MODEL_DIR setting)")
+    parser.add_argument("--model-dir", default=None, help="model folder (default: the MODEL_STORE setting, else MODEL_DIR)")
     parser.add_argument("--wait", type=float, default=20, help="long-poll seconds per lease request")
     parser.add_argument("--max-jobs", type=int, default=None, help="stop after this many jobs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = Config(PROJECT_ROOT)  # the server's settings, without an app
     load_settings(config)
-    registry = ModelRegistry(args.model_dir or config["MODEL_DIR"], set(args.models) if args.models else None,
-                             runtime_options(config))
+    store = LocalStore(args.model_dir) if args.model_dir else open_store(config)
+    registry = ModelRegistry(store, set(args.models) if args.models else None, runtime_options(config))
+    if store.remote and config["MODEL_POLL_SECONDS"]:
+        registry.load_all()
+        StoreWatcher(registry, config["MODEL_POLL_SECONDS"]).start()
     run_worker(Server(args.server, args.token or local_worker_token(config)), registry, args.models, args.wait, args.max_jobs)
     return 0
 

@@ -57,7 +57,11 @@ COMPONENT_SCHEMAS = {
                        "models": {"type": "array", "items": {"type": "string"}},
                        "refused": {"type": "object", "additionalProperties": {"type": "string"}},
                        "database": {"type": "string", "enum": ["ok", "unavailable", "unknown"],
-                                    "description": "what the last request that used the database found"}},
+                                    "description": "what the last request that used the database found"},
+                       "model_store": {"type": "string", "enum": ["local", "ok", "unavailable", "unknown"],
+                                       "description": "a shared model store: whether it answered the last poll "
+                                                      "(models keep serving from the cache while it does not)"},
+                       "model_store_problem": {"type": "string"}},
     },
     "Job": {
         "type": "object",

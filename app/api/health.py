@@ -55,8 +55,11 @@ def readiness() -> dict:
     registry = current_app.extensions["model_registry"]
     models = [f"{m.name}/{m.version}" for m in registry.all_models() if m.ready] if registry.loaded else []
     overloaded = current_app.extensions["admission_gate"].overloaded
-    # The database is reported, not required: inference never touches it, so an outage must not
-    # take this worker out of the load balancer (its endpoints answer 503 + Retry-After meanwhile).
-    return {"ready": registry.loaded and bool(models), "loading": not registry.loaded,
+    # The database and the model store are reported, not required: inference never touches either,
+    # so an outage must not take a worker that has its models out of the load balancer.
+    body = {"ready": registry.loaded and bool(models), "loading": not registry.loaded,
             "overloaded": overloaded, "models": models, "refused": registry.refused,
-            "database": current_app.extensions["db_state"]}
+            "database": current_app.extensions["db_state"], "model_store": registry.store.state}
+    if registry.store.problem:
+        body["model_store_problem"] = registry.store.problem
+    return body

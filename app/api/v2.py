@@ -14,9 +14,9 @@ from app.api.inputs import optional_json_object
 from app.auth import require_worker
 from app.codecs.adapters import inputs_from_tensors, output_tensors
 from app.codecs.v2 import HEADER_LENGTH, ProtocolError, decode_request, encode_response
-from app.errors import BadRequest, ModelNotFound
+from app.errors import BadRequest, ModelNotFound, ServiceUnavailable
 from app.models.base import MODEL_NAME
-from app.models.registry import UNLOADED_FILE
+from app.models.store import UNLOADED_FILE, StoreUnavailable
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 
@@ -205,25 +205,29 @@ def repository_index():
 
 
 def change_repository(name: str, unloaded: bool) -> dict:
-    """Mark a model folder (un)loaded, then have every worker reload: through gunicorn's master when
-    there is one (SIGHUP: new workers start, old ones finish their requests), else in this process."""
+    """Mark a model (un)loaded in the model store, then reload. A shared store: this worker reloads at
+    once, every other worker and instance within MODEL_POLL_SECONDS. A local folder: every worker
+    reloads through gunicorn's master when there is one (SIGHUP), else this process reloads."""
     require_worker()
     reg = registry()
-    folder = reg.model_dir / name
-    if not MODEL_NAME.fullmatch(name) or not any(folder.glob("*/manifest.json")):
-        raise ModelNotFound(f"no model {name!r} in the model folder")
-    marker = folder / UNLOADED_FILE
-    if unloaded:
-        marker.write_text("unloaded through POST /v2/repository/models/NAME/unload\n")
-    else:
-        marker.unlink(missing_ok=True)
+    store = reg.store
+    try:
+        if not MODEL_NAME.fullmatch(name) or not store.versions(name):
+            raise ModelNotFound(f"no model {name!r} in the model store")
+        if unloaded:
+            store.write_text(f"{name}/{UNLOADED_FILE}", "unloaded through POST /v2/repository/models/NAME/unload\n")
+        else:
+            store.delete(f"{name}/{UNLOADED_FILE}")
+    except StoreUnavailable as exc:
+        raise ServiceUnavailable(f"the model store is unavailable: {exc}", retry_after=10) from exc
     master = os.environ.get("MODELSERVE_GUNICORN_MASTER")
-    if master:
+    if master and not store.remote:
         os.kill(int(master), signal.SIGHUP)
+        note = "every worker reloads the model folder"
     else:
         reg.load_all()
-    return {"name": name, "state": "UNAVAILABLE" if unloaded else "READY",
-            "note": "every worker reloads the model folder" if master else "reloaded"}
+        note = "reloaded; other workers and instances follow within MODEL_POLL_SECONDS" if store.remote else "reloaded"
+    return {"name": name, "state": "UNAVAILABLE" if unloaded else "READY", "note": note}
 
 
 @bp.post("/repository/models/<name>/load", endpoint="repository_load")

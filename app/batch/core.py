@@ -9,6 +9,7 @@ from app.errors import APIError
 from app.models.aliases import PRODUCTION, read_aliases
 from app.models.base import Limits, Manifest, Model
 from app.models.registry import build_model, discover
+from app.models.store import LocalStore
 
 ERROR = "error"
 
@@ -20,7 +21,7 @@ class ScoringError(ValueError):
 def find_manifest(model_dir: str | Path, name: str, version: str | None = None) -> Manifest:
     """The manifest of ``name``: the version given, else the one the server serves by default
     (its `production` alias, else the newest)."""
-    version = version or read_aliases(Path(model_dir), name).get(PRODUCTION)
+    version = version or read_aliases(LocalStore(model_dir), name).get(PRODUCTION)
     manifests = [m for m in discover(Path(model_dir), {name}) if version is None or m.version == str(version)]
     if not manifests:
         raise ScoringError(f"no model {name!r}{f' version {version}' if version else ''} in {model_dir}")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from app.models.base import MANIFEST_NAME, MODEL_NAME, Limits, Manifest, TensorSpec
 from app.models.registry import build_model
-from app.training.artifacts import next_version, publish_version, staging_dir, write_manifest
+from app.training.artifacts import write_manifest
 
 ONNX_TYPES = {
     "tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(float16)": "FP16", "tensor(int64)": "INT64",
@@ -40,33 +40,32 @@ class AddOptions:
     image: dict | None = None
 
 
-def add_model(model_dir: Path, name: str, source: Path, options: AddOptions) -> tuple[Path, dict, list[dict]]:
-    """Copy, describe, smoke-test and publish; returns (folder, manifest, smoke prediction rows)."""
+def add_model(store, name: str, source: Path, options: AddOptions) -> tuple[str, dict, list[dict]]:
+    """Copy, describe, smoke-test and publish into the model store; returns (where, manifest, smoke rows)."""
     if not MODEL_NAME.fullmatch(name):
-        raise AddError(f"model name {name!r} must be 1-64 letters, digits, '_', '.' or '-'")
+        raise AddError(f"model name {name!r} must be 1-64 letters, digits, '_', '.' or '-', starting with a "
+                       "letter or digit")
     source = Path(source)
     if not source.exists():
         raise AddError(f"{source} does not exist")
-    root = Path(model_dir) / name
-    version = options.version or next_version(root)
-    if (root / str(version)).exists():
-        raise AddError(f"{name} version {version} already exists in {root}")
-    staging = staging_dir(root, version)
+    version = options.version or int(max(store.versions(name), key=int, default="0")) + 1
+    if store.exists(f"{name}/{version}/{MANIFEST_NAME}"):
+        raise AddError(f"{name} version {version} already exists in {store.url}")
+    staging = store.staging(name, version)
     try:
         manifest, libraries = describe(source, staging, options)
         manifest.update({"name": name, "version": version})
         if options.description:
             manifest["description"] = options.description
         rows = smoke_test(write_manifest(staging, manifest, libraries))
-        final = publish_version(staging, manifest, libraries)
+        written = json.loads((staging / MANIFEST_NAME).read_text())
+        where = store.publish(staging, name, str(version))
     except Exception as exc:  # leave nothing behind; a failed load or prediction is said as such
-        shutil.rmtree(staging, ignore_errors=True)
-        if not any(root.iterdir()):
-            root.rmdir()
+        store.discard(staging)
         if isinstance(exc, AddError):
             raise
         raise AddError(f"the model failed its smoke test: {type(exc).__name__}: {exc}") from exc
-    return final, json.loads((final / MANIFEST_NAME).read_text()), rows
+    return where, written, rows
 
 
 def smoke_test(manifest_path: Path) -> list[dict]:

@@ -1,17 +1,16 @@
-"""Version aliases per model (`production`, `staging`, any name), kept next to the versions.
+"""Version aliases per model (`production`, `staging`, any name), kept in the model store.
 
-``MODEL_DIR/NAME/aliases.json`` holds {"aliases": {alias: version}, "history": {alias: [earlier
-versions]}}. It is written atomically (a temporary file, then a rename), so a worker that starts
-during a promotion reads the old file or the new one, never half of one. The registry serves a
-model's `production` alias by default, else its newest version.
+``NAME/aliases.json`` holds {"aliases": {alias: version}, "history": {alias: [earlier versions]}}.
+Every change is one read-change-write of that small file through the store (app/models/store.py):
+atomic on every store, and conditional on S3, so two promotions at once never lose one silently.
+The registry serves a model's `production` alias by default, else its newest version.
 """
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
-ALIASES_FILE = "aliases.json"
+from app.models.store import ALIASES_FILE, MANIFEST_NAME
+
 PRODUCTION = "production"
 
 
@@ -19,55 +18,67 @@ class AliasError(ValueError):
     """An alias operation that cannot be done (unknown version, nothing to roll back to)."""
 
 
-def aliases_path(model_dir: Path, name: str) -> Path:
-    """Where a model's aliases live."""
-    return Path(model_dir) / name / ALIASES_FILE
-
-
-def read_document(model_dir: Path, name: str) -> dict:
-    """The whole aliases file ({"aliases": {}, "history": {}} when there is none)."""
+def parse_document(text: str | None) -> dict:
+    """An aliases file's document ({"aliases": {}, "history": {}} when there is none or it is unreadable)."""
     try:
-        document = json.loads(aliases_path(model_dir, name).read_text())
-    except FileNotFoundError:
+        document = json.loads(text) if text else {}
+    except ValueError:
         document = {}
-    return {"aliases": dict(document.get("aliases", {})), "history": dict(document.get("history", {}))}
+    if not isinstance(document, dict):
+        document = {}
+    aliases, history = document.get("aliases"), document.get("history")
+    return {"aliases": {str(k): str(v) for k, v in aliases.items()} if isinstance(aliases, dict) else {},
+            "history": {str(k): [str(x) for x in v] for k, v in history.items() if isinstance(v, list)}
+            if isinstance(history, dict) else {}}
 
 
-def read_aliases(model_dir: Path, name: str) -> dict[str, str]:
+def read_document(store, name: str) -> dict:
+    """The whole aliases file of a model."""
+    return parse_document(store.read_text(f"{name}/{ALIASES_FILE}"))
+
+
+def read_aliases(store, name: str) -> dict[str, str]:
     """{alias: version} of a model."""
-    return read_document(model_dir, name)["aliases"]
+    return read_document(store, name)["aliases"]
 
 
-def write_document(model_dir: Path, name: str, document: dict) -> None:
-    """Replace the aliases file atomically."""
-    path = aliases_path(model_dir, name)
-    scratch = path.with_name(f".{ALIASES_FILE}.{os.getpid()}")
-    scratch.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
-    os.replace(scratch, path)
+def change_document(store, name: str, change) -> None:
+    """Apply ``change(document)`` to a model's aliases file in one atomic (on S3 conditional) update."""
+    def apply(text: str | None) -> str:
+        document = parse_document(text)
+        change(document)
+        return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+    store.update_text(f"{name}/{ALIASES_FILE}", apply)
 
 
-def set_alias(model_dir: Path, name: str, version: str, alias: str = PRODUCTION) -> str | None:
+def set_alias(store, name: str, version: str, alias: str = PRODUCTION) -> str | None:
     """Point ``alias`` at ``version`` (which must exist); returns the version it pointed at before."""
-    if not (Path(model_dir) / name / str(version) / "manifest.json").exists():
-        raise AliasError(f"model {name!r} has no version {version!r} in {model_dir}")
-    document = read_document(model_dir, name)
-    before = document["aliases"].get(alias)
-    if before == str(version):
-        return before
-    if before is not None:
-        document["history"].setdefault(alias, []).append(before)
-    document["aliases"][alias] = str(version)
-    write_document(model_dir, name, document)
-    return before
+    if not store.exists(f"{name}/{version}/{MANIFEST_NAME}"):
+        raise AliasError(f"model {name!r} has no version {version!r} in {store.url}")
+    before: list[str | None] = []
+
+    def point(document: dict) -> None:
+        before[:] = [document["aliases"].get(alias)]
+        if before[0] not in (None, str(version)):
+            document["history"].setdefault(alias, []).append(before[0])
+        document["aliases"][alias] = str(version)
+
+    change_document(store, name, point)
+    return before[0]
 
 
-def roll_back(model_dir: Path, name: str, alias: str = PRODUCTION) -> tuple[str, str]:
+def roll_back(store, name: str, alias: str = PRODUCTION) -> tuple[str, str]:
     """Point ``alias`` back at the version it had before its last change; returns (from, to)."""
-    document = read_document(model_dir, name)
-    history = document["history"].get(alias) or []
-    current = document["aliases"].get(alias)
-    if not history or current is None:
-        raise AliasError(f"model {name!r}: alias {alias!r} has no earlier version to roll back to")
-    document["aliases"][alias] = history.pop()
-    write_document(model_dir, name, document)
-    return current, document["aliases"][alias]
+    moved: list[str] = []
+
+    def back(document: dict) -> None:
+        history = document["history"].get(alias) or []
+        current = document["aliases"].get(alias)
+        if not history or current is None:
+            raise AliasError(f"model {name!r}: alias {alias!r} has no earlier version to roll back to")
+        document["aliases"][alias] = history.pop()
+        moved[:] = [current, document["aliases"][alias]]
+
+    change_document(store, name, back)
+    return moved[0], moved[1]

@@ -35,8 +35,9 @@ from app.observability import track_inference
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
-# What a model may be called: its folder name under MODEL_DIR and its name in every URL and job.
-MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# What a model may be called: its folder name in the model store and its name in every URL and job.
+# It starts with a letter or digit, so that no name is ".", ".." or an option ("-rf").
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 # V2 datatypes and the numpy types behind them.
 NUMPY_TYPES = {

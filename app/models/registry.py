@@ -1,8 +1,9 @@
-"""Loads every model version in the model directory once per worker.
+"""Loads the model versions the model store holds, once per worker, and follows the store's changes.
 
-Layout: ``<MODEL_DIR>/<name>/<version>/manifest.json`` plus the artifacts the
-manifest lists with their SHA-256. A version whose files fail verification is
-refused with a log line and never served.
+Layout: ``<name>/<version>/manifest.json`` plus the artifacts the manifest lists with their
+SHA-256, in the local model folder or in this instance's cache of a shared store
+(app/models/store.py). A version whose files fail verification is refused with a log line and
+never served; a shared store's changes reach every worker through StoreWatcher.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Callable
 from app.errors import ModelNotFound, ModelNotReady
 from app.models.aliases import PRODUCTION, read_aliases
 from app.models.base import MANIFEST_NAME, Limits, Manifest, ManifestError, Model
+from app.models.store import UNLOADED_FILE, LocalStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +78,6 @@ def discover(model_dir: Path, only: set[str] | None = None) -> list[Manifest]:
     return sorted(manifests, key=lambda m: (m.name, int(m.version)))
 
 
-# A model folder holding this file is not served (the V2 repository extension's unload).
-UNLOADED_FILE = "UNLOADED"
-
 ABSOLUTE_PATH = re.compile(r"(?:/[\w.+@~-]+)+/([\w.+@~-]+)")
 
 
@@ -90,9 +89,13 @@ def without_paths(text: str) -> str:
 class ModelRegistry:
     """Per-app (per-worker) table of loaded models: name -> version -> Model."""
 
-    def __init__(self, model_dir: Path, only: set[str] | None = None, options: dict | None = None):
-        """Store where to look and the runtime options; nothing is read until load_all()."""
-        self.model_dir = Path(model_dir)
+    def __init__(self, store, only: set[str] | None = None, options: dict | None = None):
+        """Store where to look (a store, or a local folder's path) and the runtime options; nothing is
+        read until load_all()."""
+        self.store = LocalStore(store) if isinstance(store, (str, Path)) else store
+        self.model_dir = self.store.root  # the folder the models are loaded from (a shared store's cache)
+        self.folder = LocalStore(self.model_dir)
+        self.store_refused: dict[str, str] = {}  # versions a shared store holds that failed verification
         self.only = only or None
         self.options = dict(options or {})
         self._models: dict[str, dict[str, Model]] = {}
@@ -106,26 +109,47 @@ class ModelRegistry:
     def load_all(self) -> None:
         """Load every model version found; models already loaded are kept as they are."""
         with self._lock:
+            self.sync_store()
             self.unloaded = {p.parent.name for p in self.model_dir.glob(f"*/{UNLOADED_FILE}")}
-            table = {name: dict(versions) for name, versions in self._models.items() if name not in self.unloaded}
-            for manifest in discover(self.model_dir, self.only):
-                if manifest.name in self.unloaded:
-                    continue
+            found = [m for m in discover(self.model_dir, self.only) if m.name not in self.unloaded]
+            table: dict[str, dict[str, Model]] = {}
+            for manifest in found:
                 key = f"{manifest.name}/{manifest.version}"
-                if manifest.version in table.get(manifest.name, {}):
-                    continue
-                model = self._load_one(manifest, key)
+                model = self._models.get(manifest.name, {}).get(manifest.version) or self._load_one(manifest, key)
                 if model is not None:
                     table.setdefault(manifest.name, {})[manifest.version] = model
+            present = {f"{m.name}/{m.version}" for m in found}
+            self.refused = {k: v for k, v in self.refused.items() if k in present} | self.store_refused
             for name in sorted((self.only or set()) - {m.name for m in discover(self.model_dir, self.only)}):
                 log.error("model %r named in the MODELS setting has no version in the model folder", name)
-            self.aliases = {name: read_aliases(self.model_dir, name) for name in table}
+            self.aliases = {name: read_aliases(self.folder, name) for name in table}
             for name, aliases in self.aliases.items():
                 if aliases.get(PRODUCTION) and aliases[PRODUCTION] not in table[name]:
                     log.error("model %r: its production version %s cannot be served; serving the newest instead",
                               name, aliases[PRODUCTION])
             self._models = table  # swap in one assignment: readers see old or new, never half
             self.loaded = True
+
+    def sync_store(self) -> None:
+        """Bring a shared store's cache up to date; while the store does not answer, serve what the
+        cache holds (the outage is logged once and shown by readiness and a gauge)."""
+        if not self.store.remote:
+            return
+        from app.observability import record_store_state
+
+        try:
+            self.store_refused = self.store.sync(self.only)
+        except StoreUnavailable as exc:
+            if self.store.state != "unavailable":
+                log.error("model store %s unavailable, serving the %s: %s", self.store.url,
+                          "cached models" if any(self.model_dir.glob(f"*/*/{MANIFEST_NAME}")) else "no model (cache empty)",
+                          exc)
+            self.store.state, self.store.problem = "unavailable", without_paths(str(exc))
+        else:
+            if self.store.state == "unavailable":
+                log.info("model store %s answers again", self.store.url)
+            self.store.state, self.store.problem = "ok", ""
+        record_store_state(self.store.state == "ok")
 
     def _load_one(self, manifest: Manifest, key: str) -> Model | None:
         """Load one version, or log why it is refused and return None."""
@@ -197,3 +221,45 @@ class ModelRegistry:
         """Every loaded model version."""
         self.ensure_loaded()
         return [m for versions in self._models.values() for m in versions.values()]
+
+
+class StoreWatcher:
+    """Polls a shared store every ``seconds`` and reloads the registry when its fingerprint changed.
+
+    Only this thread talks to the store while serving: requests never wait for it. A load
+    builds the new versions beside the served ones and swaps the table in one assignment,
+    so no request is dropped and none sees half a change.
+    """
+
+    def __init__(self, registry: ModelRegistry, seconds: float):
+        """Remember what to watch; start() starts the thread."""
+        self.registry, self.seconds = registry, seconds
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="model-store-watcher", daemon=True)
+
+    def start(self) -> "StoreWatcher":
+        """Start polling (a daemon thread: it never keeps a worker from exiting)."""
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop after the current poll."""
+        self._stop.set()
+
+    def poll(self) -> bool:
+        """One check; reloads when the store changed or the last sync failed. True when it reloaded."""
+        store = self.registry.store
+        try:
+            changed = store.state != "ok" or store.fingerprint(self.registry.only) != store.synced_fingerprint
+        except StoreUnavailable:
+            changed = True  # load_all notes the outage (once) and keeps serving
+        if changed:
+            self.registry.load_all()
+        return changed
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.seconds):
+            try:
+                self.poll()
+            except Exception:  # a bug here must not stop the watching
+                log.exception("model store poll failed")

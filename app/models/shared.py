@@ -40,7 +40,8 @@ MIN_SHARED_BYTES = 64 * 1024
 def preread(model_dir: Path, only: set[str] | None = None) -> list[str]:
     """Read the estimator file of every servable sklearn model version; returns what was read ("name/version")."""
     from app.models.base import sha256_of
-    from app.models.registry import UNLOADED_FILE, discover, runtime_factory
+    from app.models.registry import discover, runtime_factory
+    from app.models.store import UNLOADED_FILE
     from app.models.sklearn import load_estimator
 
     read = []

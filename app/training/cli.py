@@ -13,6 +13,8 @@ import sqlalchemy as sa
 from flask import current_app
 from flask.cli import AppGroup, with_appcontext
 
+from app.models.store import StoreUnavailable
+
 train_cli = AppGroup("train", help="Train a model on the real data and write a new model version.")
 evaluate_cli = AppGroup("evaluate", help="Re-measure a saved model on its held-out test data.")
 feedback_cli = AppGroup("feedback", help="Online learning from user feedback.")
@@ -219,13 +221,24 @@ def learn(data_dir, model_name, margin, force):
     promote_if_not_worse(model_name, model.version, model.manifest.metrics, out, margin, force)
 
 
+def model_store():
+    """The model store the settings name (a shared store's changes reach every instance)."""
+    return current_app.extensions["model_registry"].store
+
+
+def how_servers_follow() -> str:
+    """What a running server needs to pick up a change to the store."""
+    if model_store().remote:
+        return f"every instance picks it up within MODEL_POLL_SECONDS ({current_app.config['MODEL_POLL_SECONDS']} s)"
+    return "running servers pick it up on `flask models reload` (no request is dropped)"
+
+
 def keep_production(name: str, production: str, folder: Path, why: str) -> None:
     """Leave production where it is (pinning it, so that the newer version does not become the default)."""
     from app.models.aliases import PRODUCTION, read_aliases, set_alias
 
-    model_dir = Path(current_app.config["MODEL_DIR"])
-    if PRODUCTION not in read_aliases(model_dir, name):
-        set_alias(model_dir, name, production)
+    if PRODUCTION not in read_aliases(model_store(), name):
+        set_alias(model_store(), name, production)
     click.echo(f"NOT promoted: version {folder.name} stays unpromoted because {why}. "
                f"Production stays v{production}.")
 
@@ -251,8 +264,8 @@ def promote_if_not_worse(name: str, production: str, before: dict, folder: Path,
                                f"margin of {100 * margin:.3f}")
     else:
         verdict = f"promoted: accuracy {new:.5f} against production v{production} {old:.5f}"
-    set_alias(Path(current_app.config["MODEL_DIR"]), name, folder.name)
-    click.echo(f"{verdict}; production is now v{folder.name} (`flask models reload` for running servers)")
+    set_alias(model_store(), name, folder.name)
+    click.echo(f"{verdict}; production is now v{folder.name}; {how_servers_follow()}")
 
 
 @feedback_cli.command("list")
@@ -325,11 +338,11 @@ def promote(name, version, alias):
     from app.models.aliases import AliasError, set_alias
 
     try:
-        before = set_alias(Path(current_app.config["MODEL_DIR"]), name, version, alias)
-    except AliasError as exc:
+        before = set_alias(model_store(), name, version, alias)
+    except (AliasError, StoreUnavailable) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"{name} {alias}: {before or '(none)'} -> {version}")
-    click.echo("running servers pick it up on `flask models reload` (no request is dropped)")
+    click.echo(how_servers_follow())
 
 
 @models_cli.command("rollback")
@@ -340,11 +353,11 @@ def rollback(name, alias):
     from app.models.aliases import AliasError, roll_back
 
     try:
-        before, after = roll_back(Path(current_app.config["MODEL_DIR"]), name, alias)
-    except AliasError as exc:
+        before, after = roll_back(model_store(), name, alias)
+    except (AliasError, StoreUnavailable) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"{name} {alias}: {before} -> {after}")
-    click.echo("running servers pick it up on `flask models reload` (no request is dropped)")
+    click.echo(how_servers_follow())
 
 
 def number_list(text: str | None, what: str) -> list[float] | None:
@@ -397,14 +410,15 @@ def add_model_command(name, path, version, labels, description, python_class, tr
     options = AddOptions(version=version, labels=[x.strip() for x in labels.split(",") if x.strip()],
                          description=description, python_class=python_class, trust=list(trust), image=image_settings)
     try:
-        folder, manifest, rows = add_model(Path(current_app.config["MODEL_DIR"]), name, path, options)
-    except AddError as exc:
+        folder, manifest, rows = add_model(model_store(), name, path, options)
+    except (AddError, StoreUnavailable) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"added {name} version {manifest['version']} ({manifest['runtime']}) in {folder}")
     click.echo("inputs:  " + ", ".join(f"{s['name']} {s['datatype']} {s['shape']}" for s in manifest["inputs"]))
     click.echo("outputs: " + ", ".join(f"{s['name']} {s['datatype']} {s['shape']}" for s in manifest["outputs"]))
     click.echo(f"smoke prediction: {json.dumps(rows[0])}")
-    click.echo("serve it: `flask models reload` (running gunicorn) or restart the server")
+    click.echo(f"serve it: {how_servers_follow()}" if model_store().remote else
+               "serve it: `flask models reload` (running gunicorn) or restart the server")
 
 
 @models_cli.command("reload")
