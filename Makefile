@@ -4,7 +4,7 @@ VENV := .venv
 
 .PHONY: serve test test-fast train-env malaria-cv bench-env compare system-deps clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-batch.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-batch.txt requirements-store.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt

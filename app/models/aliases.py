@@ -11,6 +11,8 @@ import json
 
 from app.models.store import ALIASES_FILE, MANIFEST_NAME
 
+__all__ = ["ALIASES_FILE", "PRODUCTION", "AliasError", "parse_document", "read_aliases", "set_alias", "roll_back"]
+
 PRODUCTION = "production"
 
 

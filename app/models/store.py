@@ -208,9 +208,15 @@ class RemoteStore:
             return []
 
     def names(self) -> list[str]:
-        """Every model folder name in the store."""
-        return sorted(n for e in self._entries("") if e["type"] == "directory"
-                      and MODEL_NAME.fullmatch(n := e["name"].rstrip("/").rsplit("/", 1)[-1]) and n.strip("."))
+        """Every model folder name in the store. A store with nothing at its location is taken for
+        a wrong setting or a store that is not there, never for "serve no model" (the cache stays)."""
+        self.fs.invalidate_cache(self.base)
+        try:
+            entries = self._call("listing the store", self.fs.ls, self.base, detail=True)
+        except FileNotFoundError:
+            raise StoreUnavailable(f"nothing at {self.url} (no such bucket or folder)") from None
+        return sorted(n for e in entries if e["type"] == "directory"
+                      and MODEL_NAME.fullmatch(n := e["name"].rstrip("/").rsplit("/", 1)[-1]))
 
     def versions(self, name: str) -> list[str]:
         """Numeric version folders of a model in the store, oldest first."""

@@ -6,6 +6,7 @@ the server never loads them.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import click
@@ -419,6 +420,42 @@ def add_model_command(name, path, version, labels, description, python_class, tr
     click.echo(f"smoke prediction: {json.dumps(rows[0])}")
     click.echo(f"serve it: {how_servers_follow()}" if model_store().remote else
                "serve it: `flask models reload` (running gunicorn) or restart the server")
+
+
+@models_cli.command("publish")
+@click.argument("source", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--model", "names", multiple=True, help="Publish only this model (repeatable; default: all).")
+def publish_models(source, names):
+    """Copy a local model folder's versions (default: MODEL_DIR) into the shared MODEL_STORE: each verified
+    against its manifest first, artifacts uploaded before the manifest; versions the store has are skipped,
+    and a model's aliases are copied when the store has none."""
+    from app.models.aliases import ALIASES_FILE
+    from app.models.base import ManifestError
+    from app.models.registry import discover
+
+    store, source = model_store(), Path(source or current_app.config["MODEL_DIR"])
+    if not store.remote:
+        raise click.ClickException("MODEL_STORE names no shared store (s3://, gs:// or file://) to publish to")
+    try:
+        for manifest in discover(source, set(names) or None):
+            where = f"{manifest.name} v{manifest.version}"
+            if store.exists(f"{manifest.name}/{manifest.version}/manifest.json"):
+                click.echo(f"{where}: already in the store")
+                continue
+            try:
+                manifest.verify_artifacts()
+            except ManifestError as exc:
+                raise click.ClickException(f"{where} not published: {exc}") from None
+            staging = store.staging(manifest.name, manifest.version)
+            shutil.copytree(manifest.directory, staging, dirs_exist_ok=True)
+            click.echo(f"{where}: published to {store.publish(staging, manifest.name, manifest.version)}")
+        for aliases in sorted(source.glob(f"*/{ALIASES_FILE}")):
+            name = aliases.parent.name
+            if (not names or name in names) and store.read_text(f"{name}/{ALIASES_FILE}") is None:
+                store.write_text(f"{name}/{ALIASES_FILE}", aliases.read_text())
+                click.echo(f"{name}: aliases published")
+    except StoreUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @models_cli.command("reload")
