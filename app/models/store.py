@@ -424,10 +424,16 @@ def change_tag(entry: dict):
     return None, entry.get("size")
 
 
-def is_precondition_failure(exc: Exception) -> bool:
-    """An S3 conditional write that found the object changed (412 / ConditionalRequestConflict)."""
-    text = f"{type(exc).__name__} {exc}"
-    return "PreconditionFailed" in text or "ConditionalRequestConflict" in text or "(412)" in text
+def is_precondition_failure(exc: BaseException | None) -> bool:
+    """An S3 conditional write that found the object changed (PreconditionFailed, 412, or
+    ConditionalRequestConflict, 409), however s3fs wrapped botocore's error."""
+    while exc is not None:
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code") if hasattr(exc, "response") else None
+        if code in ("PreconditionFailed", "ConditionalRequestConflict") or \
+                "pre-conditions you specified did not hold" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def default_options(url: str) -> dict:
