@@ -255,3 +255,41 @@ def test_three_instances_follow_the_store_under_load_with_no_failed_request(tmp_
     print(f"store convergence (s): {timings}; requests: {counts}; failed: {len(failed)}")
     assert counts["review"] > 100 and counts["classify"] > 100 and counts["v2"] > 100
     assert not failed, failed[:10]
+
+
+def test_batch_scoring_and_spark_read_the_store(tmp_path, s3, monkeypatch):
+    import csv
+    import gzip
+    import itertools
+
+    import pyarrow.parquet as pq
+
+    from app.batch.spark_score import main as spark_main
+
+    store = new_store(s3)
+    cli(tmp_path, store, "publish", str(SAVED_MODELS), "--model", "review_sentiment")
+    monkeypatch.setenv("MODELSERVE_MODEL_CACHE", str(tmp_path / "batch-cache"))
+    reviews = tmp_path / "reviews.csv"
+    with gzip.open(SHARED_DATA / "imdb" / "test.csv.gz", "rt", encoding="utf-8") as handle:
+        rows = list(itertools.islice(csv.DictReader(handle), 20))
+    with open(reviews, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, ["id", "text", "label"])
+        writer.writeheader()
+        writer.writerows({"id": f"r{i}", **row} for i, row in enumerate(rows))
+    results = {}
+    for label, location in (("local", str(SAVED_MODELS)), ("store", store)):
+        app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / 'b.db'}",
+                          "MODEL_STORE": location if "://" in location else "", "MODEL_CACHE": str(tmp_path / "c")})
+        done = app.test_cli_runner().invoke(args=["score", "review_sentiment", str(reviews), str(tmp_path / f"{label}.parquet"),
+                                                  "--key", "id", "--column", "text", "--no-progress"])
+        assert done.exit_code == 0 and "scored 20 items" in done.output, done.output
+        results[label] = {r["key"]: r for r in pq.read_table(tmp_path / f"{label}.parquet").to_pylist()}
+    assert spark_main(["--master", "local[2]", "--model-dir", store, "--model", "review_sentiment", "--input",
+                       str(reviews), "--output", str(tmp_path / "spark"), "--key", "id", "--column", "text"]) == 0
+    results["spark"] = {r["key"]: r for r in pq.read_table(tmp_path / "spark").to_pylist()}
+    assert set(results["local"]) == set(results["store"]) == set(results["spark"]) == {f"r{i}" for i in range(20)}
+    for key, row in results["local"].items():
+        for other in ("store", "spark"):
+            assert results[other][key]["label"] == row["label"]
+            assert results[other][key]["probability_positive"] == pytest.approx(row["probability_positive"], abs=1e-6)
+    assert [p.parent.name for p in (tmp_path / "batch-cache").glob("*/review_sentiment/*/manifest.json")] == [REVIEW]

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 from app.errors import APIError
 from app.models.aliases import PRODUCTION, read_aliases
-from app.models.base import Limits, Manifest, Model
+from app.models.base import Limits, Manifest, ManifestError, Model
 from app.models.registry import build_model, discover
 from app.models.store import LocalStore
 
@@ -18,9 +18,27 @@ class ScoringError(ValueError):
     """The run cannot start (no such model, input that does not fit the model)."""
 
 
+def model_folder(location: str | Path, name: str, version: str | None = None) -> Path:
+    """A local folder holding the model: ``location`` itself, or this machine's cache of a shared store
+    (s3://, gs://, file://), into which the version is fetched and verified once (per Python worker)."""
+    if "://" not in str(location):
+        return Path(location)
+    import os
+    import tempfile
+
+    from app.models.store import RemoteStore, StoreUnavailable
+
+    cache = os.environ.get("MODELSERVE_MODEL_CACHE") or os.path.join(tempfile.gettempdir(), "modelserve-model-cache")
+    try:
+        return RemoteStore(str(location), cache, 1 << 62).fetch(name, version)
+    except (StoreUnavailable, FileNotFoundError, ManifestError) as exc:
+        raise ScoringError(f"model {name!r} from {location}: {exc}") from exc
+
+
 def find_manifest(model_dir: str | Path, name: str, version: str | None = None) -> Manifest:
     """The manifest of ``name``: the version given, else the one the server serves by default
-    (its `production` alias, else the newest)."""
+    (its `production` alias, else the newest). ``model_dir`` may be a shared store's URL."""
+    model_dir = model_folder(model_dir, name, version)
     version = version or read_aliases(LocalStore(model_dir), name).get(PRODUCTION)
     manifests = [m for m in discover(Path(model_dir), {name}) if version is None or m.version == str(version)]
     if not manifests:

@@ -1,8 +1,8 @@
 """Any registered model over a Spark DataFrame: Spark's own predict_batch_udf around the model interface.
 
-The model folder must be readable by every executor at the same path (a shared or
-distributed file system, or shipped with ``spark-submit --archives``). Each Python
-worker loads and hash-verifies the model once (predict_batch_udf caches it) with one
+The model comes from a shared store (s3://, gs://, file://: each Python worker fetches
+the pinned version into its machine's cache once, verified) or from a folder readable by
+every executor at the same path. Each Python worker loads and hash-verifies the model once (predict_batch_udf caches it) with one
 ONNX Runtime thread: Spark already runs a task per core, and ``OMP_NUM_THREADS`` does
 not reach ONNX Runtime, so more threads per task would oversubscribe the cores.
 """

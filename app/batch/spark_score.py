@@ -28,7 +28,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", required=True)
     parser.add_argument("--input", required=True, help="folder of images, or a .csv / .parquet table")
     parser.add_argument("--output", required=True, help="Parquet output (a folder, as Spark writes it)")
-    parser.add_argument("--model-dir", default=DefaultConfig.MODEL_DIR)
+    parser.add_argument("--model-dir", default=os.environ.get("MODELSERVE_MODEL_STORE") or DefaultConfig.MODEL_DIR,
+                        help="model folder, or a shared store's URL (s3://, gs://, file://; default: MODELSERVE_MODEL_STORE, "
+                             "else saved_models)")
     parser.add_argument("--version", default=None)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--column", action="append", dest="columns", help="text column or feature columns")

@@ -331,6 +331,25 @@ class RemoteStore:
                 shutil.rmtree(self.local.root / name / version, ignore_errors=True)
         return refused
 
+    def fetch(self, name: str, version: str | None = None) -> Path:
+        """One version into the cache, without evicting anything (batch jobs, Spark executors): the
+        version given, else the production alias's, else the newest; returns the cache folder."""
+        from app.models.aliases import PRODUCTION, parse_document
+
+        with self._cache_lock():
+            aliases = self.read_text(f"{name}/{ALIASES_FILE}")
+            versions = self.versions(name)
+            version = str(version or parse_document(aliases)["aliases"].get(PRODUCTION) or (versions or [""])[-1])
+            if version not in versions:
+                raise FileNotFoundError(f"no model {name!r}{f' version {version}' if version else ''} in {self.url}")
+            reason = self._cache_version(name, version)
+            if reason is not None:
+                raise ManifestError(reason or f"{name} version {version} is still being published (no manifest yet)")
+            if aliases is not None:
+                self.local.write_text(f"{name}/{ALIASES_FILE}", aliases)
+        log.info("model store: %s v%s from %s ready in %s", name, version, self.url, self.root)
+        return self.root
+
     def _cache_version(self, name: str, version: str) -> str | None:
         """Download and verify one version into the cache. None: it is there; "": not published
         yet (no manifest); else the reason it is refused."""

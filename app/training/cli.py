@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from flask import current_app
 from flask.cli import AppGroup, with_appcontext
 
+from app.models.base import ManifestError
 from app.models.store import StoreUnavailable
 
 train_cli = AppGroup("train", help="Train a model on the real data and write a new model version.")
@@ -430,7 +431,6 @@ def publish_models(source, names):
     against its manifest first, artifacts uploaded before the manifest; versions the store has are skipped,
     and a model's aliases are copied when the store has none."""
     from app.models.aliases import ALIASES_FILE
-    from app.models.base import ManifestError
     from app.models.registry import discover
 
     store, source = model_store(), Path(source or current_app.config["MODEL_DIR"])
@@ -516,10 +516,11 @@ def score_command(model_name, source, output, version, batch_size, columns, key,
     from app.models.base import Limits
 
     try:
-        model = load_model(current_app.config["MODEL_DIR"], model_name, version, batch_size,
+        store = model_store()
+        model = load_model(store.fetch(model_name, version) if store.remote else store.root, model_name, version, batch_size,
                            threads or os.cpu_count() or 1, Limits.from_config(current_app.config))
         summary = score_dataset(model, source, output, batch_size, list(columns) or None, key, progress)
-    except (ScoringError, SourceError) as exc:
+    except (ScoringError, SourceError, StoreUnavailable, FileNotFoundError, ManifestError) as exc:
         raise click.ClickException(str(exc)) from exc
     resumed = f", {summary.skipped} from an earlier run" if summary.skipped else ""
     click.echo(f"scored {summary.scored} items with {model.name} v{model.version} in {summary.seconds:.1f} s "
