@@ -1,5 +1,9 @@
-# Serving image: slim Python, serving requirements only, non-root, models baked in.
+# Serving image: slim Python, serving requirements only, non-root. The committed models are
+# copied in as the default local folder; with MODELSERVE_MODEL_STORE set they are not used, and
+# `--build-arg REQUIREMENTS=requirements-store.txt` adds the store libraries (fsspec, s3fs, gcsfs).
 FROM python:3.11-slim
+
+ARG REQUIREMENTS=requirements.txt
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -9,11 +13,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /srv
 
-COPY requirements.txt .
-RUN pip install --no-cache-dir -r requirements.txt \
+COPY requirements.txt requirements-store.txt ./
+RUN pip install --no-cache-dir -r "${REQUIREMENTS}" \
     && useradd --create-home --uid 10001 modelserve \
-    && mkdir -p /srv/instance \
-    && chown modelserve /srv/instance
+    && mkdir -p /srv/instance /var/cache/modelserve \
+    && chown modelserve /srv/instance /var/cache/modelserve
 
 COPY --chown=10001 app/ app/
 COPY --chown=10001 saved_models/ saved_models/

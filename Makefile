@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 
-.PHONY: serve test test-fast train-env malaria-cv bench-env compare system-deps clean
+.PHONY: serve test test-fast train-env malaria-cv bench-env compare system-deps gcp-bundle clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-batch.txt requirements-store.txt
 	$(PYTHON) -m venv $(VENV)
@@ -67,5 +67,13 @@ bench-env: .venv-bench/.installed  ## environment with BentoML and MLServer for 
 compare: bench-env .venv-serve/.installed system-deps  ## this server against BentoML, MLServer, LitServe and bare Flask (about 20 minutes); summary into benchmarks/README.md
 	.venv-bench/bin/python benchmarks/compare.py --out benchmarks/results/compare.md --readme benchmarks/README.md
 
+# gcloud (App Engine, Cloud Functions) installs the requirements.txt of the folder it deploys; this
+# folder's holds the store libraries too, for models served from a bucket (MODELSERVE_MODEL_STORE=gs://...).
+gcp-bundle:  ## build/gcp: the code, app.yaml and a requirements.txt with the store libraries, for `gcloud ... --source build/gcp`
+	rm -rf build/gcp && mkdir -p build/gcp
+	cp -r app main.py gunicorn.conf.py app.yaml build/gcp/
+	find build/gcp -name __pycache__ -prune -exec rm -rf {} +
+	{ cat requirements.txt; grep -v '^-r' requirements-store.txt; } > build/gcp/requirements.txt
+
 clean:
-	rm -rf $(VENV) .venv-serve .venv-train .venv-bench .pytest_cache
+	rm -rf $(VENV) .venv-serve .venv-train .venv-bench .pytest_cache build

@@ -42,6 +42,20 @@ def test_kubernetes_manifests_validate():
     assert containers["proxy"]["ports"][0]["name"] == service["spec"]["ports"][0]["targetPort"]
 
 
+def test_kubernetes_pods_read_models_from_the_shared_store():
+    """Web and worker pods both take the store from the ConfigMap and keep their cache in a volume of their own."""
+    k8s = PROJECT_ROOT / "deploy" / "k8s"
+    settings = yaml.safe_load((k8s / "configmap.yaml").read_text())["data"]
+    assert settings["MODELSERVE_MODEL_STORE"].startswith("s3://")
+    for name, container in (("deployment.yaml", "web"), ("worker-deployment.yaml", "worker")):
+        pod = yaml.safe_load((k8s / name).read_text())["spec"]["template"]["spec"]
+        spec = next(c for c in pod["containers"] if c["name"] == container)
+        assert {"configMapRef": {"name": "modelserve-config"}} in spec["envFrom"]
+        mounts = {m["name"]: m["mountPath"] for m in spec["volumeMounts"]}
+        assert mounts["model-cache"] == settings["MODELSERVE_MODEL_CACHE"]
+        assert any(v["name"] == "model-cache" and "emptyDir" in v for v in pod["volumes"])
+
+
 def test_procfile_and_app_yaml_run_the_same_server():
     assert (PROJECT_ROOT / "Procfile").read_text().splitlines() == ["release: flask --app app db upgrade",
                                                                      f"web: {GUNICORN}"]

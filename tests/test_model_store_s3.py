@@ -293,3 +293,38 @@ def test_batch_scoring_and_spark_read_the_store(tmp_path, s3, monkeypatch):
             assert results[other][key]["label"] == row["label"]
             assert results[other][key]["probability_positive"] == pytest.approx(row["probability_positive"], abs=1e-6)
     assert [p.parent.name for p in (tmp_path / "batch-cache").glob("*/review_sentiment/*/manifest.json")] == [REVIEW]
+
+
+CLOUD_FUNCTION = """
+import json, sys
+from functions_framework import create_app
+client = create_app(target="handle", source="main.py").test_client()
+review = "A beautiful, touching film."
+answers = [client.post("/predict", data={"review": review}).get_json(),
+           client.post("/predict", data={"review": review, "model": "decision_tree"}).get_json(),
+           client.get("/health/ready").get_json()]
+print(json.dumps(answers))
+"""
+
+
+def test_the_cloud_functions_bundle_serves_models_from_a_bucket_by_name(tmp_path, s3):
+    import subprocess
+    import sys
+
+    from app.config import PROJECT_ROOT
+
+    store = new_store(s3)
+    cli(tmp_path, store, "publish", str(SAVED_MODELS), "--model", "decision_tree", "--model", "logistic_regression")
+    subprocess.run(["make", "gcp-bundle"], cwd=PROJECT_ROOT, check=True, capture_output=True)
+    bundle = PROJECT_ROOT / "build" / "gcp"
+    assert "s3fs==" in (bundle / "requirements.txt").read_text() and not (bundle / "saved_models").exists()
+    env = {**os.environ, "MODELSERVE_MODEL_STORE": store, "MODELSERVE_MODEL_CACHE": str(tmp_path / "tmp-model-cache"),
+           "DATABASE_URL": f"sqlite:///{tmp_path / 'cf.db'}", "MODELSERVE_LOG_FORMAT": "text"}
+    done = subprocess.run([sys.executable, "-c", CLOUD_FUNCTION], cwd=bundle, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    default, by_name, ready = json.loads(done.stdout.strip().splitlines()[-1])
+    assert default["model"]["name"] == "logistic_regression" and default["label"] == "positive"
+    assert by_name["model"]["name"] == "decision_tree"
+    assert ready["model_store"] == "ok"
+    assert list((tmp_path / "tmp-model-cache").glob("*/decision_tree/*/manifest.json"))
