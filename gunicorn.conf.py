@@ -151,10 +151,12 @@ def preread_models(server):
     from app import SERVING_MODULES
     from app.config import PROJECT_ROOT, load_settings, served_model_names
     from app.models.shared import preread
+    from app.models.store import served_folder
 
     config = Config(str(PROJECT_ROOT))
     load_settings(config)
-    read = preread(config["MODEL_DIR"], served_model_names(config))
+    # With a shared store: what the cache held when the server started (a first start shares nothing).
+    read = preread(served_folder(config), served_model_names(config))
     for module in SERVING_MODULES:  # this package's own modules too (not the app: each worker creates its own)
         importlib.import_module(module)
     server.log.info("read before forking, shared by the workers: %s", ", ".join(read) or "none")

@@ -251,3 +251,23 @@ def test_model_names_that_are_paths_or_options_are_refused_before_anything_is_wr
     result = app.test_cli_runner().invoke(args=["models", "add", "--", name, str(wine_model(tmp_path / "w.skops"))])
     assert result.exit_code != 0 and "must be 1-64 letters" in result.output
     assert not any(tmp_path.rglob("manifest.json")) and not any(model_dir.iterdir())
+
+
+def test_the_deployment_guide_s_store_commands_run_as_printed(tmp_path):
+    import re
+    import subprocess
+
+    from app.config import PROJECT_ROOT
+
+    text = (PROJECT_ROOT / "docs" / "deployment.md").read_text()
+    block = re.search(r"Try it on this machine.*?```sh\n(.*?)```", text, re.S).group(1)
+    store = Path("/tmp/modelserve-store")
+    shutil.rmtree(store, ignore_errors=True)
+    try:
+        done = subprocess.run(["bash", "-e", "-c", block], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+        assert "review_sentiment v" in done.stdout and "published to file:///tmp/modelserve-store" in done.stdout
+        assert re.search(r"review_sentiment\s+v\d+\s+ok .*production", done.stdout), done.stdout
+        assert (store / "review_sentiment" / "aliases.json").exists()
+    finally:
+        shutil.rmtree(store, ignore_errors=True)

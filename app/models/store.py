@@ -151,8 +151,7 @@ class RemoteStore:
         self.url = url.rstrip("/")
         self.fs, self.base = fsspec.core.url_to_fs(self.url, **(storage_options or default_options(self.url)))
         self.base = self.base.rstrip("/")
-        # One cache folder per store, so two stores never mix files.
-        self.root = Path(cache_dir) / hashlib.sha256(self.url.encode()).hexdigest()[:16]
+        self.root = cache_folder(self.url, cache_dir)
         self.root.mkdir(parents=True, exist_ok=True)
         self.local = LocalStore(self.root)
         self.max_cache_bytes = max_cache_bytes
@@ -470,3 +469,15 @@ def open_store(config) -> LocalStore | RemoteStore:
     if "://" not in url:
         return LocalStore(url)
     return RemoteStore(url, config["MODEL_CACHE"], int(config["MODEL_CACHE_MAX_BYTES"]))
+
+
+def served_folder(config) -> Path:
+    """The local folder the workers load models from (MODEL_DIR, or a shared store's cache), worked
+    out without opening the store (gunicorn's master reads it before forking)."""
+    url = str(config["MODEL_STORE"] or config["MODEL_DIR"])
+    return Path(url) if "://" not in url else cache_folder(url, config["MODEL_CACHE"])
+
+
+def cache_folder(url: str, cache_dir: str | Path) -> Path:
+    """One cache folder per store, so two stores never mix files."""
+    return Path(cache_dir) / hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16]
