@@ -102,11 +102,14 @@ def init_worker_auth(app: Flask) -> None:
     else:
         path = Path(app.config["WORKER_TOKEN_FILE"])
         try:
-            app.extensions["worker_token"] = generated_token(path)
+            token = generated_token(path)
+            if not token:
+                raise OSError("the file is empty")
+            app.extensions["worker_token"] = token
             log.info("worker endpoints need the token in %s (or set MODELSERVE_WORKER_TOKEN)", path)
-        except OSError as exc:  # a read-only file system: stay closed with a token nobody knows
+        except OSError as exc:  # read-only, unreadable or empty: stay closed with a token nobody knows
             app.extensions["worker_token"] = secrets.token_urlsafe(32)
-            log.error("cannot keep a worker token in %s (%s): worker endpoints are closed to everyone; set "
+            log.error("cannot use a worker token in %s (%s): worker endpoints are closed to everyone; set "
                       "MODELSERVE_WORKER_TOKEN", path, exc)
 
 

@@ -77,3 +77,16 @@ def test_the_readme_benchmark_summary_is_the_committed_comparison_run():
     readme = (PROJECT_ROOT / "benchmarks" / "README.md").read_text()
     assert block(readme) == block(report)
     assert "| ours |" in block(report) and "| litserve |" in block(report)
+
+
+def test_model_store_benchmark_measures_poll_convergence_and_throughput(tmp_path):
+    """The store benchmark for one promotion and one rollback at a 1 s poll: everything measured, nothing failed."""
+    out = tmp_path / "model_store.md"
+    done = run_script("benchmarks/model_store.py", "--rounds", "2", "--seconds", "1", "--poll", "1", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = out.read_text()
+    assert [row[0] for row in table_rows(text, "promote") + table_rows(text, "rollback")] == ["promote", "rollback"]
+    assert all(float(row[2]) <= 6 for row in table_rows(text, "promote") + table_rows(text, "rollback")), text
+    for row in table_rows(text, "local folder") + table_rows(text, "S3 store"):
+        assert float(row[1]) > 0 and row[5] == "0", row
+    assert re.search(r"\| s3 \(moto, loopback\) \| 5 \| 6 \|", text), text

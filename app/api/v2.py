@@ -13,8 +13,8 @@ from app.api.health import readiness
 from app.api.inputs import optional_json_object
 from app.auth import require_worker
 from app.codecs.adapters import inputs_from_tensors, output_tensors
-from app.codecs.v2 import HEADER_LENGTH, ProtocolError, decode_request, encode_response
-from app.errors import BadRequest, ModelNotFound, ServiceUnavailable
+from app.codecs.v2 import HEADER_LENGTH, ProtocolError, TooManyElements, decode_request, encode_response
+from app.errors import BadRequest, ModelNotFound, PayloadTooLarge, ServiceUnavailable
 from app.models.base import MODEL_NAME
 from app.models.store import UNLOADED_FILE, StoreUnavailable
 
@@ -273,8 +273,11 @@ def model_infer(name: str, version: str | None = None):
     """
     model = registry().get(name, version)
     try:
-        infer = decode_request(request.get_data(cache=False), request.headers.get(HEADER_LENGTH))
+        # A BYTES element is one item (a text, an image): no more of them than a request's batch.
+        infer = decode_request(request.get_data(cache=False), request.headers.get(HEADER_LENGTH), model.limits.max_batch)
         inputs = inputs_from_tensors(infer.inputs)
+    except TooManyElements as exc:
+        raise PayloadTooLarge(str(exc)) from exc
     except ProtocolError as exc:
         raise BadRequest(str(exc)) from exc
     outputs = output_tensors(model, model.infer(inputs))

@@ -15,6 +15,7 @@ from math import prod
 
 import numpy as np
 
+from app.codecs.numbers import ValueOutOfType, fit_to_dtype
 from app.codecs.strict_json import strict_loads
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -28,6 +29,10 @@ NUMPY_TYPES = {
 
 class ProtocolError(ValueError):
     """The request does not follow the protocol; the message is safe to show the client."""
+
+
+class TooManyElements(ProtocolError):
+    """A tensor claims more elements than a request may hold (413, as the model's own batch limit)."""
 
 
 @dataclass
@@ -63,10 +68,19 @@ def _flatten(data) -> list:
     return [data]
 
 
-def _check_shape(shape, name: str) -> list[int]:
-    """A list of non-negative ints."""
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+# No tensor may claim more elements than this, whatever its data (numpy cannot index past it, and a
+# claim checked before decoding costs nothing, where counting 2.5 M elements costs seconds).
+MAX_ELEMENTS = 2 ** 31 - 1
+
+
+def _check_shape(shape, name: str, max_elements: int) -> list[int]:
+    """A list of non-negative ints whose product is at most ``max_elements``."""
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                              for d in shape):
         raise ProtocolError(f"input {name!r}: shape must be a list of non-negative integers")
+    if any(d > MAX_ELEMENTS for d in shape) or prod(shape) > max_elements:
+        raise TooManyElements(f"input {name!r}: shape {shape} claims more elements than the limit of {max_elements} "
+                              "per request")
     return shape
 
 
@@ -98,10 +112,13 @@ def _bytes_from_json(values: list, name: str) -> list[bytes]:
     """BYTES given as JSON strings (UTF-8)."""
     if not all(isinstance(v, str) for v in values):
         raise ProtocolError(f"input {name!r}: BYTES data must be strings in JSON")
-    return [v.encode("utf-8") for v in values]
+    try:
+        return [v.encode("utf-8") for v in values]
+    except UnicodeEncodeError:  # a lone surrogate such as "\ud800" is valid JSON but no text
+        raise ProtocolError(f"input {name!r}: BYTES data holds a lone surrogate (not valid Unicode text)") from None
 
 
-def _decode_input(spec: dict, binary: memoryview, offset: int) -> tuple[Tensor, int]:
+def _decode_input(spec: dict, binary: memoryview, offset: int, max_elements: int) -> tuple[Tensor, int]:
     """One input from its JSON description (and the binary section); returns the new offset."""
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise ProtocolError("every input needs a string 'name'")
@@ -109,7 +126,7 @@ def _decode_input(spec: dict, binary: memoryview, offset: int) -> tuple[Tensor, 
     datatype = spec.get("datatype")
     if datatype != "BYTES" and datatype not in NUMPY_TYPES:
         raise ProtocolError(f"input {name!r}: unknown datatype {datatype!r}")
-    shape = _check_shape(spec.get("shape"), name)
+    shape = _check_shape(spec.get("shape"), name, MAX_ELEMENTS if datatype != "BYTES" else max_elements)
     parameters = _parameters(spec.get("parameters"), f"input {name!r}")
     size = parameters.get("binary_data_size")
     count = prod(shape)
@@ -124,7 +141,9 @@ def _decode_input(spec: dict, binary: memoryview, offset: int) -> tuple[Tensor, 
             dtype = np.dtype(NUMPY_TYPES[datatype]).newbyteorder("<")
             if size != count * dtype.itemsize:
                 raise ProtocolError(f"input {name!r}: {size} bytes do not hold shape {shape} of {datatype}")
-            data = np.frombuffer(raw, dtype=dtype).reshape(shape)
+            data = np.frombuffer(raw, dtype=dtype).reshape(shape) if raw else np.zeros(shape, dtype=dtype)
+            if datatype == "BOOL" and data.size and not np.isin(data.view(np.uint8), (0, 1)).all():
+                raise ProtocolError(f"input {name!r}: BOOL bytes must be 0 or 1")
     else:
         if "data" not in spec:
             raise ProtocolError(f"input {name!r}: no 'data' and no binary_data_size")
@@ -132,9 +151,13 @@ def _decode_input(spec: dict, binary: memoryview, offset: int) -> tuple[Tensor, 
         if datatype == "BYTES":
             data = _bytes_from_json(values, name)
         else:
+            if datatype == "BOOL" and not all(isinstance(v, bool) for v in values):
+                raise ProtocolError(f"input {name!r}: BOOL data must be true or false")
             try:
-                data = np.asarray(values, dtype=NUMPY_TYPES[datatype])
-            except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: 300 as UINT8, 2**70 as INT64
+                data = fit_to_dtype(values, NUMPY_TYPES[datatype])
+            except ValueOutOfType as exc:
+                raise ProtocolError(f"input {name!r}: data is out of its range for {datatype}: {exc}") from exc
+            except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: 2**70 as INT64
                 raise ProtocolError(f"input {name!r}: data is not {datatype} (or out of its range)") from exc
             if data.size != count:
                 raise ProtocolError(f"input {name!r}: {data.size} values do not fill shape {shape}")
@@ -144,8 +167,9 @@ def _decode_input(spec: dict, binary: memoryview, offset: int) -> tuple[Tensor, 
     return Tensor(name, datatype, shape, data, parameters), offset
 
 
-def decode_request(body: bytes, header_length: str | None) -> InferenceRequest:
-    """Parse a JSON (or JSON + binary) infer request body."""
+def decode_request(body: bytes, header_length: str | None, max_elements: int = MAX_ELEMENTS) -> InferenceRequest:
+    """Parse a JSON (or JSON + binary) infer request body; a BYTES input may hold at most
+    ``max_elements`` items (texts, images), checked against its shape before its data is split."""
     if header_length is not None:
         try:
             split = int(header_length)
@@ -164,7 +188,7 @@ def decode_request(body: bytes, header_length: str | None) -> InferenceRequest:
         raise ProtocolError("inference request needs a non-empty 'inputs' list")
     inputs, offset = [], 0
     for spec in doc["inputs"]:
-        tensor, offset = _decode_input(spec, binary, offset)
+        tensor, offset = _decode_input(spec, binary, offset, max_elements)
         inputs.append(tensor)
     if offset != len(binary):
         raise ProtocolError(f"{len(binary) - offset} bytes of binary data are not claimed by any input")

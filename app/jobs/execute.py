@@ -1,9 +1,8 @@
 """Running one job's payload through a model (the built-in worker), and checking it at submission."""
 from __future__ import annotations
 
-import json
-
 from app.codecs.instances import instances_to_inputs
+from app.codecs.strict_json import strict_loads
 from app.errors import APIError, BadRequest
 from app.models.base import Model
 
@@ -23,8 +22,8 @@ def job_inputs(model: Model, payload: bytes) -> tuple[dict, bool]:
     if takes_raw_bytes(model):
         return {model.inputs[0].name: [payload]}, False
     try:
-        document = json.loads(payload)
-    except (UnicodeDecodeError, ValueError):
+        document = strict_loads(payload)  # bounded nesting: "[" * 5000 is a 400, not a RecursionError
+    except ValueError:
         raise BadRequest(f"model {model.name!r} takes a JSON payload: one instance, or {{\"instances\": [...]}}") from None
     if isinstance(document, dict) and "instances" in document:
         return instances_to_inputs(model, document["instances"]), True

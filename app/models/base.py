@@ -28,6 +28,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from app.codecs.numbers import ValueOutOfType, fit_to_dtype
 from app.errors import BadRequest, PayloadTooLarge, Unprocessable
 from app.models.batching import Batcher, BatchingSettings, concat_batches, split_outputs
 from app.observability import track_inference
@@ -251,7 +252,9 @@ def decode_bytes(spec: TensorSpec, column: Sequence) -> list[bytes]:
 def decode_array(spec: TensorSpec, column) -> np.ndarray:
     """A numeric batch of the declared datatype and shape, with finite values only."""
     try:
-        array = np.asarray(column, dtype=NUMPY_TYPES[spec.datatype])
+        array = fit_to_dtype(column, NUMPY_TYPES[spec.datatype])
+    except ValueOutOfType as exc:
+        raise BadRequest(f"input {spec.name!r}: data is out of its range for {spec.datatype}: {exc}") from None
     except (TypeError, ValueError, OverflowError):
         raise BadRequest(f"input {spec.name!r} must be numbers of shape {list(spec.shape)} ({spec.datatype})") from None
     expected = spec.shape

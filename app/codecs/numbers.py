@@ -1,0 +1,37 @@
+"""Numbers into a declared numeric type without silent wraparound (shared by every protocol's decoding).
+
+numpy casts 300.7 to int8 as 44, -1 to uint64 as 18446744073709551615 and the string "false"
+to True. Here a value either fits the type exactly (integers in range, floats without a
+fractional part for integer types, 0/1 or true/false for BOOL) or the whole column is refused.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class ValueOutOfType(ValueError):
+    """Values that do not fit the declared type; the message says which type."""
+
+
+def fit_to_dtype(values, dtype) -> np.ndarray:
+    """``values`` (nested lists or an array) as an array of ``dtype``, or ValueOutOfType / ValueError."""
+    target = np.dtype(dtype)
+    raw = values if isinstance(values, np.ndarray) else np.asarray(values)
+    kind = raw.dtype.kind
+    if raw.dtype == target:
+        return raw
+    if target.kind == "b":
+        if kind != "b" and not (kind in "iuf" and np.isin(raw, (0, 1)).all()):
+            raise ValueOutOfType("BOOL takes true/false (or 0/1)")
+    elif kind not in "biuf":  # text: numpy parses it strictly ("300" as int8 and "x" raise)
+        return np.asarray(values, dtype=target)
+    elif target.kind in "iu" and raw.size:
+        if kind == "f" and not (np.isfinite(raw).all() and (raw == np.trunc(raw)).all()):
+            raise ValueOutOfType(f"{target.name} takes whole numbers")
+        info, low, high = np.iinfo(target), raw.min(), raw.max()
+        if int(low) < info.min or int(high) > info.max:
+            raise ValueOutOfType(f"values from {low} to {high} do not fit {target.name} ({info.min}..{info.max})")
+    elif target.kind == "f" and kind == "f" and np.isfinite(raw).any():
+        if np.abs(raw[np.isfinite(raw)]).max() > np.finfo(target).max:
+            raise ValueOutOfType(f"values beyond {np.finfo(target).max:g} do not fit {target.name}")
+    return raw.astype(target)

@@ -1,0 +1,152 @@
+"""Regression tests for the third security and reliability round: each reproduces one reported defect."""
+from __future__ import annotations
+
+import base64
+import json
+import struct
+import time
+
+import pytest
+
+from app import create_app
+from tests.conftest import SAVED_MODELS
+from tests.test_model_store import wine_model
+
+
+@pytest.fixture
+def wine_app(tmp_path):
+    """An app serving a user's numeric scikit-learn model (13 FP64 features) and the committed models."""
+    models = tmp_path / "models"
+    models.mkdir()
+    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / 'h.db'}", "MODEL_DIR": str(models),
+                      "WORKER_TOKEN": "round-three-token"})
+    added = app.test_cli_runner().invoke(args=["models", "add", "wine", str(wine_model(tmp_path / "wine.skops"))])
+    assert added.exit_code == 0, added.output
+    app.extensions["model_registry"].load_all()
+    yield app
+    app.extensions["db_engine"].dispose()
+
+
+def infer(client, model: str, inputs: list[dict], **kwargs):
+    """POST a JSON V2 inference request."""
+    return client.post(f"/v2/models/{model}/infer", json={"inputs": inputs}, **kwargs)
+
+
+# -- 4. a lone surrogate in V2 BYTES data ----------------------------------------------------------
+
+def test_a_lone_surrogate_in_bytes_data_is_400(client):
+    body = '{"inputs": [{"name": "review", "datatype": "BYTES", "shape": [1], "data": ["\\ud800 film"]}]}'
+    response = client.post("/v2/models/review_sentiment/infer", data=body, content_type="application/json")
+    assert response.status_code == 400 and "lone surrogate" in response.json["error"]
+
+
+# -- 5. shapes whose product overflows, and empty binary tensors -----------------------------------
+
+@pytest.mark.parametrize("shape", [[4611686018427387904, 0], [0, 2 ** 64], [2 ** 40, 2 ** 40], [2 ** 31, 0]])
+def test_shapes_numpy_cannot_hold_are_refused_not_500(wine_app, shape):
+    response = infer(wine_app.test_client(), "wine", [{"name": "input", "datatype": "FP64", "shape": shape,
+                                                       "data": []}])
+    assert response.status_code in (400, 413), response.json
+
+
+@pytest.mark.parametrize("datatype", ["FP32", "FP64", "INT64"])
+def test_binary_tensors_of_zero_bytes_are_4xx(wine_app, datatype):
+    header = json.dumps({"inputs": [{"name": "input", "datatype": datatype, "shape": [4611686018427387904, 0],
+                                     "parameters": {"binary_data_size": 0}}]}).encode()
+    response = wine_app.test_client().post("/v2/models/wine/infer", data=header, content_type="application/octet-stream",
+                                           headers={"Inference-Header-Content-Length": str(len(header))})
+    assert 400 <= response.status_code < 500, response.json
+
+
+# -- 8. values that do not fit the declared datatype -----------------------------------------------
+
+@pytest.mark.parametrize("tensor, fragment", [
+    ({"datatype": "FP64", "shape": [1, 13], "data": [300.7] + [1.0] * 12}, None),  # fits FP64: served
+    ({"datatype": "INT8", "shape": [1, 13], "data": [300] + [1] * 12}, "out of its range"),
+    ({"datatype": "UINT64", "shape": [1, 13], "data": [-1] + [1] * 12}, "out of its range"),
+    ({"datatype": "BOOL", "shape": [1, 13], "data": ["false"] * 13}, "true or false"),
+])
+def test_values_that_do_not_fit_their_datatype_are_400(wine_app, tensor, fragment):
+    response = infer(wine_app.test_client(), "wine", [{"name": "input", **tensor}])
+    if fragment is None:
+        assert response.status_code == 200, response.json
+    else:
+        assert response.status_code == 400 and fragment in response.json["error"], response.json
+
+
+def test_a_float_is_not_wrapped_into_an_integer_input():
+    from app.codecs.numbers import ValueOutOfType, fit_to_dtype
+
+    for values, dtype in (([300.7], "int8"), ([-1], "uint64"), ([1.5], "int32"), (["false"], "bool")):
+        with pytest.raises((ValueOutOfType, ValueError)):
+            fit_to_dtype(values, dtype)
+    assert fit_to_dtype([1.0, 2.0], "int8").tolist() == [1, 2]
+    assert fit_to_dtype([True, False], "bool").tolist() == [True, False]
+
+
+# -- 10. an empty token file must not open the worker endpoints ------------------------------------
+
+@pytest.mark.parametrize("content", ["", "\n", "   \n"])
+def test_an_empty_worker_token_file_fails_closed(tmp_path, content):
+    token_file = tmp_path / "worker_token"
+    token_file.write_text(content)
+    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / 't.db'}",
+                      "WORKER_TOKEN_FILE": str(token_file), "MODEL_DIR": str(SAVED_MODELS)})
+    client = app.test_client()
+    assert client.post("/jobs/lease", json={}).status_code == 401
+    assert client.post("/jobs/lease", json={}, headers={"Authorization": "Bearer "}).status_code == 401
+    assert client.post("/v2/repository/models/review_sentiment/unload").status_code == 401
+    assert app.extensions["worker_token"]  # a random token nobody knows
+
+
+# -- 13. deeply nested JSON payloads of jobs --------------------------------------------------------
+
+def test_a_deeply_nested_job_payload_is_400(wine_app):
+    payload = base64.b64encode(b"[" * 5000).decode()
+    response = wine_app.test_client().post("/jobs", json={"model": "wine", "payload_base64": payload})
+    assert response.status_code == 400 and "takes a JSON payload" in response.json["error"]
+
+
+# -- 19. element counts bounded before decoding ------------------------------------------------------
+
+def test_millions_of_empty_bytes_elements_are_refused_before_they_are_split(client):
+    count = 2_500_000
+    header = json.dumps({"inputs": [{"name": "review", "datatype": "BYTES", "shape": [count],
+                                     "parameters": {"binary_data_size": 4 * count}}]}).encode()
+    body = header + struct.pack("<I", 0) * count
+    started = time.process_time()
+    response = client.post("/v2/models/review_sentiment/infer", data=body, content_type="application/octet-stream",
+                           headers={"Inference-Header-Content-Length": str(len(header))})
+    cpu = time.process_time() - started
+    assert response.status_code == 413 and "limit of 64" in response.json["error"]
+    assert cpu < 0.5, f"{cpu:.2f} s of CPU to refuse it"  # the report measured 1.4-1.6 s before the bound
+
+
+def cast_model(path, datatype: int) -> None:
+    """An ONNX graph whose one input has an integer type: x -> Cast(float) -> y."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)], "cast",
+                              [helper.make_tensor_value_info("x", datatype, ["N", 1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+
+
+@pytest.mark.parametrize("onnx_type, sent, value", [("INT8", "FP64", 300.7), ("UINT64", "INT64", -1),
+                                                    ("INT8", "FP64", 1.5)])
+def test_values_are_not_wrapped_into_a_model_s_integer_input(tmp_path, onnx_type, sent, value):
+    from onnx import TensorProto
+
+    models = tmp_path / "models"
+    models.mkdir()
+    cast_model(tmp_path / "cast.onnx", getattr(TensorProto, onnx_type))
+    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}", "MODEL_DIR": str(models)})
+    added = app.test_cli_runner().invoke(args=["models", "add", "cast", str(tmp_path / "cast.onnx")])
+    assert added.exit_code == 0, added.output
+    app.extensions["model_registry"].load_all()
+    client = app.test_client()
+    response = infer(client, "cast", [{"name": "x", "datatype": sent, "shape": [1, 1], "data": [value]}])
+    assert response.status_code == 400 and "out of its range" in response.json["error"], response.json
+    fits = infer(client, "cast", [{"name": "x", "datatype": sent, "shape": [1, 1], "data": [7]}])
+    assert fits.status_code == 200 and fits.json["outputs"][0]["data"] == [7.0]
