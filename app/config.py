@@ -75,8 +75,9 @@ class DefaultConfig:
     JOB_MAX_WAIT_SECONDS = 20
     # Queued jobs no worker takes within this many seconds expire (payload deleted).
     JOB_QUEUED_SECONDS = 86400
-    # Bounds on what waits in the queue, per client (API key, else address) and in total:
-    # beyond them a submission gets 429 (that client) or 503 (everyone) with Retry-After.
+    # Bounds per client (API key, else address) and in total: jobs waiting, and bytes of payloads
+    # and results kept in every state until they expire; beyond them a submission gets 429 (that
+    # client) or 503 (everyone) with Retry-After.
     MAX_QUEUED_JOBS_PER_CLIENT = 10_000
     MAX_QUEUED_JOB_BYTES_PER_CLIENT = 100 * 1024 * 1024
     MAX_QUEUED_JOBS = 100_000

@@ -114,8 +114,9 @@ def make_engine(url: str) -> sa.Engine:
     return sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
 
 
-def insert_once(engine: sa.Engine, table: sa.Table, row: dict, find_earlier) -> tuple[object, bool]:
-    """Insert ``row`` unless ``find_earlier()`` gives the primary key of a row it repeats.
+def insert_once(engine: sa.Engine, table: sa.Table, row: dict, find_earlier, check=None) -> tuple[object, bool]:
+    """Insert ``row`` unless ``find_earlier()`` gives the primary key of a row it repeats; ``check(conn)``,
+    when given, runs first in the inserting transaction (and may raise to refuse the row).
 
     Returns (primary key, created). A unique index guards the race of two identical requests:
     the loser of the insert gets the winner's row.
@@ -125,6 +126,8 @@ def insert_once(engine: sa.Engine, table: sa.Table, row: dict, find_earlier) -> 
         return earlier, False
     try:
         with engine.begin() as conn:
+            if check is not None:
+                check(conn)
             return conn.execute(sa.insert(table).values(**row)).inserted_primary_key[0], True
     except sa.exc.IntegrityError:
         earlier = find_earlier()

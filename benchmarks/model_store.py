@@ -182,8 +182,9 @@ def main() -> None:
               f"## Throughput of one instance, /review, wrk c=8, {args.rounds} alternating rounds of {args.seconds:g} s", "",
               "| models from | req/s (median) | each round's req/s | p50 ms | p99 ms | failed |",
               "| --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| {label} | {t['rps']:.0f} | {', '.join(f'{r['rps']:.0f}' for r in runs[label])} | {t['p50_ms']:.2f} | "
-              f"{t['p99_ms']:.2f} | {t['errors']} |" for label, t in throughput.items()]
+    for label, t in throughput.items():
+        rounds = ", ".join(f"{run['rps']:.0f}" for run in runs[label])
+        lines.append(f"| {label} | {t['rps']:.0f} | {rounds} | {t['p50_ms']:.2f} | {t['p99_ms']:.2f} | {t['errors']} |")
     lines += ["", f"S3 store / local folder: {ratio:.2f}x"]
     publish(lines, args.out)
 

@@ -150,3 +150,58 @@ def test_values_are_not_wrapped_into_a_model_s_integer_input(tmp_path, onnx_type
     assert response.status_code == 400 and "out of its range" in response.json["error"], response.json
     fits = infer(client, "cast", [{"name": "x", "datatype": sent, "shape": [1, 1], "data": [7]}])
     assert fits.status_code == 200 and fits.json["outputs"][0]["data"] == [7.0]
+
+
+# -- 1. the disk cannot be filled through cancelled or finished jobs --------------------------------
+
+def job_app(tmp_path, database_url, **limits):
+    """An app taking jobs for a model only remote workers serve, with small byte bounds."""
+    return create_app({"TESTING": True, "DATABASE_URL": database_url, "MODEL_DIR": str(SAVED_MODELS),
+                       "WORKER_TOKEN": "round-three-token", "WORKER_MODELS": "m", **limits})
+
+
+def test_cancelled_jobs_free_their_payload_and_cannot_fill_the_disk(tmp_path):
+    database = tmp_path / "jobs.db"
+    app = job_app(tmp_path, f"sqlite:///{database}", MAX_QUEUED_JOB_BYTES_PER_CLIENT=5 * 2 ** 20)
+    client = app.test_client()
+    payload = base64.b64encode(b"x" * 2 ** 20).decode()  # 1 MiB each
+    for _ in range(40):
+        submitted = client.post("/jobs", json={"model": "m", "payload_base64": payload})
+        assert submitted.status_code == 202, submitted.json
+        job_id = submitted.json["id"]
+        assert client.delete(f"/jobs/{job_id}").json["status"] == "canceled"
+    # SQLite reuses the freed pages: 40 MiB submitted, a few MiB on disk.
+    assert database.stat().st_size + (tmp_path / "jobs.db-wal").stat().st_size < 12 * 2 ** 20
+    assert app.extensions["job_store"].usage(None)[1] == 0  # every cancelled payload deleted at once
+
+
+def test_results_count_against_the_client_s_bytes(tmp_path):
+    app = job_app(tmp_path, f"sqlite:///{tmp_path / 'jobs.db'}", MAX_QUEUED_JOB_BYTES_PER_CLIENT=3 * 2 ** 20)
+    client = app.test_client()
+    bearer = {"Authorization": "Bearer round-three-token"}
+    job = client.post("/jobs", json={"model": "m", "text": "small"}).json
+    lease = client.post("/jobs/lease", json={"models": ["m"]}, headers=bearer).json
+    big = base64.b64encode(b"r" * (2 * 2 ** 20 + 2 ** 19)).decode()
+    result = client.post(f"/jobs/{job['id']}/result", headers=bearer,
+                         json={"lease_id": lease["lease_id"], "result_base64": big, "content_type": "application/octet-stream"})
+    assert result.status_code == 200, result.json
+    refused = client.post("/jobs", json={"model": "m", "payload_base64": base64.b64encode(b"x" * 2 ** 20).decode()})
+    assert refused.status_code == 429 and "bytes of jobs kept" in refused.json["error"]
+    assert int(refused.headers["Retry-After"]) > 0
+
+
+# -- 15. concurrent submissions cannot all pass the same bound ------------------------------------
+
+def test_concurrent_submissions_respect_the_per_client_bound(tmp_path, database_url):
+    from concurrent.futures import ThreadPoolExecutor
+
+    app = job_app(tmp_path, database_url, MAX_QUEUED_JOBS_PER_CLIENT=30)
+
+    def submit(i):
+        return app.test_client().post("/jobs", json={"model": "m", "text": f"job {i}"}).status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        codes = list(pool.map(submit, range(80)))
+    assert codes.count(202) == 30 and codes.count(429) == 50, codes
+    assert app.extensions["job_store"].usage(None)[0] == 30
+    app.extensions["db_engine"].dispose()

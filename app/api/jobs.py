@@ -13,7 +13,7 @@ from app.auth import api_keys, client_label, require_worker
 from app.codecs.base64_text import decode_base64
 from app.errors import APIError, BadRequest, ModelNotFound, ModelNotReady, NotFound, Unprocessable
 from app.jobs.execute import validate_payload
-from app.jobs.store import FINISHED, IdempotencyConflict, JobNotFound, LeaseConflict
+from app.jobs.store import FINISHED, IdempotencyConflict, JobNotFound, LeaseConflict, QueueLimitReached, QueueLimits
 from app.models.base import MODEL_NAME
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
@@ -59,16 +59,11 @@ def load_job(job_id: str) -> dict:
     return job
 
 
-def check_queue_room(client: str, size: int) -> None:
-    """Refuse a job that would take the client's share, or the queue, past its bounds."""
+def queue_limits() -> QueueLimits:
+    """The queue's bounds, from the settings."""
     config = current_app.config
-    count, used = store().queued_usage(client)
-    if count + 1 > config["MAX_QUEUED_JOBS_PER_CLIENT"] or used + size > config["MAX_QUEUED_JOB_BYTES_PER_CLIENT"]:
-        raise QueueFull(f"you have {count} jobs ({used} bytes) waiting, the most one client may queue; "
-                        "retry when some have run", 429)
-    count, used = store().queued_usage()
-    if count + 1 > config["MAX_QUEUED_JOBS"] or used + size > config["MAX_QUEUED_JOB_BYTES"]:
-        raise QueueFull("the job queue is full; retry later", 503)
+    return QueueLimits(config["MAX_QUEUED_JOBS_PER_CLIENT"], config["MAX_QUEUED_JOB_BYTES_PER_CLIENT"],
+                       config["MAX_QUEUED_JOBS"], config["MAX_QUEUED_JOB_BYTES"])
 
 
 def check_model_known(model_name: str) -> None:
@@ -85,9 +80,10 @@ def enqueue(model: str, payload: bytes, content_type: str, source: str = "api") 
     """Queue a job within the bounds, once per Idempotency-Key; returns (job, created)."""
     client = client_label()
     key = idempotency_key(client)
-    check_queue_room(client, len(payload))
     try:
-        return store().submit_once(model, payload, content_type, source, client, key)
+        return store().submit_once(model, payload, content_type, source, client, key, queue_limits())
+    except QueueLimitReached as exc:
+        raise QueueFull(str(exc), 503 if exc.whole else 429) from None
     except IdempotencyConflict:
         raise Unprocessable("this Idempotency-Key was already used for a different request") from None
 

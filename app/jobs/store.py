@@ -38,6 +38,27 @@ class IdempotencyConflict(Exception):
     """An Idempotency-Key already stands for a different request."""
 
 
+@dataclass(frozen=True)
+class QueueLimits:
+    """What may wait, and what may be kept, per client and in total. Bytes count every payload and
+    result the store still holds (queued, running, and finished until retention deletes them), so
+    cancelling or finishing jobs never frees room that the disk has not got back."""
+
+    jobs_per_client: int
+    bytes_per_client: int
+    jobs: int
+    bytes: int
+
+
+class QueueLimitReached(Exception):
+    """A submission beyond the bounds: ``whole`` when the store's total, not the client's share, is full."""
+
+    def __init__(self, message: str, whole: bool):
+        """The message, and whose bound it was."""
+        super().__init__(message)
+        self.whole = whole
+
+
 def utcnow() -> dt.datetime:
     """Timezone-aware now (UTC)."""
     return dt.datetime.now(dt.timezone.utc)
@@ -84,8 +105,9 @@ class JobStore:
         return self.submit_once(model, payload, content_type, source, client, idempotency_key)[0]
 
     def submit_once(self, model: str, payload: bytes, content_type: str, source: str = "api",
-                    client: str | None = None, idempotency_key: str | None = None) -> tuple[dict, bool]:
-        """Queue a job, or return the one an earlier request with the same idempotency key made.
+                    client: str | None = None, idempotency_key: str | None = None,
+                    limits: QueueLimits | None = None) -> tuple[dict, bool]:
+        """Queue a job within ``limits``, or return the one an earlier request with the same idempotency key made.
 
         Returns (job, created). The key is the client's scope plus its Idempotency-Key; the same
         key with a different request raises IdempotencyConflict.
@@ -96,8 +118,24 @@ class JobStore:
                "content_type": content_type, "attempts": 0, "max_attempts": self.max_attempts,
                "source": source, "client": client, "idempotency_key": idempotency_key,
                "request_hash": digest if idempotency_key else None, "created_at": now, "updated_at": now}
-        job_id, created = insert_once(self.engine, jobs, row, lambda: self._by_idempotency_key(idempotency_key, digest))
+        room = (lambda conn: self._check_room(conn, client, len(payload), limits)) if limits else None
+        job_id, created = insert_once(self.engine, jobs, row, lambda: self._by_idempotency_key(idempotency_key, digest),
+                                      room)
         return self.get(job_id), created
+
+    def _check_room(self, conn, client: str | None, size: int, limits: QueueLimits) -> None:
+        """Raise QueueLimitReached when one more job of ``size`` bytes would pass a bound. Runs in the
+        inserting transaction, which holds the write lock (SQLite's BEGIN IMMEDIATE, an advisory lock on
+        PostgreSQL), so concurrent submissions cannot all pass the same check."""
+        if self.postgres:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(7305001)"))
+        count, used = self._usage(conn, client)
+        if count + 1 > limits.jobs_per_client or used + size > limits.bytes_per_client:
+            raise QueueLimitReached(f"you have {count} jobs waiting and {used} bytes of jobs kept, the most one "
+                                    "client may have; retry when some have run or expired", whole=False)
+        count, used = self._usage(conn, None)
+        if count + 1 > limits.jobs or used + size > limits.bytes:
+            raise QueueLimitReached("the job queue is full; retry later", whole=True)
 
     def _by_idempotency_key(self, key: str | None, digest: str) -> str | None:
         """The id of the job an idempotency key made, if any (IdempotencyConflict if it was for another request)."""
@@ -111,14 +149,19 @@ class JobStore:
             raise IdempotencyConflict(key)
         return row.id
 
-    def queued_usage(self, client: str | None = None) -> tuple[int, int]:
-        """(jobs, payload bytes) waiting in the queue, for one client or in total."""
-        query = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(sa.func.length(jobs.c.payload)), 0)) \
-            .where(jobs.c.status == QUEUED)
-        if client is not None:
-            query = query.where(jobs.c.client == client)
+    def usage(self, client: str | None = None) -> tuple[int, int]:
+        """(jobs waiting, bytes of payloads and results kept in every state), for one client or in total."""
         with self.engine.connect() as conn:
-            count, size = conn.execute(query).one()
+            return self._usage(conn, client)
+
+    @staticmethod
+    def _usage(conn, client: str | None) -> tuple[int, int]:
+        mine = (jobs.c.client == client) if client is not None else sa.true()
+        waiting = sa.select(sa.func.count()).where(jobs.c.status == QUEUED, mine).scalar_subquery()
+        kept = sa.select(sa.func.coalesce(sa.func.sum(sa.func.coalesce(sa.func.length(jobs.c.payload), 0)
+                                                      + sa.func.coalesce(sa.func.length(jobs.c.result), 0)), 0)) \
+            .where(mine).scalar_subquery()
+        count, size = conn.execute(sa.select(waiting, kept)).one()
         return int(count), int(size)
 
     def get(self, job_id: str) -> dict:
@@ -134,8 +177,10 @@ class JobStore:
     def cancel(self, job_id: str) -> dict:
         """Cancel a queued or running job; finished jobs are left as they are."""
         with self.engine.begin() as conn:
+            # The payload is deleted at once: nobody will run it, and it must not hold disk for the retention.
             conn.execute(sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status.in_([QUEUED, RUNNING]))
-                         .values(status=CANCELED, lease_id=None, finished_at=self.clock(), updated_at=self.clock()))
+                         .values(status=CANCELED, lease_id=None, payload=None, finished_at=self.clock(),
+                                 updated_at=self.clock()))
         return self.get(job_id)
 
     # -- workers -----------------------------------------------------------
