@@ -205,3 +205,53 @@ def test_concurrent_submissions_respect_the_per_client_bound(tmp_path, database_
     assert codes.count(202) == 30 and codes.count(429) == 50, codes
     assert app.extensions["job_store"].usage(None)[0] == 30
     app.extensions["db_engine"].dispose()
+
+
+# -- 9. every file a runtime opens is one of the manifest's hashed artifacts ------------------------
+
+class Planted:
+    """A pickle that leaves a mark where it is loaded."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def edit_manifest(folder, change) -> None:
+    """Change a written manifest in place (as someone with write access to the store could)."""
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def test_a_manifest_cannot_point_a_runtime_at_an_unhashed_file(tmp_path, wine_app):
+    import joblib
+
+    marker = tmp_path / "pickle-ran"
+    joblib.dump(Planted(marker), tmp_path / "evil.joblib")
+    folder = tmp_path / "models" / "wine" / "1"
+    edit_manifest(folder, lambda m: m.setdefault("config", {}).update(estimator="../../../evil.joblib"))
+    fresh = create_app({**{k: wine_app.config[k] for k in ("TESTING", "DATABASE_URL", "MODEL_DIR")}})
+    listing = fresh.test_cli_runner().invoke(args=["models", "list"])  # as `flask models list` in a new process
+    assert listing.exit_code == 1 and "wine/1" in listing.output and "not one of the manifest's artifacts" in listing.output
+    assert not marker.exists()
+
+
+def test_an_onnx_manifest_cannot_serve_a_file_outside_its_folder(tmp_path):
+    from onnx import TensorProto
+
+    models = tmp_path / "models"
+    models.mkdir()
+    cast_model(tmp_path / "cast.onnx", TensorProto.INT64)
+    cast_model(tmp_path / "elsewhere.onnx", TensorProto.INT64)
+    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / 'o.db'}", "MODEL_DIR": str(models)})
+    assert app.test_cli_runner().invoke(args=["models", "add", "cast", str(tmp_path / "cast.onnx")]).exit_code == 0
+    edit_manifest(models / "cast" / "1", lambda m: m.setdefault("config", {}).update(file=str(tmp_path / "elsewhere.onnx")))
+    registry = app.extensions["model_registry"]
+    registry.load_all()
+    assert "not one of the manifest's artifacts" in registry.refused["cast/1"]
+    assert app.test_client().post("/v2/models/cast/infer", json={"inputs": [
+        {"name": "x", "datatype": "INT64", "shape": [1, 1], "data": [1]}]}).status_code == 503

@@ -163,6 +163,17 @@ class Manifest:
         """Any other manifest field (training details, model size...)."""
         return self.document.get(key, default)
 
+    def artifact_path(self, filename: str) -> Path:
+        """The path of one of the manifest's hashed artifacts; ManifestError for any other name, so that
+        no manifest field (an estimator, an ONNX file, a module) can make a runtime open an unhashed file
+        or one outside the version's folder. verify_artifacts() checks the hashes at load."""
+        if not isinstance(filename, str) or filename not in self.artifacts:
+            raise ManifestError(f"{filename!r} is not one of the manifest's artifacts (with its hash)")
+        path = (self.directory / filename).resolve()
+        if self.directory.resolve() not in path.parents:
+            raise ManifestError(f"artifact {filename!r} lies outside the model directory")
+        return path
+
     def verify_artifacts(self) -> None:
         """Raise ManifestError unless every listed artifact exists with its recorded SHA-256."""
         for filename, meta in self.artifacts.items():

@@ -19,7 +19,7 @@ OCCLUSION_PATCH, OCCLUSION_STRIDE = 16, 8
 
 def onnx_file(manifest) -> Path:
     """The graph a manifest serves: its config's ``file`` (an int8 network, say), else model.onnx."""
-    return manifest.directory / manifest.config.get("file", ONNX_FILE)
+    return manifest.artifact_path(manifest.config.get("file", ONNX_FILE))
 
 
 def make_session(path, threads: int) -> ort.InferenceSession:

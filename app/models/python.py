@@ -21,8 +21,7 @@ def load_python_model(manifest: Manifest, options: dict | None = None) -> Model:
     match = CLASS_SPEC.match(spec)
     if not match:
         raise ManifestError(f"config 'class' must be 'module:Class', got {spec!r}")
-    if f"{match['module']}.py" not in manifest.artifacts:
-        raise ManifestError(f"{match['module']}.py is not listed (with its hash) in the manifest")
+    manifest.artifact_path(f"{match['module']}.py")  # listed with its hash, inside the folder
     manifest.verify_artifacts()  # before any of the folder's code runs
     cls = import_model_class(manifest.directory, spec, f"modelserve_user.{manifest.name}.v{manifest.version}")
     return cls(manifest, options)

@@ -50,9 +50,9 @@ def preread(model_dir: Path, only: set[str] | None = None) -> list[str]:
             continue
         filename = runtime_factory(manifest.runtime).estimator_file(manifest)
         meta = manifest.artifacts.get(filename)
-        path = manifest.directory / filename
         try:
-            if not meta or sha256_of(path) != meta["sha256"]:
+            path = manifest.artifact_path(filename)
+            if sha256_of(path) != meta["sha256"]:
                 continue  # the worker refuses it with the reason
             _READ[(str(path.resolve()), meta["sha256"])] = load_estimator(path, manifest.config.get("trusted_types", []))
         except Exception as exc:  # the worker reads it again and reports what is wrong

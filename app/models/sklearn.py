@@ -80,8 +80,8 @@ class SklearnModel(Model):
         from app.models.shared import take
 
         filename = self.estimator_file(self.manifest)
-        path = self.manifest.directory / filename
-        shared = take(path, self.manifest.artifacts.get(filename, {}).get("sha256"))
+        path = self.manifest.artifact_path(filename)
+        shared = take(path, self.manifest.artifacts[filename].get("sha256"))
         if shared is not None:
             return shared
         return load_estimator(path, self.manifest.config.get("trusted_types", []))

@@ -34,8 +34,7 @@ class SklearnTextModel(SklearnModel):
 
     def _load(self) -> None:
         """Read the stopword pickle (safely) and the estimator; build the vectorizer."""
-        directory = self.manifest.directory
-        self.stopwords = load_stopwords(directory / STOPWORDS_FILE)
+        self.stopwords = load_stopwords(self.manifest.artifact_path(STOPWORDS_FILE))
         self.vectorizer = build_vectorizer(self.stopwords, self.manifest.config["vectorizer"])
         self.estimator = self.read_estimator()
         self._classes = list(self.estimator.classes_)
