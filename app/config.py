@@ -32,6 +32,12 @@ class DefaultConfig:
     MODELS = ""
     # Embedded SQLite by default, so the server runs with no external service.
     DATABASE_URL = "sqlite:///" + str(PROJECT_ROOT / "instance" / "modelserve.db")
+    # The database's budget per worker process: connections in use at once, how long a request
+    # waits for one before its 503 + Retry-After, and how long one statement (or a wait for a lock)
+    # may take. A stuck database then holds a few threads for seconds, never inference's or health's.
+    DATABASE_POOL_SIZE = 4
+    DATABASE_WAIT_SECONDS = 0.25
+    DATABASE_TIMEOUT_SECONDS = 5
     # Each worker brings the schema up to date at start (under a lock; a no-op when current).
     # False where `flask --app app db upgrade` runs as a release step (Heroku's release phase, the
     # Kubernetes Job): workers then only check, and database endpoints answer 503 until it has run.
@@ -130,8 +136,8 @@ POSITIVE_INTEGERS = ("MAX_CONTENT_LENGTH", "MAX_TEXT_CHARS", "MAX_BATCH_TEXT_CHA
                      "MAX_BATCH_IMAGE_PIXELS", "MAX_INFLIGHT",
                      "ONNX_THREADS", "JOB_LEASE_SECONDS", "JOB_MAX_ATTEMPTS", "JOB_RETENTION_SECONDS", "MAX_BATCH",
                      "JOB_QUEUED_SECONDS", "MAX_QUEUED_JOBS_PER_CLIENT", "MAX_QUEUED_JOB_BYTES_PER_CLIENT",
-                     "MAX_QUEUED_JOBS", "MAX_QUEUED_JOB_BYTES", "MODEL_CACHE_MAX_BYTES")
-NON_NEGATIVE_NUMBERS = ("MODEL_POLL_SECONDS", "PROXY_HOPS", "MAX_QUEUED", "REQUEST_DEADLINE_SECONDS", "SHED_DELAY_SECONDS", "JOB_MAX_WAIT_SECONDS")
+                     "MAX_QUEUED_JOBS", "MAX_QUEUED_JOB_BYTES", "MODEL_CACHE_MAX_BYTES", "DATABASE_POOL_SIZE")
+NON_NEGATIVE_NUMBERS = ("DATABASE_WAIT_SECONDS", "DATABASE_TIMEOUT_SECONDS", "MODEL_POLL_SECONDS", "PROXY_HOPS", "MAX_QUEUED", "REQUEST_DEADLINE_SECONDS", "SHED_DELAY_SECONDS", "JOB_MAX_WAIT_SECONDS")
 # Secrets and lists are taken as written: "12345678" is a token, not a number, and "null" is not "off".
 STRINGS = ("MODEL_STORE", "MODEL_CACHE", "WORKER_TOKEN", "WORKER_TOKEN_FILE", "API_KEYS", "MODELS", "CORS_ORIGINS", "RATELIMIT_DEFAULT", "COMPAT_MODEL",
            "WORKER_MODELS")

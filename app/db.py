@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -86,11 +87,30 @@ def enable_wal(cursor, attempts: int = 100) -> None:
             time.sleep(0.05)
 
 
-def make_engine(url: str) -> sa.Engine:
-    """Create an engine; SQLite gets WAL mode and a busy timeout so several workers can share it."""
+@dataclass(frozen=True)
+class DatabaseBudget:
+    """What the database may hold of a worker process: connections (threads using the database at
+    once), how long a request waits for one before its 503, and how long one statement (or SQLite's
+    wait for the file lock) may take. A stuck database then holds a few threads for a few seconds,
+    never the threads that inference and health checks need."""
+
+    connections: int = 4
+    wait_seconds: float = 0.25
+    statement_seconds: float = 5.0
+
+    @classmethod
+    def from_config(cls, config) -> "DatabaseBudget":
+        """The budget the settings give."""
+        return cls(int(config["DATABASE_POOL_SIZE"]), float(config["DATABASE_WAIT_SECONDS"]),
+                   float(config["DATABASE_TIMEOUT_SECONDS"]))
+
+
+def make_engine(url: str, budget: DatabaseBudget = DatabaseBudget()) -> sa.Engine:
+    """Create an engine within ``budget``; SQLite gets WAL mode and a busy timeout so several workers can share it."""
+    pool = {"pool_size": budget.connections, "max_overflow": 0, "pool_timeout": budget.wait_seconds}
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": 30})
+        engine = sa.create_engine(url, connect_args={"timeout": budget.statement_seconds}, **pool)
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):
@@ -110,8 +130,11 @@ def make_engine(url: str) -> sa.Engine:
     for prefix in ("postgres://", "postgresql://"):  # Heroku's spelling, and the driver we ship (psycopg 3)
         if url.startswith(prefix):
             url = "postgresql+psycopg://" + url.removeprefix(prefix)
-    # A database that does not answer fails a request in seconds (a 503), not at the TCP timeout.
-    return sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+    # A database that does not answer fails a request in seconds (a 503), not at the TCP timeout;
+    # a locked table or a slow statement is cut off at the statement budget.
+    milliseconds = int(budget.statement_seconds * 1000)
+    return sa.create_engine(url, pool_pre_ping=True, **pool, connect_args={
+        "connect_timeout": 5, "options": f"-c statement_timeout={milliseconds} -c lock_timeout={milliseconds}"})
 
 
 def insert_once(engine: sa.Engine, table: sa.Table, row: dict, find_earlier, check=None) -> tuple[object, bool]:
@@ -151,7 +174,7 @@ def init_app(app: Flask) -> None:
     A database that is down at start does not stop the server: inference serves, the database
     endpoints answer 503 until it is back, and the schema is seen to on their first use.
     """
-    app.extensions["db_engine"] = make_engine(app.config["DATABASE_URL"])
+    app.extensions["db_engine"] = make_engine(app.config["DATABASE_URL"], DatabaseBudget.from_config(app.config))
     app.extensions["db_schema_current"] = False
     app.extensions["db_state"] = "unknown"
     try:
@@ -166,9 +189,11 @@ def init_app(app: Flask) -> None:
 
 
 def is_outage(exc: BaseException) -> bool:
-    """Whether a SQLAlchemy error means the database could not be reached (not a bad statement)."""
-    return isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) or \
-        (isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated)
+    """Whether a SQLAlchemy error means the database could not be reached or is stuck (not a bad statement):
+    no connection, a statement or lock wait past its budget, or every connection of the budget in use."""
+    return isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)) or \
+        (isinstance(exc, sa.exc.DBAPIError) and (exc.connection_invalidated or
+                                                 getattr(exc.orig, "sqlstate", None) in ("57014", "55P03")))
 
 
 def ensure_schema(app: Flask, migrate: bool | None = None) -> None:

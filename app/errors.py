@@ -106,7 +106,7 @@ def register_error_handlers(app: Flask) -> None:
         return response
 
     from app.db import DatabaseUnavailable, is_outage
-    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.exc import DBAPIError, TimeoutError as PoolTimeout
 
     @app.errorhandler(DatabaseUnavailable)
     def handle_database_down(err: Exception):
@@ -116,6 +116,7 @@ def register_error_handlers(app: Flask) -> None:
         response.headers["Retry-After"] = "5"
         return response
 
+    @app.errorhandler(PoolTimeout)  # every connection of this worker's budget is busy: a stuck database
     @app.errorhandler(DBAPIError)
     def handle_database_error(err: DBAPIError):
         if is_outage(err):

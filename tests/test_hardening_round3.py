@@ -195,7 +195,7 @@ def test_results_count_against_the_client_s_bytes(tmp_path):
 def test_concurrent_submissions_respect_the_per_client_bound(tmp_path, database_url):
     from concurrent.futures import ThreadPoolExecutor
 
-    app = job_app(tmp_path, database_url, MAX_QUEUED_JOBS_PER_CLIENT=30)
+    app = job_app(tmp_path, database_url, MAX_QUEUED_JOBS_PER_CLIENT=30, DATABASE_POOL_SIZE=16, DATABASE_WAIT_SECONDS=5)
 
     def submit(i):
         return app.test_client().post("/jobs", json={"model": "m", "text": f"job {i}"}).status_code
@@ -255,3 +255,75 @@ def test_an_onnx_manifest_cannot_serve_a_file_outside_its_folder(tmp_path):
     assert "not one of the manifest's artifacts" in registry.refused["cast/1"]
     assert app.test_client().post("/v2/models/cast/infer", json={"inputs": [
         {"name": "x", "datatype": "INT64", "shape": [1, 1], "data": [1]}]}).status_code == 503
+
+
+# -- 3. a stuck database never holds the threads inference and health need -------------------------
+
+def hold_database_lock(kind: str, url: str):
+    """Lock the jobs table as a stuck transaction would; returns a function that releases it."""
+    if kind == "sqlite":
+        import sqlite3
+
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        conn.execute("BEGIN EXCLUSIVE")
+        return lambda: (conn.execute("ROLLBACK"), conn.close())
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    conn = engine.connect()
+    transaction = conn.begin()
+    conn.execute(sa.text("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE"))
+    return lambda: (transaction.rollback(), conn.close(), engine.dispose())
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_stuck_database_never_holds_inference_or_health(tmp_path, kind):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.conftest import SHARED_DATA, postgres_url_or_fail, run_gunicorn
+    from tests.test_model_store_s3 import multipart, post
+
+    url = f"sqlite:///{tmp_path / 'stuck.db'}" if kind == "sqlite" else postgres_url_or_fail()
+    cell, cell_type = multipart("image", "cell.png", (SHARED_DATA / "malaria" / "Parasitized" /
+                                                      "C101P62ThinF_IMG_20150918_151006_cell_73.png").read_bytes())
+    probes = [("/review", b"review=A+fine+film.", "application/x-www-form-urlencoded"),
+              ("/classify", cell, cell_type), ("/health/live", None, "")]
+    with run_gunicorn(tmp_path, {"DATABASE_URL": url, "MODELSERVE_WORKER_MODELS": "m"}) as (base, _):
+        assert post(base + "/jobs", json.dumps({"model": "m", "text": "before"}).encode(), "application/json")[0] == 202
+        release = hold_database_lock(kind, url)
+        try:
+            with ThreadPoolExecutor(100) as pool:
+                jobs = [pool.submit(post, base + "/jobs", json.dumps({"model": "m", "text": f"j{i}"}).encode(),
+                                    "application/json", 30) for i in range(100)]
+                timings = []
+                deadline = time.monotonic() + 8
+                while time.monotonic() < deadline:
+                    for path, body, content_type in probes:
+                        started = time.monotonic()
+                        if body is None:
+                            status = get_status(base + path)
+                        else:
+                            status = post(base + path, body, content_type, 10)[0]
+                        timings.append((path, status, time.monotonic() - started))
+                    time.sleep(0.05)
+                codes = [job.result()[0] for job in jobs]
+        finally:
+            release()
+    assert all(status == 200 for _, status, _ in timings), [t for t in timings if t[1] != 200][:5]
+    slowest = max(timings, key=lambda t: t[2])
+    assert slowest[2] < 1.0, slowest
+    assert set(codes) <= {202, 503} and codes.count(503) > 0, codes  # refused with Retry-After, never a 500
+
+
+def get_status(url: str) -> int:
+    """The status of a GET (0 when the connection failed)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+    except OSError:
+        return 0
