@@ -1,11 +1,13 @@
-"""Backpressure: a bounded number of inference requests per worker, and a deadline.
+"""Backpressure: a bounded number of inference requests per model and worker, and a deadline.
 
 Inference is CPU-bound, so a worker gains nothing from working on many
 requests at once; letting them all in only makes every one of them slow.
-Each worker therefore lets at most MAX_INFLIGHT inference requests in at a
-time (each model predicts one batch at a time, merging the requests let in
+Each worker therefore lets at most MAX_INFLIGHT inference requests for one model
+in at a time (each model predicts one batch at a time, merging the requests let in
 that wait for it: app/models/batching.py) and lets at most MAX_QUEUED more
-wait for a slot. A request that finds the
+wait for a slot. Every model has its own slots and queue, so a slow or stuck model
+can fill only its own; and a request takes a slot only once its whole body has
+arrived (a slow client holds a connection, never a slot). A request that finds the
 queue full, or that would wait past its deadline, is answered at once with
 503 and a Retry-After header, so a load balancer or client can go elsewhere
 or back off instead of piling up behind a queue without bound.
@@ -159,28 +161,64 @@ def request_deadline(limit: float) -> float:
     return min(value, limit)
 
 
-def admitted(view):
-    """Decorator for inference views: run the view only inside an admission slot."""
+class AdmissionGates:
+    """One AdmissionGate per model, made on first use; names the worker does not serve share one gate."""
 
-    @functools.wraps(view)
-    def wrapper(*args, **kwargs):
-        gate: AdmissionGate = current_app.extensions["admission_gate"]
-        started, seconds = getattr(g, "started", time.perf_counter()), request_deadline(gate.deadline_seconds)
-        with gate.admit(started, seconds):
-            # A batching model waits for more requests only until this deadline (app/models/batching.py).
-            deadline = batching.request_deadline.set(started + seconds)
-            try:
-                with gate.arrivals.arriving():
-                    return view(*args, **kwargs)
-            finally:
-                batching.request_deadline.reset(deadline)
+    UNKNOWN = "(unknown model)"
 
-    wrapper.admitted = True  # the OpenAPI description documents its 503 and X-Request-Timeout
-    return wrapper
+    def __init__(self, *settings):
+        """The settings every model's gate is made with (AdmissionGate's arguments)."""
+        self.settings = settings
+        self.deadline_seconds = settings[2]
+        self._gates: dict[str, AdmissionGate] = {}
+        self._lock = threading.Lock()
+
+    def gate(self, model: str) -> AdmissionGate:
+        """The gate of a model (``model`` must be a served name or UNKNOWN: the table never grows with strangers' names)."""
+        try:
+            return self._gates[model]
+        except KeyError:
+            with self._lock:
+                return self._gates.setdefault(model, AdmissionGate(*self.settings))
+
+    @property
+    def overloaded(self) -> bool:
+        """True while any model's gate sheds or has a full queue."""
+        return any(gate.overloaded for gate in list(self._gates.values()))
+
+
+def admitted(model_of):
+    """Decorator for inference views: read the request's body, then run the view inside a slot of its model's gate.
+
+    ``model_of(view_kwargs)`` names the model the request is for (from the URL, the body, or the endpoint).
+    """
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            request.get_data()  # the whole (bounded) body first: a slow client never holds a slot
+            gates: AdmissionGates = current_app.extensions["admission_gate"]
+            name = model_of(kwargs)
+            served = current_app.extensions["model_registry"].names()
+            gate = gates.gate(name if name in served else AdmissionGates.UNKNOWN)
+            started, seconds = getattr(g, "started", time.perf_counter()), request_deadline(gates.deadline_seconds)
+            with gate.admit(started, seconds):
+                # A batching model waits for more requests only until this deadline (app/models/batching.py).
+                deadline = batching.request_deadline.set(started + seconds)
+                try:
+                    with gate.arrivals.arriving():
+                        return view(*args, **kwargs)
+                finally:
+                    batching.request_deadline.reset(deadline)
+
+        wrapper.admitted = True  # the OpenAPI description documents its 503 and X-Request-Timeout
+        return wrapper
+
+    return decorate
 
 
 def init_app(app) -> None:
-    """One gate per app, which under gunicorn means one per worker process."""
-    app.extensions["admission_gate"] = AdmissionGate(
+    """One set of gates per app, which under gunicorn means per worker process: one gate per model."""
+    app.extensions["admission_gate"] = AdmissionGates(
         int(app.config["MAX_INFLIGHT"]), int(app.config["MAX_QUEUED"]), float(app.config["REQUEST_DEADLINE_SECONDS"]),
         float(app.config["SHED_DELAY_SECONDS"]))

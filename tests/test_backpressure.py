@@ -91,16 +91,18 @@ def small_gate_app(tmp_path, monkeypatch):
     app.extensions["db_engine"].dispose()
 
 
-@pytest.mark.parametrize("path,kwargs", [
-    ("/review", {"data": REVIEW}),
-    ("/predict", {"json": {"model": "logistic_regression", **REVIEW}}),
+@pytest.mark.parametrize("path,kwargs,model", [
+    ("/review", {"data": REVIEW}, "review_sentiment"),
+    ("/predict", {"json": {"model": "logistic_regression", **REVIEW}}, "logistic_regression"),
     ("/v2/models/review_sentiment/infer",
-     {"json": {"inputs": [{"name": "review", "shape": [1], "datatype": "BYTES", "data": [REVIEW["review"]]}]}}),
-    ("/classify", {"data": {"image": (io.BytesIO(b"x"), "cell.png")}, "content_type": "multipart/form-data"}),
+     {"json": {"inputs": [{"name": "review", "shape": [1], "datatype": "BYTES", "data": [REVIEW["review"]]}]}},
+     "review_sentiment"),
+    ("/classify", {"data": {"image": (io.BytesIO(b"x"), "cell.png")}, "content_type": "multipart/form-data"},
+     "malaria_cell"),
 ])
-def test_busy_worker_answers_503_with_retry_after_then_recovers(small_gate_app, path, kwargs):
+def test_busy_worker_answers_503_with_retry_after_then_recovers(small_gate_app, path, kwargs, model):
     client = small_gate_app.test_client()
-    gate = small_gate_app.extensions["admission_gate"]
+    gate = small_gate_app.extensions["admission_gate"].gate(model)  # the slots of the model the request is for
     release, threads = hold_slots(gate, 1)
     try:
         busy = client.post(path, **kwargs)
@@ -129,7 +131,7 @@ def test_client_deadline_header(tmp_path):
     assert client.post("/review", data=REVIEW, headers={"X-Request-Timeout": "-1"}).status_code == 400
     assert client.post("/review", data=REVIEW, headers={"X-Request-Timeout": "nan"}).status_code == 400
     assert client.post("/review", data=REVIEW, headers={"X-Request-Timeout": "2"}).status_code == 200
-    release, threads = hold_slots(app.extensions["admission_gate"], 1)
+    release, threads = hold_slots(app.extensions["admission_gate"].gate("review_sentiment"), 1)
     try:
         started = time.perf_counter()
         late = client.post("/review", data=REVIEW, headers={"X-Request-Timeout": "0.2"})

@@ -327,3 +327,93 @@ def get_status(url: str) -> int:
         return err.code
     except OSError:
         return 0
+
+
+# -- 2 (slow model) and 12 (slow bodies): one model's or one client's slowness stays its own ----------
+
+SLEEPY = '''
+import time
+
+import numpy as np
+
+from app.models.base import Model
+
+
+class Sleepy(Model):
+    """Takes 3 s for a text that says "slow" (a user model stuck in a remote call, say)."""
+
+    INPUTS = [{"name": "text", "datatype": "BYTES", "shape": [-1], "content": "text"}]
+    OUTPUTS = [{"name": "label", "datatype": "BYTES", "shape": [-1]}]
+    LABELS = ["done"]
+
+    def predict(self, batch):
+        if any("slow" in text for text in batch["text"]):
+            time.sleep(3)
+        return {"label": np.array(["done"] * len(batch["text"]), dtype=object)}
+'''
+
+
+def served_folder_with_sleepy(tmp_path):
+    """A model folder with the review model and the slow user model."""
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(SAVED_MODELS / "review_sentiment", models / "review_sentiment")
+    (tmp_path / "sleepy").mkdir()
+    (tmp_path / "sleepy" / "model.py").write_text(SLEEPY)
+    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / 'add.db'}", "MODEL_DIR": str(models)})
+    added = app.test_cli_runner().invoke(args=["models", "add", "sleepy", str(tmp_path / "sleepy"), "--class", "model:Sleepy"])
+    assert added.exit_code == 0, added.output
+    return models
+
+
+def review_statuses(base: str, count: int, workers: int = 10) -> list[int]:
+    """Statuses of ``count`` /review calls made by ``workers`` threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.test_model_store_s3 import post
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda _: post(base + "/review", b"review=A+fine+film.",
+                                            "application/x-www-form-urlencoded", 10)[0], range(count)))
+
+
+def test_a_slow_model_fills_only_its_own_slots(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.conftest import run_gunicorn
+    from tests.test_model_store_s3 import post
+
+    models = served_folder_with_sleepy(tmp_path)
+    slow = json.dumps({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["slow please"]}]}).encode()
+    with run_gunicorn(tmp_path, {"MODELSERVE_MODEL_DIR": str(models)}) as (base, _), ThreadPoolExecutor(20) as pool:
+        stuck = [pool.submit(post, base + "/v2/models/sleepy/infer", slow, "application/json", 30) for _ in range(20)]
+        time.sleep(0.5)
+        statuses = review_statuses(base, 60)
+        sleepy_statuses = [f.result()[0] for f in stuck]
+    assert statuses == [200] * 60, statuses
+    assert set(sleepy_statuses) <= {200, 503} and 200 in sleepy_statuses
+
+
+def test_slow_request_bodies_take_no_inference_slot(tmp_path):
+    import socket
+
+    from tests.conftest import run_gunicorn
+
+    with run_gunicorn(tmp_path, {"MODELSERVE_MODELS": "review_sentiment"}) as (base, _):
+        port = int(base.rsplit(":", 1)[1])
+        trickling = []
+        for _ in range(20):  # fewer than gunicorn's threads, more than a model's slots
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(b"POST /review HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                         b"Content-Length: 100000\r\n\r\nreview=")
+            trickling.append(sock)
+        try:
+            time.sleep(1)
+            for sock in trickling:
+                sock.sendall(b"aa")
+            statuses = review_statuses(base, 30)
+        finally:
+            for sock in trickling:
+                sock.close()
+    assert statuses == [200] * 30, statuses

@@ -50,7 +50,7 @@ def describe():
 
 
 @bp.post("")
-@admitted
+@admitted(lambda _: CELL_MODEL)
 def classify_cell():
     """Classify one thin-smear cell crop as Parasitized or Uninfected.
     ---

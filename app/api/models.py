@@ -60,7 +60,7 @@ def describe_model(name: str, version: str | None = None):
 
 @bp.post("/<name>/predict")
 @bp.post("/<name>/versions/<version>/predict")
-@admitted
+@admitted(lambda kwargs: kwargs["name"])
 def predict(name: str, version: str | None = None):
     """Predictions for {"instances": [...]}: one per item (a text, a list of numbers, or {"b64": file}).
     ---

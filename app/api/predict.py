@@ -25,6 +25,14 @@ def text_models() -> dict:
     return models
 
 
+def requested_model() -> str:
+    """The model the request names in its `model` field (the default when it names none)."""
+    name = request_fields().get("model") or DEFAULT_MODEL
+    if not isinstance(name, str):
+        raise BadRequest("field 'model' must be a string")
+    return name
+
+
 @bp.get("")
 def welcome():
     """A welcome message and the models that can be named.
@@ -58,7 +66,7 @@ def welcome():
 
 
 @bp.post("")
-@admitted
+@admitted(lambda _: requested_model())
 def predict():
     """Sentiment of `review` by the model named in `model` (logistic regression by default).
     ---
@@ -85,11 +93,8 @@ def predict():
                   decision_score: {type: number}
                   note: {type: string}
     """
-    fields = request_fields()
-    review = string_field(fields, "review")
-    name = fields.get("model") or DEFAULT_MODEL
-    if not isinstance(name, str):
-        raise BadRequest("field 'model' must be a string")
+    review = string_field(request_fields(), "review")
+    name = requested_model()
     models = text_models()
     if name not in models:
         raise ModelNotFound(f"unknown model {name!r}", available=sorted(models))

@@ -44,7 +44,7 @@ def describe():
 
 
 @bp.post("")
-@admitted
+@admitted(lambda _: REVIEW_MODEL)
 def classify_review():
     """Predict the sentiment of one review.
     ---

@@ -246,7 +246,7 @@ def repository_change(name: str):
 
 @bp.post("/models/<name>/infer")
 @bp.post("/models/<name>/versions/<version>/infer")
-@admitted
+@admitted(lambda kwargs: kwargs["name"])
 def model_infer(name: str, version: str | None = None):
     """Run inference; JSON or binary tensor data in, the same out.
     ---
