@@ -71,6 +71,9 @@ class DefaultConfig:
     # A refusal for a full queue is sent after this pause, so that clients retrying at once
     # cannot keep the worker busy refusing them (measured in benchmarks/results/backpressure.md).
     SHED_DELAY_SECONDS = 0.25
+    # Longest a user's Python model (the `python` runtime, run in a process of its own) may take for
+    # one call before the call is answered 503 and the model's process is started again.
+    PYTHON_MODEL_TIMEOUT_SECONDS = 30
     # ONNX Runtime intra-op threads per worker (1 per worker is fastest with one worker per core).
     ONNX_THREADS = 1
     # Job queue: lease length (renewed by heartbeats), attempts before a job fails,
@@ -137,7 +140,7 @@ POSITIVE_INTEGERS = ("MAX_CONTENT_LENGTH", "MAX_TEXT_CHARS", "MAX_BATCH_TEXT_CHA
                      "ONNX_THREADS", "JOB_LEASE_SECONDS", "JOB_MAX_ATTEMPTS", "JOB_RETENTION_SECONDS", "MAX_BATCH",
                      "JOB_QUEUED_SECONDS", "MAX_QUEUED_JOBS_PER_CLIENT", "MAX_QUEUED_JOB_BYTES_PER_CLIENT",
                      "MAX_QUEUED_JOBS", "MAX_QUEUED_JOB_BYTES", "MODEL_CACHE_MAX_BYTES", "DATABASE_POOL_SIZE")
-NON_NEGATIVE_NUMBERS = ("DATABASE_WAIT_SECONDS", "DATABASE_TIMEOUT_SECONDS", "MODEL_POLL_SECONDS", "PROXY_HOPS", "MAX_QUEUED", "REQUEST_DEADLINE_SECONDS", "SHED_DELAY_SECONDS", "JOB_MAX_WAIT_SECONDS")
+NON_NEGATIVE_NUMBERS = ("PYTHON_MODEL_TIMEOUT_SECONDS", "DATABASE_WAIT_SECONDS", "DATABASE_TIMEOUT_SECONDS", "MODEL_POLL_SECONDS", "PROXY_HOPS", "MAX_QUEUED", "REQUEST_DEADLINE_SECONDS", "SHED_DELAY_SECONDS", "JOB_MAX_WAIT_SECONDS")
 # Secrets and lists are taken as written: "12345678" is a token, not a number, and "null" is not "off".
 STRINGS = ("MODEL_STORE", "MODEL_CACHE", "WORKER_TOKEN", "WORKER_TOKEN_FILE", "API_KEYS", "MODELS", "CORS_ORIGINS", "RATELIMIT_DEFAULT", "COMPAT_MODEL",
            "WORKER_MODELS")

@@ -417,3 +417,96 @@ def test_slow_request_bodies_take_no_inference_slot(tmp_path):
             for sock in trickling:
                 sock.close()
     assert statuses == [200] * 30, statuses
+
+
+# -- 2. a user model that exits or crashes takes only itself down ----------------------------------
+
+CRASHY = '''
+import os
+
+import numpy as np
+
+from app.models.base import Model
+
+
+class Crashy(Model):
+    """Ends its own process for a text that says "die" (a C extension's crash, say)."""
+
+    INPUTS = [{"name": "text", "datatype": "BYTES", "shape": [-1], "content": "text"}]
+    OUTPUTS = [{"name": "label", "datatype": "BYTES", "shape": [-1]}]
+    LABELS = ["alive"]
+
+    def predict(self, batch):
+        if any("die" in text for text in batch["text"]):
+            os._exit(7)
+        return {"label": np.array(["alive"] * len(batch["text"]), dtype=object)}
+'''
+
+AT_LOAD = {
+    "exits": "import sys\n        sys.exit(3)",
+    "segfaults": "import ctypes\n        ctypes.string_at(0)",
+}
+
+
+def python_model(tmp_path, models, name: str, source: str, cls: str) -> None:
+    """Add a Python-class model with `flask models add`."""
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "model.py").write_text(source)
+    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / 'add.db'}", "MODEL_DIR": str(models)})
+    added = app.test_cli_runner().invoke(args=["models", "add", name, str(tmp_path / name), "--class", f"model:{cls}"])
+    assert added.exit_code == 0, added.output
+
+
+def turn_bad_at_load(models, name: str, how: str) -> None:
+    """Make a published version's class exit or crash when loaded (hash updated: it passes verification)."""
+    from app.models.base import sha256_of
+
+    folder = models / name / "1"
+    source = (folder / "model.py").read_text().replace(
+        "    def predict(self, batch):", f"    def _load(self):\n        {AT_LOAD[how]}\n\n    def predict(self, batch):")
+    (folder / "model.py").write_text(source)
+    edit_manifest(folder, lambda m: m["artifacts"]["model.py"].update(sha256=sha256_of(folder / "model.py")))
+
+
+@pytest.mark.parametrize("how", sorted(AT_LOAD))
+def test_a_model_that_exits_or_crashes_at_load_is_refused_and_the_server_serves(tmp_path, how):
+    import signal
+
+    from tests.conftest import get_json, run_gunicorn
+
+    models = served_folder_with_sleepy(tmp_path)
+    python_model(tmp_path, models, "crashy", CRASHY, "Crashy")
+    with run_gunicorn(tmp_path, {"MODELSERVE_MODEL_DIR": str(models)}) as (base, proc):
+        turn_bad_at_load(models, "crashy", how)
+        proc.send_signal(signal.SIGHUP)  # `flask models reload`: every worker loads the folder again
+        time.sleep(8)
+        assert proc.poll() is None, "gunicorn's master stopped"
+        statuses = review_statuses(base, 20)
+        status, ready = get_json(base + "/health/ready")
+    assert statuses == [200] * 20
+    assert status == 200 and "crashy/1" in ready["refused"], ready
+    assert ("SystemExit" if how == "exits" else "SIGSEGV") in ready["refused"]["crashy/1"]
+
+
+def test_a_model_that_ends_its_process_on_one_input_fails_only_those_requests(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.conftest import run_gunicorn
+    from tests.test_model_store_s3 import post
+
+    models = served_folder_with_sleepy(tmp_path)
+    python_model(tmp_path, models, "crashy", CRASHY, "Crashy")
+
+    def crashy(text):
+        body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": [text]}]}
+        return post(base + "/v2/models/crashy/infer", json.dumps(body).encode(), "application/json", 30)
+
+    with run_gunicorn(tmp_path, {"MODELSERVE_MODEL_DIR": str(models)}) as (base, proc), ThreadPoolExecutor(4) as pool:
+        killers = [pool.submit(crashy, "please die") for _ in range(38)]
+        statuses = review_statuses(base, 300)
+        killed = [k.result()[0] for k in killers]
+        after = crashy("stay alive")
+        assert proc.poll() is None
+    assert statuses == [200] * 300, [s for s in statuses if s != 200][:5]
+    assert set(killed) <= {503}, killed  # the request that crashed the model's process, said as a 503
+    assert after[0] == 200 and after[1]["outputs"][0]["data"] == ["alive"]  # a fresh process serves

@@ -71,8 +71,11 @@ def add_model(store, name: str, source: Path, options: AddOptions) -> tuple[str,
 def smoke_test(manifest_path: Path) -> list[dict]:
     """Load the staged version as the server would and predict one example input."""
     model = build_model(Manifest.read(manifest_path), {"limits": Limits()})
-    model.load()
-    return model.postprocess(model.predict(model.decode(model.example_inputs())))
+    try:
+        model.load()
+        return model.postprocess(model.predict(model.decode(model.example_inputs())))
+    finally:
+        getattr(model, "close", lambda: None)()  # a user model's process
 
 
 def describe(source: Path, staging: Path, options: AddOptions) -> tuple[dict, list[str]]:

@@ -29,7 +29,7 @@ RUNTIMES = {
     "sklearn-text": "app.models.text:SklearnTextModel",
     "onnx": "app.models.onnx:OnnxModel",
     "onnx-image": "app.models.onnx:OnnxImageModel",
-    "python": "app.models.python:load_python_model",
+    "python": "app.models.isolated:load_isolated_model",  # user code: in a process of its own
 }
 
 
@@ -48,7 +48,7 @@ def runtime_factory(runtime: str) -> Callable[[Manifest, dict], Model]:
 def runtime_options(config) -> dict:
     """What every model is built with, from the settings: ONNX Runtime threads, request limits, batching."""
     return {"onnx_threads": config["ONNX_THREADS"], "limits": Limits.from_config(config),
-            "batching": dict(config["BATCHING"])}
+            "batching": dict(config["BATCHING"]), "python_model_timeout": config["PYTHON_MODEL_TIMEOUT_SECONDS"]}
 
 
 def build_model(manifest: Manifest, options: dict | None = None) -> Model:
@@ -127,8 +127,12 @@ class ModelRegistry:
                 if aliases.get(PRODUCTION) and aliases[PRODUCTION] not in table[name]:
                     log.error("model %r: its production version %s cannot be served; serving the newest instead",
                               name, aliases[PRODUCTION])
+            dropped = [m for name, versions in self._models.items() for v, m in versions.items()
+                       if table.get(name, {}).get(v) is not m]
             self._models = table  # swap in one assignment: readers see old or new, never half
             self.loaded = True
+        for model in dropped:  # a user model's process is stopped once nothing serves it
+            getattr(model, "close", lambda: None)()
 
     def sync_store(self) -> None:
         """Bring a shared store's cache up to date; while the store does not answer, serve what the
@@ -159,7 +163,7 @@ class ModelRegistry:
             model.load()
         except ManifestError as exc:
             reason = f"verification failed: {exc}"
-        except Exception as exc:  # any load error refuses the model, never the server
+        except (Exception, SystemExit) as exc:  # any load error, an exit included, refuses the model, never the server
             reason = f"load failed: {type(exc).__name__}: {exc}"
         else:
             self.load_seconds[key] = time.perf_counter() - started
