@@ -75,6 +75,13 @@ def child(metric, *labels: str):
     return metric.labels(*labels)
 
 
+def current_request_id() -> str:
+    """The id of the request being served in this thread ("-" outside a request)."""
+    from flask import has_request_context
+
+    return g.get("request_id", "-") if has_request_context() else "-"
+
+
 def new_request_id() -> str:
     """32 random hex digits (the same form as uuid4().hex, at a fifth of its cost)."""
     return os.urandom(16).hex()

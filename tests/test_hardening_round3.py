@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import struct
 import time
 
@@ -510,3 +511,151 @@ def test_a_model_that_ends_its_process_on_one_input_fails_only_those_requests(tm
     assert statuses == [200] * 300, [s for s in statuses if s != 200][:5]
     assert set(killed) <= {503}, killed  # the request that crashed the model's process, said as a 503
     assert after[0] == 200 and after[1]["outputs"][0]["data"] == ["alive"]  # a fresh process serves
+
+
+# -- 6. a model's error on a client's values is a 422; a bug stays a 500, logged with the request ----------
+
+def onnx_graph(path, nodes, inputs, outputs, initializers=()) -> None:
+    """Save a small ONNX graph."""
+    import onnx
+    from onnx import helper
+
+    graph = helper.make_graph(nodes, "g", inputs, outputs, list(initializers))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+
+
+def model_app(tmp_path, name: str, source, *args: str):
+    """An app serving one model added with `flask models add`."""
+    models = tmp_path / "models"
+    models.mkdir(exist_ok=True)
+    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / 'm.db'}", "MODEL_DIR": str(models),
+                      "WORKER_TOKEN": "round-three-token"})
+    added = app.test_cli_runner().invoke(args=["models", "add", name, str(source), *args])
+    assert added.exit_code == 0, added.output
+    app.extensions["model_registry"].load_all()
+    return app
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # scikit-learn's, on the way to its error
+def test_values_a_scikit_learn_pipeline_cannot_use_are_422_on_rest_and_v2(wine_app):
+    client = wine_app.test_client()
+    rest = client.post("/models/wine/predict", json={"instances": [[1e308] * 13]})
+    v2 = infer(client, "wine", [{"name": "input", "datatype": "FP64", "shape": [1, 13], "data": [1e308] * 13}])
+    for response in (rest, v2):
+        assert response.status_code == 422 and "could not use this input" in response.json["error"], response.json
+
+
+def test_an_unknown_category_is_422(tmp_path):
+    import numpy as np
+    import skops.io as sio
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    X = np.array([[0.0], [1.0], [2.0], [0.0], [1.0], [2.0]])
+    sio.dump(make_pipeline(OneHotEncoder(handle_unknown="error"), LogisticRegression()).fit(X, [0, 1, 0, 0, 1, 0]),
+             tmp_path / "categories.skops")
+    app = model_app(tmp_path, "categories", tmp_path / "categories.skops")
+    response = app.test_client().post("/models/categories/predict", json={"instances": [[7.0]]})
+    assert response.status_code == 422 and "unknown categor" in response.json["error"].lower(), response.json
+
+
+def test_an_index_past_an_onnx_table_is_422_on_rest_and_v2(tmp_path):
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    onnx_graph(tmp_path / "lookup.onnx", [helper.make_node("Gather", ["table", "index"], ["row"], axis=0)],
+               [helper.make_tensor_value_info("index", TensorProto.INT64, ["N", 1])],
+               [helper.make_tensor_value_info("row", TensorProto.FLOAT, ["N", 1, 2])],
+               [numpy_helper.from_array(np.arange(20, dtype=np.float32).reshape(10, 2), "table")])
+    client = model_app(tmp_path, "lookup", tmp_path / "lookup.onnx").test_client()
+    assert infer(client, "lookup", [{"name": "index", "datatype": "INT64", "shape": [1, 1], "data": [3]}]).status_code == 200
+    rest = client.post("/models/lookup/predict", json={"instances": [[500]]})
+    v2 = infer(client, "lookup", [{"name": "index", "datatype": "INT64", "shape": [1, 1], "data": [500]}])
+    for response in (rest, v2):
+        assert response.status_code == 422 and "could not use this input" in response.json["error"], response.json
+
+
+BUGGY = '''
+import numpy as np
+
+from app.models.base import Model
+
+
+class Buggy(Model):
+    """Fine at warm-up, then a bug no input explains."""
+
+    INPUTS = [{"name": "text", "datatype": "BYTES", "shape": [-1], "content": "text"}]
+    OUTPUTS = [{"name": "score", "datatype": "FP64", "shape": [-1]}]
+
+    def predict(self, batch):
+        if batch["text"][0] == "bug":
+            raise RuntimeError("the model's own bug")
+        if batch["text"][0] == "nan":
+            return {"score": np.array([0.0]) / 0.0}
+        return {"score": np.array([1.0] * len(batch["text"]))}
+'''
+
+
+def test_a_model_bug_is_500_and_logged_with_the_model_and_request(tmp_path, caplog):
+    (tmp_path / "buggy").mkdir()
+    (tmp_path / "buggy" / "model.py").write_text(BUGGY)
+    app = model_app(tmp_path, "buggy", tmp_path / "buggy", "--class", "model:Buggy")
+    logger = logging.getLogger("app.models.base")
+    logger.addHandler(caplog.handler)
+    try:
+        response = app.test_client().post("/models/buggy/predict", json={"instances": ["bug"]},
+                                          headers={"X-Request-ID": "bug-request-1"})
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert response.status_code == 500 and "own bug" not in response.get_data(as_text=True)
+    assert "model buggy v1 failed on request bug-request-1" in caplog.text
+
+
+# -- 7. non-finite outputs are null on every protocol, and jobs finish ----------------------------------
+
+def test_non_finite_outputs_are_null_on_rest_v2_and_jobs(tmp_path):
+    from onnx import TensorProto, helper
+
+    (tmp_path / "buggy").mkdir()
+    (tmp_path / "buggy" / "model.py").write_text(BUGGY)
+    app = model_app(tmp_path, "buggy", tmp_path / "buggy", "--class", "model:Buggy")
+    onnx_graph(tmp_path / "root.onnx", [helper.make_node("Sqrt", ["x"], ["y"])],
+               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1])],
+               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])])
+    assert app.test_cli_runner().invoke(args=["models", "add", "root", str(tmp_path / "root.onnx")]).exit_code == 0
+    app.extensions["model_registry"].load_all()
+    client = app.test_client()
+    answers = [client.post("/models/buggy/predict", json={"instances": ["nan"]}),
+               infer(client, "buggy", [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["nan"]}]),
+               client.post("/models/root/predict", json={"instances": [[-1.0]]}),
+               infer(client, "root", [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [-1.0]}])]
+    for response in answers:
+        text = response.get_data(as_text=True)
+        assert response.status_code == 200 and "NaN" not in text and "null" in text, text
+        json.loads(text)  # a valid document
+    from app.jobs.execute import execute
+
+    result = execute(app.extensions["model_registry"].get("root"), b"[-1.0]")
+    assert json.loads(json.dumps(result, allow_nan=False))["y"] == [None]
+
+
+def test_a_result_the_server_refuses_fails_the_job_at_once(monkeypatch):
+    from app.jobs import worker
+
+    posted = []
+
+    class Server:
+        def post(self, path, body):
+            posted.append((path, body))
+            return (400, {"error": "result is not valid JSON"}) if path.endswith("/result") else (200, {})
+
+    class Registry:
+        def get(self, name):
+            return "model"
+
+    monkeypatch.setattr(worker, "execute", lambda model, payload, explain=True: {"score": float("nan")})
+    leased = {"job": {"id": "j1", "model": "m", "payload_base64": "e30="}, "lease_id": "l1"}
+    assert worker.process_one(Server(), Registry(), leased, heartbeat_every=60) == "failure"
+    assert posted[-1][0] == "/jobs/j1/failure" and posted[-1][1]["retry"] is False
+    assert "refused the result" in posted[-1][1]["error"]

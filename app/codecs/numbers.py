@@ -35,3 +35,13 @@ def fit_to_dtype(values, dtype) -> np.ndarray:
         if np.abs(raw[np.isfinite(raw)]).max() > np.finfo(target).max:
             raise ValueOutOfType(f"values beyond {np.finfo(target).max:g} do not fit {target.name}")
     return raw.astype(target)
+
+
+def finite_or_none(array: np.ndarray) -> list:
+    """An array as nested lists, NaN and infinities as None: JSON has no such numbers, and a document
+    holding them is invalid for every client (the same rule on every protocol)."""
+    if array.dtype.kind in "fc" and not np.isfinite(array).all():
+        cleaned = array.astype(object)
+        cleaned[~np.isfinite(array)] = None
+        return cleaned.tolist()
+    return array.tolist()

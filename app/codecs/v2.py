@@ -15,7 +15,7 @@ from math import prod
 
 import numpy as np
 
-from app.codecs.numbers import ValueOutOfType, fit_to_dtype
+from app.codecs.numbers import ValueOutOfType, finite_or_none, fit_to_dtype
 from app.codecs.strict_json import strict_loads
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -225,7 +225,7 @@ def _json_data(tensor: Tensor) -> list:
     """Flat JSON list of one output."""
     if tensor.datatype == "BYTES":
         return [item.decode("utf-8") for item in tensor.data]
-    return np.asarray(tensor.data).reshape(-1).tolist()
+    return finite_or_none(np.asarray(tensor.data).reshape(-1))  # JSON has no NaN: null, as on REST
 
 
 def encode_response(model_name: str, model_version: str, request: InferenceRequest,

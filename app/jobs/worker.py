@@ -113,6 +113,11 @@ def process_one(server: Server, registry: ModelRegistry, leased: dict, heartbeat
     status, body = post_until_answered(server, f"/jobs/{job['id']}/{outcome[0]}", outcome[1], stop)
     if status != 200:
         log.warning("server did not take the %s of job %s: %s", outcome[0], job["id"], (body or {}).get("error"))
+    if outcome[0] == "result" and status == 400:  # a result the server cannot store: the job fails now, saying why
+        reason = f"the server refused the result: {(body or {}).get('error')}"
+        post_until_answered(server, f"/jobs/{job['id']}/failure", {"lease_id": lease_id, "error": reason, "retry": False},
+                            stop)
+        return "failure"
     return outcome[0]
 
 

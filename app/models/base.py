@@ -28,10 +28,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from app.codecs.numbers import ValueOutOfType, fit_to_dtype
-from app.errors import BadRequest, PayloadTooLarge, Unprocessable
+from app.codecs.numbers import ValueOutOfType, finite_or_none, fit_to_dtype
+from app.errors import APIError, BadRequest, PayloadTooLarge, Unprocessable
 from app.models.batching import Batcher, BatchingSettings, concat_batches, split_outputs
-from app.observability import track_inference
+from app.observability import current_request_id, track_inference
 
 log = logging.getLogger(__name__)
 
@@ -277,14 +277,30 @@ def decode_array(spec: TensorSpec, column) -> np.ndarray:
 
 
 def plain(value):
-    """A JSON-able Python value from a numpy scalar or array."""
+    """A JSON-able Python value from a numpy scalar or array (non-finite numbers as None)."""
     if isinstance(value, np.ndarray):
-        return value.tolist()
+        return finite_or_none(value)
     if isinstance(value, np.generic):
-        return value.item()
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
+    if isinstance(value, (list, tuple)) and any(isinstance(v, float) for v in value):
+        return [plain(v) for v in value]
     return value
+
+
+# What a model's predict raises when a client's values do not suit it (an unknown category, a value
+# too large for the estimator, an index out of an embedding's range): the client's mistake, a 422.
+INPUT_ERRORS = (ValueError, TypeError, IndexError, KeyError, ArithmeticError)
+
+
+def rejected_input(model_name: str, version: str, message: str) -> Unprocessable:
+    """The 422 for values a model could not use, with the model's own words (paths cut off, bounded)."""
+    from app.models.registry import without_paths
+
+    return Unprocessable(f"model {model_name!r} v{version} could not use this input: {without_paths(message)[:300]}")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -448,9 +464,7 @@ class Model:
             for name, column in columns.items():
                 value = column[i]
                 if name == "probabilities" and self.labels and len(value) == len(self.labels):
-                    value = {label: float(p) for label, p in zip(self.labels, value)}
-                elif isinstance(value, (float, np.floating)) and not math.isfinite(value):
-                    value = None  # JSON has no NaN; never send an invalid document
+                    value = {label: plain(float(p)) for label, p in zip(self.labels, value)}
                 row[name] = plain(value)
             rows.append(row)
         return rows
@@ -470,10 +484,22 @@ class Model:
         """predict() through the model's batcher: one at a time, merged with requests that queue meanwhile."""
         return self.batcher.run(batch, self.batch_length(batch))
 
+    # What this runtime's predict raises for inputs it cannot use (runtimes add their library's errors).
+    input_errors: tuple = INPUT_ERRORS
+
     def _predict_tracked_now(self, batch) -> dict[str, Any]:
-        """predict() inside the inference metrics (what the batcher calls, once per merged batch)."""
+        """predict() inside the inference metrics (what the batcher calls, once per merged batch). An error
+        the input explains is a 422; any other is logged with the model, version and request and stays a 500."""
         with track_inference(self.name, self.version, self.batch_length(batch)):
-            return self.predict(batch)
+            try:
+                return self.predict(batch)
+            except APIError:
+                raise
+            except self.input_errors as exc:
+                raise rejected_input(self.name, self.version, f"{type(exc).__name__}: {exc}") from exc
+            except Exception:
+                log.exception("model %s v%s failed on request %s", self.name, self.version, current_request_id())
+                raise
 
     @staticmethod
     def batch_length(batch) -> int:

@@ -25,7 +25,7 @@ import threading
 from pathlib import Path
 
 from app.errors import APIError, ModelNotReady
-from app.models.base import Manifest, Model
+from app.models.base import Manifest, Model, rejected_input
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,8 @@ def serve_model(conn, manifest_path: str, options: dict) -> None:
             conn.send(reply)
         except APIError as exc:
             conn.send(("api", exc.status, exc.message, exc.extra))
+        except model.input_errors as exc:  # the client's values, not a bug: a 422 in the worker
+            conn.send(("input", f"{type(exc).__name__}: {exc}"))
         except BaseException as exc:  # noqa: BLE001 - reported to the worker; SystemExit ends the loop below
             logging.getLogger(__name__).exception("model %s v%s: %s failed", model.name, model.version, method)
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
@@ -167,6 +169,8 @@ class IsolatedModel(Model):
         if reply[0] == "api":
             _, status, message, extra = reply
             raise APIError(message, status, **extra)
+        if reply[0] == "input":
+            raise rejected_input(self.name, self.version, reply[1])
         raise UserModelError(f"model {self.name!r} v{self.version} failed: {reply[1]}")
 
     def close(self) -> None:

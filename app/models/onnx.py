@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from app.errors import BadRequest, PayloadTooLarge, Unprocessable
-from app.models.base import Model, TensorSpec, decode_array, decode_bytes, softmax
+from app.models.base import INPUT_ERRORS, Model, TensorSpec, decode_array, decode_bytes, softmax
 from app.preprocessing.image import ImageError, ImagePreprocessing, decode_image
 
 ONNX_FILE = "model.onnx"
@@ -39,10 +39,17 @@ def make_session(path, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+# ONNX Runtime's errors for a graph given values it cannot use (an index past a Gather's table, say).
+ONNX_INPUT_ERRORS = INPUT_ERRORS + (ort.capi.onnxruntime_pybind11_state.InvalidArgument,
+                                    ort.capi.onnxruntime_pybind11_state.RuntimeException,
+                                    ort.capi.onnxruntime_pybind11_state.Fail)
+
+
 class OnnxModel(Model):
     """Any ONNX graph: tensors in and out by the graph's own input and output names."""
 
     platform = "onnxruntime_onnx"
+    input_errors = ONNX_INPUT_ERRORS
 
     def _load(self) -> None:
         """Open the ONNX Runtime session with the configured thread count."""
