@@ -13,6 +13,8 @@ import tempfile
 
 from gunicorn import glogging, util
 
+from app.config import default_pidfile
+
 # Prometheus multiprocess mode: each worker writes its metrics to files here and
 # /metrics aggregates them. Set before any worker imports prometheus_client.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), f"modelserve-metrics-{os.getpid()}"))
@@ -73,7 +75,9 @@ max_requests_jitter = max_requests // 10
 # `flask models reload` finds the master here and sends it SIGHUP: gunicorn starts
 # new workers (which load every model version, the new ones included), then stops
 # the old ones gracefully, so in-flight requests finish and none is dropped.
-pidfile = os.environ.get("GUNICORN_PIDFILE", os.path.join(tempfile.gettempdir(), f"modelserve-gunicorn-{os.environ.get('PORT', '8000')}.pid"))
+# The file lives in this checkout's instance/ folder (app/config.py default_pidfile), so that two checkouts
+# on one machine never signal each other's server.
+pidfile = os.environ.get("GUNICORN_PIDFILE") or str(default_pidfile(os.environ.get("PORT", "8000")))
 # The app writes one JSON line per request (request id, route, status, duration), so
 # gunicorn's own access log would only repeat it; GUNICORN_ACCESSLOG=- turns it back on.
 accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None

@@ -7,7 +7,9 @@ names because Heroku and App Engine set them. The README documents each one.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -215,3 +217,37 @@ def validate_settings(config) -> None:
         problems.append(f"{ENV_PREFIX}_LOG_FORMAT={config['LOG_FORMAT']!r} must be 'json' or 'text'")
     if problems:
         raise SettingsError("invalid settings: " + "; ".join(problems))
+
+
+# -- the running server's pidfile ---------------------------------------------------------------
+
+def pidfile_folder() -> Path:
+    """Where gunicorn's pidfile lives by default: this checkout's instance/ folder, or, where that cannot
+    be written (App Engine's disk is read-only but /tmp), a temporary folder named after this checkout."""
+    folder = PROJECT_ROOT / "instance"
+    try:
+        folder.mkdir(exist_ok=True)
+        if os.access(folder, os.W_OK):
+            return folder
+    except OSError:
+        pass
+    folder = Path(tempfile.gettempdir()) / f"modelserve-{hashlib.sha256(str(PROJECT_ROOT).encode()).hexdigest()[:12]}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return folder
+
+
+def default_pidfile(port: str) -> Path:
+    """The pidfile of this checkout's server on ``port``."""
+    return pidfile_folder() / f"gunicorn-{port}.pid"
+
+
+def is_our_server(pid: int, same_checkout: bool = True) -> bool:
+    """Whether ``pid`` is a live gunicorn process (of this checkout: started from PROJECT_ROOT), so that a
+    stale pidfile or a recycled pid is never signalled."""
+    try:
+        os.kill(pid, 0)
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        here = Path(f"/proc/{pid}/cwd").resolve() == PROJECT_ROOT.resolve() if same_checkout else True
+    except (OSError, ValueError):
+        return False
+    return "gunicorn" in command and here

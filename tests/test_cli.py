@@ -29,18 +29,30 @@ def test_the_pull_worker_has_one_entry_point(app):
     assert "worker" not in app.cli.commands and callable(main)
 
 
-def test_reload_finds_the_one_running_server(tmp_path, monkeypatch, runner):
+def test_reload_finds_the_one_running_server_of_this_checkout(tmp_path, monkeypatch, runner):
     import os
-    import tempfile
+    import subprocess
 
+    from app import config
     from app.training.cli import running_server_pidfile
 
-    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(config, "pidfile_folder", lambda: tmp_path)
     monkeypatch.delenv("GUNICORN_PIDFILE", raising=False)
-    (tmp_path / "modelserve-gunicorn-8001.pid").write_text("999999999")  # a server that is gone
+    (tmp_path / "gunicorn-8001.pid").write_text("999999999")  # a server that is gone
+    (tmp_path / "gunicorn-8003.pid").write_text(str(os.getpid()))  # a live process that is no gunicorn
     assert "no running server" in runner.invoke(args=["models", "reload"]).output
-    alive = tmp_path / "modelserve-gunicorn-8000.pid"
-    alive.write_text(str(os.getpid()))
-    assert running_server_pidfile() == alive
-    (tmp_path / "modelserve-gunicorn-8002.pid").write_text(str(os.getppid()))
-    assert "several servers" in runner.invoke(args=["models", "reload"]).output
+    # A process that is a gunicorn started from this checkout (its command line says so, its folder is here).
+    fake = subprocess.Popen(["bash", "-c", "exec -a gunicorn sleep 30"], cwd=config.PROJECT_ROOT)
+    elsewhere = subprocess.Popen(["bash", "-c", "exec -a gunicorn sleep 30"], cwd=tmp_path)
+    try:
+        alive = tmp_path / "gunicorn-8000.pid"
+        alive.write_text(str(fake.pid))
+        (tmp_path / "gunicorn-8004.pid").write_text(str(elsewhere.pid))  # another checkout's server: never ours
+        assert running_server_pidfile() == alive
+        refused = runner.invoke(args=["models", "reload", "--pidfile", str(tmp_path / "gunicorn-8003.pid")])
+        assert refused.exit_code != 0 and "not a running gunicorn" in refused.output
+    finally:
+        fake.kill()
+        elsewhere.kill()
+    fake.wait()
+    assert "no running server" in runner.invoke(args=["models", "reload"]).output  # its pidfile is stale now

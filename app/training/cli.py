@@ -460,37 +460,44 @@ def publish_models(source, names):
 
 @models_cli.command("reload")
 @click.option("--pidfile", default=None, help="gunicorn pidfile (default: GUNICORN_PIDFILE, else the one running "
-                                              "server's file in the temporary folder).")
+                                              "server of this checkout, instance/gunicorn-PORT.pid).")
 def reload_models(pidfile):
     """Make a running gunicorn load new model versions and aliases without dropping requests (SIGHUP)."""
     import os
     import signal
 
+    from app.config import is_our_server
+
     path = Path(pidfile or os.environ.get("GUNICORN_PIDFILE") or running_server_pidfile())
-    if not path.exists():
-        raise click.ClickException(f"no gunicorn pidfile at {path}; is the server running?")
-    pid = int(path.read_text().strip())
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        raise click.ClickException(f"no gunicorn pid in {path}; is the server running?") from None
+    if not is_our_server(pid, same_checkout=False):
+        raise click.ClickException(f"process {pid} (from {path}) is not a running gunicorn; nothing was signalled")
     os.kill(pid, signal.SIGHUP)
     click.echo(f"sent SIGHUP to gunicorn master {pid}: new workers load the models, old ones finish their requests")
 
 
 def running_server_pidfile() -> Path:
-    """The pidfile of the one gunicorn of this project running on this machine (gunicorn.conf.py names them
-    modelserve-gunicorn-PORT.pid); a clear error when there is none or several."""
-    import os
-    import tempfile
+    """The pidfile of the one gunicorn of this checkout running now (instance/gunicorn-PORT.pid); a clear
+    error when there is none or several. Pidfiles whose process is gone or is not this checkout's
+    gunicorn are passed over."""
+    from app.config import is_our_server, pidfile_folder
 
     alive = []
-    for path in sorted(Path(tempfile.gettempdir()).glob("modelserve-gunicorn-*.pid")):
+    for path in sorted(pidfile_folder().glob("gunicorn-*.pid")):
         try:
-            os.kill(int(path.read_text().strip()), 0)
+            pid = int(path.read_text().strip())
         except (OSError, ValueError):
             continue
-        alive.append(path)
+        if is_our_server(pid):
+            alive.append(path)
     if len(alive) == 1:
         return alive[0]
     if not alive:
-        raise click.ClickException("no running server found (no live modelserve-gunicorn-*.pid); is it running?")
+        raise click.ClickException("no running server of this checkout found (no live instance/gunicorn-*.pid); "
+                                   "is it running?")
     raise click.ClickException("several servers are running; say which with --pidfile: "
                                + ", ".join(str(p) for p in alive))
 
