@@ -5,8 +5,8 @@ server makes a random token on first start and keeps it in a file readable by
 its owner only (instance/worker_token, the way Jupyter does it); the log says
 where. MODELSERVE_OPEN_WORKER_ENDPOINTS=true opens them for local experiments.
 
-With MODELSERVE_API_KEYS set, every endpoint but health, metrics, the docs and
-the pages' static files needs one of the keys; jobs belong to the key that
+With MODELSERVE_API_KEYS set, every endpoint but liveness, readiness (without its
+details), the docs and the pages that hold no data needs one of the keys; jobs belong to the key that
 created them. Tokens are compared in constant time and never logged.
 """
 from __future__ import annotations
@@ -24,10 +24,14 @@ from app.errors import APIError
 
 log = logging.getLogger(__name__)
 
-# Endpoints no client key guards: liveness and readiness, metrics (its own token), the docs,
-# and the pages (HTML shells whose data comes from the guarded API) with their static files.
-PUBLIC_BLUEPRINTS = ("health", "docs", "web")
-PUBLIC_ENDPOINTS = ("metrics", "v2.server_live", "v2.server_ready")
+# What anyone may read when client keys are on: liveness and readiness (readiness without the model
+# list and refusal reasons, which need a key: app/api/health.py), the API docs, and the pages that are
+# shells whose data comes from the guarded API, with their static files. The pages that list models,
+# versions, metrics or jobs, their plots, and /metrics (Prometheus sends the key as a bearer token)
+# need a key like the API.
+PUBLIC_BLUEPRINTS = ("docs",)
+PUBLIC_ENDPOINTS = ("health.live", "health.ready", "v2.server_live", "v2.server_ready", "web.home",
+                    "web.classify_page", "web.review_page", "web.favicon", "web.static")
 # Worker endpoints: the worker token guards them, not the client keys.
 # The V2 repository's load and unload change what every client is served: the worker token guards
 # them too, as the server's one operator credential.

@@ -109,7 +109,7 @@ def test_compat_result_from_anyone_but_the_lease_holder_is_409(worker_app):
 
 # -- 3. API keys cover every endpoint; jobs belong to their key; OpenAPI says so ----------------------------
 
-def test_api_keys_cover_every_endpoint_but_health_metrics_docs(tmp_path):
+def test_api_keys_cover_every_endpoint_but_health_docs_and_pages_without_data(tmp_path):
     app = make_app(tmp_path, API_KEYS="k1,k2", WORKER_TOKEN=TOKEN, WORKER_MODELS="m")
     client = app.test_client()
     k1, k2 = {"X-API-Key": "k1"}, {"Authorization": "Bearer k2"}
@@ -118,13 +118,18 @@ def test_api_keys_cover_every_endpoint_but_health_metrics_docs(tmp_path):
                ("post", "/predict", {"json": {"features": [1, 2, 3, 4]}}),
                ("post", "/v2/models/review_sentiment/infer",
                 {"json": {"inputs": [{"name": "review", "datatype": "BYTES", "shape": [1], "data": ["good"]}]}}),
-               ("get", "/models", {}), ("get", "/v2/models/review_sentiment", {}), ("post", "/jobs", {"json": {}})]
+               ("get", "/models", {}), ("get", "/v2/models/review_sentiment", {}), ("post", "/jobs", {"json": {}}),
+               # What lists models, versions, metrics, refusals or jobs (issue: they were open to anyone).
+               ("get", "/metrics", {}), ("get", "/ui/models", {}), ("get", "/ui/jobs", {})]
     for method, path, kwargs in guarded:
         refused = getattr(client, method)(path, **kwargs)
         assert refused.status_code == 401 and "WWW-Authenticate" in refused.headers, path
         assert getattr(client, method)(path, headers=k1, **kwargs).status_code != 401, path
-    for path in ("/health/live", "/health/ready", "/v2/health/live", "/metrics", "/docs", "/openapi.json"):
+    for path in ("/health/live", "/health/ready", "/v2/health/live", "/docs", "/openapi.json", "/", "/ui/review"):
         assert client.get(path).status_code == 200, path
+    # Readiness says whether the server can serve to anyone; which models, and why others are refused, to keys.
+    assert set(client.get("/health/ready").json) == {"ready", "loading", "overloaded"}
+    assert "models" in client.get("/health/ready", headers=k1).json
     classify = client.post("/classify", data={"image": (io.BytesIO(b"x"), "c.png")})
     assert classify.status_code == 401
     # Jobs belong to the key that made them.

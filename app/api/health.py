@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app
 
+from app.auth import api_keys, client_id
+
 bp = Blueprint("health", __name__)
 
 
@@ -37,7 +39,10 @@ def ready():
           content: {application/json: {schema: {$ref: "#/components/schemas/Readiness"}}}
     """
     body = readiness()
-    return body, (200 if body["ready"] else 503)
+    status = 200 if body["ready"] else 503
+    if api_keys() and client_id() is None:  # which models serve, and why others are refused, is for key holders
+        return {key: body[key] for key in ("ready", "loading", "overloaded")}, status
+    return body, status
 
 
 def readiness() -> dict:
