@@ -128,3 +128,12 @@ def test_finished_jobs_expire_after_retention(store, clock):
     clock.advance(3601)
     expired = store.get(job["id"])
     assert expired["status"] == "expired" and expired["payload"] is None and expired["result"] is None
+
+
+def test_a_lost_worker_s_job_reads_requeued_without_a_lease_poll(store, clock):
+    job = store.submit("m", b"x", "text/plain")
+    store.lease("worker-that-dies", ["m"])
+    assert store.get(job["id"])["status"] == "running"
+    clock.advance(31)  # the lease ran out; no worker has asked for work since
+    again = store.get(job["id"])
+    assert again["status"] == "queued" and again["lease_id"] is None

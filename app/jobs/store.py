@@ -168,6 +168,16 @@ class JobStore:
         """The job as a dict (expired first if its retention has passed)."""
         if time.monotonic() - self._last_sweep >= self.sweep_interval:
             self.expire_finished()
+        row = self._row(job_id)
+        if row["status"] == RUNNING and _aware(row["lease_expires_at"]) < self.clock():
+            # Its worker is gone: show the job requeued (or failed) now, not when some worker next polls.
+            with self.engine.begin() as conn:
+                self._requeue_expired(conn, self.clock())
+            row = self._row(job_id)
+        return row
+
+    def _row(self, job_id: str) -> dict:
+        """One job's row, times made timezone-aware; JobNotFound when there is none."""
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().first()
         if row is None:
@@ -295,6 +305,7 @@ class JobStore:
         self._last_sweep = time.monotonic()
         now = self.clock()
         with self.engine.begin() as conn:
+            self._requeue_expired(conn, now)  # counts and listings see lost workers' jobs without a lease poll
             finished = conn.execute(
                 sa.update(jobs).where(jobs.c.status.in_(FINISHED), jobs.c.finished_at < now - self.retention)
                 .values(status=EXPIRED, payload=None, result=None, updated_at=now)
