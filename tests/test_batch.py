@@ -140,6 +140,6 @@ def test_an_interrupted_run_resumes(reviews, tmp_path, monkeypatch):
 
 def with_small_parts(init):
     """ResumableWriter.__init__ with a part file per batch of 8 rows."""
-    def small(self, output, columns, rows_per_part=4096):
-        init(self, output, columns, rows_per_part=8)
+    def small(self, output, columns, rows_per_part=4096, scored_by=None):
+        init(self, output, columns, rows_per_part=8, scored_by=scored_by)
     return small

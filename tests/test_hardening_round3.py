@@ -659,3 +659,59 @@ def test_a_result_the_server_refuses_fails_the_job_at_once(monkeypatch):
     assert worker.process_one(Server(), Registry(), leased, heartbeat_every=60) == "failure"
     assert posted[-1][0] == "/jobs/j1/failure" and posted[-1][1]["retry"] is False
     assert "refused the result" in posted[-1][1]["error"]
+
+
+# -- 18. flask score: no mixed versions, bad rows in the error column, malformed CSVs reported -----------
+
+def score(app, *args):
+    """`flask score ...` in process; (exit code, output)."""
+    result = app.test_cli_runner().invoke(args=["score", *args, "--no-progress"])
+    return result.exit_code, result.output
+
+
+def test_resuming_with_another_version_is_refused(tmp_path):
+    from app.batch.files import ResumableWriter
+
+    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / 's.db'}"})
+    reviews = tmp_path / "reviews.csv"
+    reviews.write_text("text\nA fine film.\nA dull film.\n")
+    output = tmp_path / "out.csv"
+    earlier = ResumableWriter(output, ["model", "version", "label", "error"])  # an interrupted run by another version
+    earlier.write([{"key": "0", "model": "review_sentiment", "version": "1", "label": "positive"}])
+    earlier.flush()
+    code, text = score(app, "review_sentiment", str(reviews), str(output), "--column", "text")
+    assert code != 0 and "holds results of review_sentiment v1" in text and "--version" in text
+    assert not output.exists()
+
+
+def test_rows_that_are_not_utf8_or_not_text_are_errors_and_the_rest_is_scored(tmp_path):
+    import csv
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / 's.db'}"})
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("text\nA fine film.\n".encode() + "Un film tr\u00e8s beau.\n".encode("latin-1") + b"A dull film.\n")
+    code, text = score(app, "review_sentiment", str(latin), str(tmp_path / "latin-out.csv"), "--column", "text")
+    assert code == 0, text
+    rows = list(csv.DictReader(open(tmp_path / "latin-out.csv", encoding="utf-8")))
+    assert [bool(r["error"]) for r in rows] == [False, True, False] and "not valid UTF-8" in rows[1]["error"]
+    assert rows[0]["label"] and rows[2]["label"]
+    typed = tmp_path / "typed.parquet"
+    pq.write_table(pa.table({"n": [1, 2], "words": [["a", "b"], ["c"]], "raw": [b"A fine film.", b"x"],
+                             "text": ["A fine film.", "A dull film."]}), typed)
+    for column, kind in (("n", "int"), ("words", "list"), ("raw", "bytes")):
+        out = tmp_path / f"typed-{column}.csv"
+        code, text = score(app, "review_sentiment", str(typed), str(out), "--column", column)
+        assert code == 0, text
+        rows = list(csv.DictReader(open(out, encoding="utf-8")))
+        assert all(f"holds {kind}, not text" in r["error"] and not r["label"] for r in rows), rows
+
+
+def test_a_malformed_csv_is_reported_not_merged(tmp_path):
+    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / 's.db'}"})
+    broken = tmp_path / "broken.csv"
+    broken.write_text('id,text\nr1,"an unterminated quote\nr2,"A second review."\nr3,A third.\n')
+    code, text = score(app, "review_sentiment", str(broken), str(tmp_path / "out.csv"), "--key", "id", "--column", "text")
+    assert code != 0 and "not a well-formed CSV" in text and "line" in text, text

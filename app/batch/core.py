@@ -5,6 +5,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
+from app.batch.files import BadItem
 from app.errors import APIError
 from app.models.aliases import PRODUCTION, read_aliases
 from app.models.base import Limits, Manifest, ManifestError, Model
@@ -83,7 +84,14 @@ def flat_row(result: dict) -> dict[str, Any]:
 
 
 def score_items(model: Model, items: Sequence) -> list[dict[str, Any]]:
-    """Flat result rows for ``items``; an item the model refuses gets only an error, the rest are scored."""
+    """Flat result rows for ``items``; an item that could not be read (a BadItem) or that the model refuses
+    gets only an error, the rest are scored."""
+    unreadable = {i: item.reason for i, item in enumerate(items) if isinstance(item, BadItem)}
+    if unreadable:
+        scored = iter(score_items(model, [item for i, item in enumerate(items) if i not in unreadable]))
+        return [{ERROR: unreadable[i]} if i in unreadable else next(scored) for i in range(len(items))]
+    if not items:
+        return []
     try:
         return [flat_row(result) for result in model.run(items)]
     except APIError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -20,7 +21,14 @@ TEXT_COLUMNS = (KEY, "label", "error", "model", "version")
 
 
 class SourceError(ValueError):
-    """The input cannot be read as asked (unknown format, missing column)."""
+    """The input cannot be read as asked (unknown format, missing column, a malformed CSV)."""
+
+
+@dataclass(frozen=True)
+class BadItem:
+    """A row that cannot be an item (bytes that are not UTF-8, a cell of the wrong type): scored as its error."""
+
+    reason: str
 
 
 def table_format(path: Path) -> str:
@@ -50,14 +58,20 @@ def open_csv(path: Path):
 
     csv.field_size_limit(1 << 30)
     opener = gzip.open if path.name.lower().endswith(".gz") else open
-    return opener(path, "rt", encoding="utf-8", newline="")
+    # Bytes that are not UTF-8 (a Latin-1 row) are kept as surrogates, so that their row, not the run, fails.
+    return opener(path, "rt", encoding="utf-8", errors="surrogateescape", newline="")
 
 
 def table_rows(path: Path) -> Iterator[dict]:
     """The rows of a CSV or Parquet table as dicts, streamed."""
     if table_format(path) == "csv":
         with open_csv(path) as handle:
-            yield from csv.DictReader(handle)
+            reader = csv.DictReader(handle, strict=True)
+            try:
+                yield from reader
+            except csv.Error as exc:  # an unterminated quote would otherwise merge rows without a word
+                raise SourceError(f"{path}, line {reader.line_num}: not a well-formed CSV ({exc}); the rows before "
+                                  "it are scored and kept: fix the file and run the same command again") from None
         return
     import pyarrow.parquet as pq
 
@@ -82,34 +96,63 @@ def read_table(path: Path, kind: str, columns: list[str], key: str | None) -> It
     if missing:
         raise SourceError(f"{path} has no column {missing[0]!r} (columns: {', '.join(names)})")
     for number, row in enumerate(table_rows(path)):
-        item_key = str(row[key]) if key else str(number)
+        item_key = valid_text(str(row[key])) if key else str(number)
         if kind == "text":
-            yield item_key, "" if row[columns[0]] is None else str(row[columns[0]])
+            yield item_key, text_item(columns[0], row[columns[0]])
         else:
-            yield item_key, [number_or_text(row[c]) for c in columns]
+            values = [number_or_text(c, row[c]) for c in columns]
+            yield item_key, next((v for v in values if isinstance(v, BadItem)), values)
 
 
-def number_or_text(value):
-    """A CSV cell as a number when it is one (the model judges anything else)."""
+def valid_text(text: str) -> str:
+    """``text`` with bytes that were not UTF-8 shown as U+FFFD (for keys, which are written back)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def text_item(column: str, value):
+    """A text cell as the model's item; a cell that is not text, or not UTF-8, as a BadItem."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        return BadItem(f"column {column!r} holds {type(value).__name__}, not text")
+    if valid_text(value) != value:
+        return BadItem(f"column {column!r} is not valid UTF-8 text in this row")
+    return value
+
+
+def number_or_text(column: str, value):
+    """A cell as a number when it is one; other text is left to the model to judge; lists, bytes and
+    other types are a BadItem (never scored as their Python text)."""
     if isinstance(value, str):
         try:
             return float(value)
         except ValueError:
             return value
-    return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) or value is None:
+        return value
+    return BadItem(f"column {column!r} holds {type(value).__name__}, not a number")
 
 
 class ResumableWriter:
     """Parts in OUTPUT.partial/, joined into OUTPUT by finish(); keys already written are skipped."""
 
-    def __init__(self, output: Path, columns: list[str], rows_per_part: int = 4096):
-        """Open (or reopen) the partial folder and learn which keys it holds."""
+    def __init__(self, output: Path, columns: list[str], rows_per_part: int = 4096, scored_by: dict | None = None):
+        """Open (or reopen) the partial folder and learn which keys it holds. ``scored_by`` ({"model": ...,
+        "version": ...}): a resumed run must be by the same model version, or the output would mix two."""
         self.output, self.columns, self.rows_per_part = output, [KEY, *columns], rows_per_part
         self.format = table_format(output)
         self.partial = output.with_name(output.name + ".partial")
         self.partial.mkdir(parents=True, exist_ok=True)
         self.parts = sorted(self.partial.glob(f"part-*.{self.format}"))
-        self.done = {row[KEY] for part in self.parts for row in self._read(part)}
+        rows = [row for part in self.parts for row in self._read(part)]
+        if scored_by:
+            earlier = {(str(row.get("model")), str(row.get("version"))) for row in rows}
+            wanted = (str(scored_by["model"]), str(scored_by["version"]))
+            if earlier - {wanted}:
+                other = ", ".join(f"{m} v{v}" for m, v in sorted(earlier - {wanted}))
+                raise SourceError(f"{self.partial} holds results of {other}; this run scores with {wanted[0]} "
+                                  f"v{wanted[1]}: resume with that version (--version), or remove the folder to start over")
+        self.done = {row[KEY] for row in rows}
         self.pending: list[dict] = []
 
     def write(self, rows: list[dict]) -> None:

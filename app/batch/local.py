@@ -63,7 +63,8 @@ def batches(pairs: Iterator[tuple[str, object]], size: int, skip: set[str]) -> I
 def score_dataset(model: Model, source: Path, output: Path, batch_size: int = 64, columns: list[str] | None = None,
                   key: str | None = None, progress: bool = True) -> Summary:
     """Score every item of ``source`` into ``output`` (CSV or Parquet); resumes an interrupted run."""
-    writer = ResumableWriter(output, ["model", "version", *result_columns(model.manifest)])
+    writer = ResumableWriter(output, ["model", "version", *result_columns(model.manifest)],
+                             scored_by={"model": model.name, "version": model.version})
     pairs = read_items(model, source, columns, key)
     bar = progress_bar(progress, len(writer.done))
     scored = errors = 0
