@@ -13,8 +13,9 @@ from app.models.shared import release_free_heap
 app = create_app()
 registry = app.extensions["model_registry"]
 registry.load_all()
-if registry.store.remote and app.config["MODEL_POLL_SECONDS"]:
-    # A shared store: follow its promotions, rollbacks, unloads and new versions (app/models/registry.py).
+if app.config["MODEL_POLL_SECONDS"]:
+    # Follow the store's new versions, promotions, rollbacks, unloads and reload requests in this worker,
+    # loading what changed beside what serves (app/models/registry.py): no request waits for a load.
     app.extensions["model_store_watcher"] = StoreWatcher(registry, app.config["MODEL_POLL_SECONDS"]).start()
 release_free_heap()
 # Everything built so far (the app, the models, the libraries) lives as long as the worker:

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     load_settings(config)
     store = LocalStore(args.model_dir) if args.model_dir else open_store(config)
     registry = ModelRegistry(store, set(args.models) if args.models else None, runtime_options(config))
-    if store.remote and config["MODEL_POLL_SECONDS"]:
+    if config["MODEL_POLL_SECONDS"]:
         registry.load_all()
         StoreWatcher(registry, config["MODEL_POLL_SECONDS"]).start()
     run_worker(Server(args.server, args.token or local_worker_token(config)), registry, args.models, args.wait, args.max_jobs)

@@ -237,5 +237,5 @@ def committed_models_loaded_once():
     yield
     ModelRegistry._load_one = original
     # No test may change the committed model folder (they work on copies).
-    changed = [str(p) for pattern in ("*/UNLOADED", "*/aliases.json") for p in SAVED_MODELS.glob(pattern)]
+    changed = [str(p) for pattern in ("*/UNLOADED", "*/aliases.json", ".reload") for p in SAVED_MODELS.glob(pattern)]
     assert not changed, f"a test changed saved_models/: {changed}"

@@ -40,7 +40,7 @@ def test_reload_finds_the_one_running_server_of_this_checkout(tmp_path, monkeypa
     monkeypatch.delenv("GUNICORN_PIDFILE", raising=False)
     (tmp_path / "gunicorn-8001.pid").write_text("999999999")  # a server that is gone
     (tmp_path / "gunicorn-8003.pid").write_text(str(os.getpid()))  # a live process that is no gunicorn
-    assert "no running server" in runner.invoke(args=["models", "reload"]).output
+    assert "no running server" in runner.invoke(args=["models", "reload", "--restart"]).output
     # A process that is a gunicorn started from this checkout (its command line says so, its folder is here).
     fake = subprocess.Popen(["bash", "-c", "exec -a gunicorn sleep 30"], cwd=config.PROJECT_ROOT)
     elsewhere = subprocess.Popen(["bash", "-c", "exec -a gunicorn sleep 30"], cwd=tmp_path)
@@ -49,10 +49,10 @@ def test_reload_finds_the_one_running_server_of_this_checkout(tmp_path, monkeypa
         alive.write_text(str(fake.pid))
         (tmp_path / "gunicorn-8004.pid").write_text(str(elsewhere.pid))  # another checkout's server: never ours
         assert running_server_pidfile() == alive
-        refused = runner.invoke(args=["models", "reload", "--pidfile", str(tmp_path / "gunicorn-8003.pid")])
+        refused = runner.invoke(args=["models", "reload", "--restart", "--pidfile", str(tmp_path / "gunicorn-8003.pid")])
         assert refused.exit_code != 0 and "not a running gunicorn" in refused.output
     finally:
         fake.kill()
         elsewhere.kill()
     fake.wait()
-    assert "no running server" in runner.invoke(args=["models", "reload"]).output  # its pidfile is stale now
+    assert "no running server" in runner.invoke(args=["models", "reload", "--restart"]).output  # stale pidfile now

@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import struct
 import time
 
@@ -479,7 +480,7 @@ def test_a_model_that_exits_or_crashes_at_load_is_refused_and_the_server_serves(
     python_model(tmp_path, models, "crashy", CRASHY, "Crashy")
     with run_gunicorn(tmp_path, {"MODELSERVE_MODEL_DIR": str(models)}) as (base, proc):
         turn_bad_at_load(models, "crashy", how)
-        proc.send_signal(signal.SIGHUP)  # `flask models reload`: every worker loads the folder again
+        proc.send_signal(signal.SIGHUP)  # `flask models reload --restart`: new workers load the folder
         time.sleep(8)
         assert proc.poll() is None, "gunicorn's master stopped"
         statuses = review_statuses(base, 20)
@@ -715,3 +716,60 @@ def test_a_malformed_csv_is_reported_not_merged(tmp_path):
     broken.write_text('id,text\nr1,"an unterminated quote\nr2,"A second review."\nr3,A third.\n')
     code, text = score(app, "review_sentiment", str(broken), str(tmp_path / "out.csv"), "--key", "id", "--column", "text")
     assert code != 0 and "not a well-formed CSV" in text and "line" in text, text
+
+
+# -- 11. a reload never makes requests wait for a slow loader -------------------------------------------
+
+SLOW_LOADER = '''
+import time
+
+import numpy as np
+
+from app.models.base import Model
+
+
+class SlowLoader(Model):
+    """Takes 8 s to load (a large file from a slow disk, say)."""
+
+    INPUTS = [{"name": "text", "datatype": "BYTES", "shape": [-1], "content": "text"}]
+    OUTPUTS = [{"name": "label", "datatype": "BYTES", "shape": [-1]}]
+    LABELS = ["ok"]
+
+    def _load(self):
+        time.sleep(8)
+
+    def predict(self, batch):
+        return {"label": np.array(["ok"] * len(batch["text"]), dtype=object)}
+'''
+
+
+def test_reloading_a_slow_loading_model_keeps_every_request_fast(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    from app.config import PROJECT_ROOT
+    from tests.conftest import get_json, run_gunicorn
+    from tests.test_model_store_s3 import post
+
+    models = served_folder_with_sleepy(tmp_path)
+    python_model(tmp_path, models, "slowloader", SLOW_LOADER, "SlowLoader")
+    env = {"MODELSERVE_MODEL_DIR": str(models), "MODELSERVE_MODEL_POLL_SECONDS": "1"}
+    with run_gunicorn(tmp_path, env) as (base, proc):
+        shutil.copytree(models / "slowloader" / "1", models / "slowloader" / "2")
+        edit_manifest(models / "slowloader" / "2", lambda m: m.update(version=2))
+        reloaded = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "models", "reload"], cwd=PROJECT_ROOT,
+                                  env={**os.environ, **env, "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+                                       "GUNICORN_PIDFILE": str(next(tmp_path.glob("gunicorn-*.pid")))},
+                                  capture_output=True, text=True)
+        assert reloaded.returncode == 0, reloaded.stderr
+        timings, deadline = [], time.monotonic() + 14
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            status = post(base + "/review", b"review=A+fine+film.", "application/x-www-form-urlencoded", 30)[0]
+            timings.append((status, time.monotonic() - started))
+            time.sleep(0.05)
+        versions = get_json(base + "/v2/models/slowloader")[1]["versions"]
+    assert all(status == 200 for status, _ in timings), timings
+    assert max(seconds for _, seconds in timings) < 1.0, max(timings, key=lambda t: t[1])
+    assert "2" in versions  # the new version was loaded meanwhile

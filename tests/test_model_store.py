@@ -83,7 +83,7 @@ def test_promote_rollback_unload_and_load_reach_another_instance(tmp_path, store
 
     result = a.test_cli_runner().invoke(args=["models", "promote", MODEL, "1"])
     assert result.exit_code == 0, result.output
-    assert "every instance picks it up within MODEL_POLL_SECONDS" in result.output
+    assert "every running worker picks it up within MODEL_POLL_SECONDS" in result.output
     assert json.loads((store / MODEL / "aliases.json").read_text())["aliases"] == {"production": "1"}
     assert watcher.poll() is True
     assert served_version(b.test_client()) == "1"
@@ -125,7 +125,7 @@ def test_a_version_added_with_the_cli_goes_to_the_store_and_another_instance_ser
     other.extensions["model_registry"].load_all()
     result = app.test_cli_runner().invoke(args=["models", "add", "wine", str(wine_model(tmp_path / "wine.skops"))])
     assert result.exit_code == 0, result.output
-    assert "added wine version 1" in result.output and "every instance picks it up" in result.output
+    assert "added wine version 1" in result.output and "every running worker picks it up" in result.output
     assert (store / "wine" / "1" / "manifest.json").exists()
     assert not any((tmp_path / "a-empty").iterdir())  # nothing written to the local folder
     assert StoreWatcher(other.extensions["model_registry"], 10).poll() is True

@@ -16,7 +16,8 @@ NEW = str(int(OLD) + 1)
 
 
 def test_reload_serves_new_version_without_dropping_requests(tmp_path, model_dir):
-    env = {"MODELSERVE_MODEL_DIR": str(model_dir), "MODELSERVE_MODELS": "review_sentiment"}
+    env = {"MODELSERVE_MODEL_DIR": str(model_dir), "MODELSERVE_MODELS": "review_sentiment",
+           "MODELSERVE_MODEL_POLL_SECONDS": "1"}
     with run_gunicorn(tmp_path, env) as (base, _):
         assert get_json(base + "/v2/models/review_sentiment")[1]["versions"] == [OLD]
         failures, answered, stop = [], [], threading.Event()
@@ -40,7 +41,7 @@ def test_reload_serves_new_version_without_dropping_requests(tmp_path, model_dir
         manifest = json.loads((new / "manifest.json").read_text())
         manifest["version"] = int(NEW)
         (new / "manifest.json").write_text(json.dumps(manifest))
-        cli_env = {**os.environ, "GUNICORN_PIDFILE": str(next(tmp_path.glob("gunicorn-*.pid"))),
+        cli_env = {**os.environ, **env, "GUNICORN_PIDFILE": str(next(tmp_path.glob("gunicorn-*.pid"))),
                    "MODELSERVE_MODEL_DIR": str(model_dir), "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
 
         def flask(*args):
@@ -76,7 +77,7 @@ def test_reload_serves_new_version_without_dropping_requests(tmp_path, model_dir
         flask("models", "reload")
         settles_on(NEW)
         assert f"production: {NEW} -> {OLD}" in flask("models", "rollback", "review_sentiment")
-        flask("models", "reload")
+        assert "sent SIGHUP" in flask("models", "reload", "--restart")  # new workers (new code) serve it too
         settles_on(OLD)
         time.sleep(2)
         stop.set()

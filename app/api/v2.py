@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 
 from flask import Blueprint, Response, request
 
@@ -205,9 +203,8 @@ def repository_index():
 
 
 def change_repository(name: str, unloaded: bool) -> dict:
-    """Mark a model (un)loaded in the model store, then reload. A shared store: this worker reloads at
-    once, every other worker and instance within MODEL_POLL_SECONDS. A local folder: every worker
-    reloads through gunicorn's master when there is one (SIGHUP), else this process reloads."""
+    """Mark a model (un)loaded in the model store; this worker reloads at once, every other worker and
+    instance within MODEL_POLL_SECONDS, each loading what changed beside what it serves."""
     require_worker()
     reg = registry()
     store = reg.store
@@ -220,14 +217,9 @@ def change_repository(name: str, unloaded: bool) -> dict:
             store.delete(f"{name}/{UNLOADED_FILE}")
     except StoreUnavailable as exc:
         raise ServiceUnavailable(f"the model store is unavailable: {exc}", retry_after=10) from exc
-    master = os.environ.get("MODELSERVE_GUNICORN_MASTER")
-    if master and not store.remote:
-        os.kill(int(master), signal.SIGHUP)
-        note = "every worker reloads the model folder"
-    else:
-        reg.load_all()
-        note = "reloaded; other workers and instances follow within MODEL_POLL_SECONDS" if store.remote else "reloaded"
-    return {"name": name, "state": "UNAVAILABLE" if unloaded else "READY", "note": note}
+    reg.load_all()
+    return {"name": name, "state": "UNAVAILABLE" if unloaded else "READY",
+            "note": "reloaded; other workers and instances follow within MODEL_POLL_SECONDS"}
 
 
 @bp.post("/repository/models/<name>/load", endpoint="repository_load")

@@ -22,6 +22,11 @@ from app.batch.spark import input_column, model_udf  # noqa: E402
 from app.config import DefaultConfig  # noqa: E402
 
 
+# What a Python worker needs to read a shared model store, passed on from the driver when it is set.
+STORE_SETTINGS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
+                  "AWS_ENDPOINT_URL", "AWS_PROFILE", "GOOGLE_APPLICATION_CREDENTIALS", "MODELSERVE_MODEL_CACHE")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -76,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     builder = SparkSession.builder.appName(f"modelserve-score-{args.model}")
     if args.master:
         builder = builder.master(args.master)
+    if "://" in str(args.model_dir):
+        # The executors' Python workers fetch the model from the store themselves: they need the driver's
+        # store settings (Spark redacts the secret ones in its UI). Roles and workload identity need none.
+        for name in STORE_SETTINGS:
+            if os.environ.get(name):
+                builder = builder.config(f"spark.executorEnv.{name}", os.environ[name])
     spark = builder.getOrCreate()
     manifest = find_manifest(args.model_dir, args.model, args.version)
     kind = input_kind(manifest)

@@ -228,7 +228,8 @@ class ModelRegistry:
 
 
 class StoreWatcher:
-    """Polls a shared store every ``seconds`` and reloads the registry when its fingerprint changed.
+    """Polls the model store (a shared one, or the local folder) every ``seconds`` and reloads the
+    registry when its fingerprint changed.
 
     Only this thread talks to the store while serving: requests never wait for it. A load
     builds the new versions beside the served ones and swaps the table in one assignment,
@@ -254,7 +255,8 @@ class StoreWatcher:
         """One check; reloads when the store changed or the last sync failed. True when it reloaded."""
         store = self.registry.store
         try:
-            changed = store.state != "ok" or store.fingerprint(self.registry.only) != store.synced_fingerprint
+            changed = (store.remote and store.state != "ok") or \
+                store.fingerprint(self.registry.only) != store.synced_fingerprint
         except StoreUnavailable:
             changed = True  # load_all notes the outage (once) and keeps serving
         if changed:

@@ -26,6 +26,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 ALIASES_FILE = "aliases.json"
 # A model folder holding this file is not served (the V2 repository extension's unload).
 UNLOADED_FILE = "UNLOADED"
+# Written by `flask models reload` in a local model folder: every watching worker loads the folder again.
+RELOAD_REQUEST = ".reload"
 # An artifact's name in a manifest: relative, ASCII, no empty, "." or ".." part (nothing can be
 # written or read outside the version's folder, whatever the manifest says).
 ARTIFACT_PART = re.compile(r"[A-Za-z0-9_+@~-][A-Za-z0-9_.+@~-]{0,127}")
@@ -72,6 +75,7 @@ class LocalStore:
         self.url = str(folder)
         self.state = "local"
         self.problem = ""
+        self.synced_fingerprint = None
 
     def read_text(self, key: str) -> str | None:
         """A small file's text, None when there is none."""
@@ -111,8 +115,34 @@ class LocalStore:
             return text
 
     def sync(self, only: set[str] | None = None) -> dict[str, str]:
-        """Nothing to copy: the folder is what the registry reads. No refusals of its own."""
+        """Nothing to copy: the folder is what the registry reads (no refusals of its own); remember
+        what the folder looked like, so that the watcher can tell when it changes."""
+        self.synced_fingerprint = self.fingerprint(only)
         return {}
+
+    def fingerprint(self, only: set[str] | None = None) -> tuple:
+        """What changes when anything served changes: each model folder's version folders (with or
+        without their manifest), the size and mtime of its control files, and the reload request
+        (`flask models reload`). A few stat calls per model."""
+        state = []
+        folders = sorted(p for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
+        for folder in folders:
+            if folder.name.startswith(".") or (only and folder.name not in only):
+                continue
+            entries = []
+            for entry in sorted(folder.iterdir()):
+                if entry.is_dir():
+                    entries.append((entry.name, (entry / MANIFEST_NAME).is_file()))
+                elif entry.name in (ALIASES_FILE, UNLOADED_FILE):
+                    status = entry.stat()
+                    entries.append((entry.name, status.st_mtime_ns, status.st_size))
+            state.append((folder.name, tuple(entries)))
+        request = self.root / RELOAD_REQUEST
+        return tuple(state), request.stat().st_mtime_ns if request.exists() else None
+
+    def request_reload(self) -> None:
+        """Ask every worker watching this folder to load it again (what `flask models reload` does)."""
+        self.write_text(RELOAD_REQUEST, f"{os.getpid()} {time.time()}\n")
 
     def staging(self, name: str, version: int | str) -> Path:
         """An empty hidden folder beside the model's versions to write a new one into."""

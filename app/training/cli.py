@@ -230,9 +230,10 @@ def model_store():
 
 def how_servers_follow() -> str:
     """What a running server needs to pick up a change to the store."""
-    if model_store().remote:
-        return f"every instance picks it up within MODEL_POLL_SECONDS ({current_app.config['MODEL_POLL_SECONDS']} s)"
-    return "running servers pick it up on `flask models reload` (no request is dropped)"
+    seconds = current_app.config["MODEL_POLL_SECONDS"]
+    if seconds:
+        return f"every running worker picks it up within MODEL_POLL_SECONDS ({seconds} s), no request waiting"
+    return "running servers pick it up on `flask models reload --restart` (no request is dropped)"
 
 
 def keep_production(name: str, production: str, folder: Path, why: str) -> None:
@@ -397,8 +398,8 @@ def add_model_command(name, path, version, labels, description, python_class, tr
     """Serve a model file (.onnx, .skops, .joblib) or a folder with a Python class as NAME.
 
     Copies it into MODEL_DIR/NAME/VERSION/, infers its inputs and outputs, writes the
-    manifest with hashes, and runs a smoke prediction. Then `flask models reload`
-    (or a restart) serves it.
+    manifest with hashes, and runs a smoke prediction. Running servers serve it within
+    MODEL_POLL_SECONDS.
     """
     from app.models.add import AddError, AddOptions, add_model
 
@@ -419,8 +420,7 @@ def add_model_command(name, path, version, labels, description, python_class, tr
     click.echo("inputs:  " + ", ".join(f"{s['name']} {s['datatype']} {s['shape']}" for s in manifest["inputs"]))
     click.echo("outputs: " + ", ".join(f"{s['name']} {s['datatype']} {s['shape']}" for s in manifest["outputs"]))
     click.echo(f"smoke prediction: {json.dumps(rows[0])}")
-    click.echo(f"serve it: {how_servers_follow()}" if model_store().remote else
-               "serve it: `flask models reload` (running gunicorn) or restart the server")
+    click.echo(f"serve it: {how_servers_follow()}")
 
 
 @models_cli.command("publish")
@@ -459,10 +459,31 @@ def publish_models(source, names):
 
 
 @models_cli.command("reload")
-@click.option("--pidfile", default=None, help="gunicorn pidfile (default: GUNICORN_PIDFILE, else the one running "
-                                              "server of this checkout, instance/gunicorn-PORT.pid).")
-def reload_models(pidfile):
-    """Make a running gunicorn load new model versions and aliases without dropping requests (SIGHUP)."""
+@click.option("--restart", is_flag=True, help="Restart gunicorn's workers instead (SIGHUP: new code too); "
+                                              "requests wait while the new workers load.")
+@click.option("--pidfile", default=None, help="With --restart: gunicorn pidfile (default: GUNICORN_PIDFILE, else the "
+                                              "one running server of this checkout, instance/gunicorn-PORT.pid).")
+def reload_models(restart, pidfile):
+    """Make running servers load new model versions, aliases and unloads without making a request wait.
+
+    Every worker watches the model store (MODEL_POLL_SECONDS) and loads what changed beside what it
+    serves; this asks the workers serving the local folder to load it again at their next check.
+    """
+    seconds = current_app.config["MODEL_POLL_SECONDS"]
+    store = model_store()
+    if not restart and seconds:
+        if store.remote:
+            click.echo(f"instances follow {store.url} by themselves within MODEL_POLL_SECONDS ({seconds} s)")
+        else:
+            store.request_reload()
+            click.echo(f"asked every worker serving {store.url} to load it again: within {seconds} s, "
+                       "the models they serve answering meanwhile")
+        return
+    restart_workers(pidfile)
+
+
+def restart_workers(pidfile: str | None) -> None:
+    """SIGHUP to this checkout's gunicorn master: new workers start (and load the models), old ones finish."""
     import os
     import signal
 
