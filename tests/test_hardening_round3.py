@@ -333,26 +333,36 @@ def get_status(url: str) -> int:
 
 # -- 2 (slow model) and 12 (slow bodies): one model's or one client's slowness stays its own ----------
 
-SLEEPY = '''
-import time
+def text_model(cls: str, doc: str, label: str, predict_first: str = "pass", load: str = "pass",
+               module: str = "time") -> str:
+    """The source of a user's one-input text model whose _load runs ``load`` and whose predict first runs
+    ``predict_first`` (statements, at method indentation)."""
+    return f'''
+import {module}
 
 import numpy as np
 
 from app.models.base import Model
 
 
-class Sleepy(Model):
-    """Takes 3 s for a text that says "slow" (a user model stuck in a remote call, say)."""
+class {cls}(Model):
+    """{doc}"""
 
-    INPUTS = [{"name": "text", "datatype": "BYTES", "shape": [-1], "content": "text"}]
-    OUTPUTS = [{"name": "label", "datatype": "BYTES", "shape": [-1]}]
-    LABELS = ["done"]
+    INPUTS = [{{"name": "text", "datatype": "BYTES", "shape": [-1], "content": "text"}}]
+    OUTPUTS = [{{"name": "label", "datatype": "BYTES", "shape": [-1]}}]
+    LABELS = ["{label}"]
+
+    def _load(self):
+        {load}
 
     def predict(self, batch):
-        if any("slow" in text for text in batch["text"]):
-            time.sleep(3)
-        return {"label": np.array(["done"] * len(batch["text"]), dtype=object)}
+        {predict_first}
+        return {{"label": np.array(["{label}"] * len(batch["text"]), dtype=object)}}
 '''
+
+
+SLEEPY = text_model("Sleepy", "Takes 3 s for a text that says 'slow' (a user model stuck in a remote call, say).", "done",
+                    'if any("slow" in text for text in batch["text"]):\n            time.sleep(3)')
 
 
 def served_folder_with_sleepy(tmp_path):
@@ -432,26 +442,8 @@ def test_slow_request_bodies_take_no_inference_slot(tmp_path):
 
 # -- 2. a user model that exits or crashes takes only itself down ----------------------------------
 
-CRASHY = '''
-import os
-
-import numpy as np
-
-from app.models.base import Model
-
-
-class Crashy(Model):
-    """Ends its own process for a text that says "die" (a C extension's crash, say)."""
-
-    INPUTS = [{"name": "text", "datatype": "BYTES", "shape": [-1], "content": "text"}]
-    OUTPUTS = [{"name": "label", "datatype": "BYTES", "shape": [-1]}]
-    LABELS = ["alive"]
-
-    def predict(self, batch):
-        if any("die" in text for text in batch["text"]):
-            os._exit(7)
-        return {"label": np.array(["alive"] * len(batch["text"]), dtype=object)}
-'''
+CRASHY = text_model("Crashy", "Ends its own process for a text that says 'die' (a C extension's crash, say).",
+                    "alive", 'if any("die" in text for text in batch["text"]):\n            os._exit(7)', module="os")
 
 AT_LOAD = {
     "exits": "import sys\n        sys.exit(3)",
@@ -473,8 +465,8 @@ def turn_bad_at_load(models, name: str, how: str) -> None:
     from app.models.base import sha256_of
 
     folder = models / name / "1"
-    source = (folder / "model.py").read_text().replace(
-        "    def predict(self, batch):", f"    def _load(self):\n        {AT_LOAD[how]}\n\n    def predict(self, batch):")
+    source = (folder / "model.py").read_text().replace("    def _load(self):\n        pass",
+                                                       f"    def _load(self):\n        {AT_LOAD[how]}")
     (folder / "model.py").write_text(source)
     edit_manifest(folder, lambda m: m["artifacts"]["model.py"].update(sha256=sha256_of(folder / "model.py")))
 
@@ -732,27 +724,8 @@ def test_a_malformed_csv_is_reported_not_merged(tmp_path):
 
 # -- 11. a reload never makes requests wait for a slow loader -------------------------------------------
 
-SLOW_LOADER = '''
-import time
-
-import numpy as np
-
-from app.models.base import Model
-
-
-class SlowLoader(Model):
-    """Takes 8 s to load (a large file from a slow disk, say)."""
-
-    INPUTS = [{"name": "text", "datatype": "BYTES", "shape": [-1], "content": "text"}]
-    OUTPUTS = [{"name": "label", "datatype": "BYTES", "shape": [-1]}]
-    LABELS = ["ok"]
-
-    def _load(self):
-        time.sleep(8)
-
-    def predict(self, batch):
-        return {"label": np.array(["ok"] * len(batch["text"]), dtype=object)}
-'''
+SLOW_LOADER = text_model("SlowLoader", "Takes 8 s to load (a large file from a slow disk, say).", "ok",
+                         load="time.sleep(8)")
 
 
 def test_reloading_a_slow_loading_model_keeps_every_request_fast(tmp_path):
