@@ -271,3 +271,28 @@ def test_the_deployment_guide_s_store_commands_run_as_printed(tmp_path):
         assert (store / "review_sentiment" / "aliases.json").exists()
     finally:
         shutil.rmtree(store, ignore_errors=True)
+
+
+def test_online_learning_publishes_and_promotes_in_the_store(tmp_path):
+    root = tmp_path / "store"
+    root.mkdir()
+    url = root.as_uri()
+    old = committed_version("review_sentiment")
+    new = str(int(old) + 1)
+    publisher = instance(tmp_path, url, "publisher", MODELS="review_sentiment")
+    assert publisher.test_cli_runner().invoke(args=["models", "publish", str(SAVED_MODELS),
+                                                    "--model", "review_sentiment"]).exit_code == 0
+    app = instance(tmp_path, url, "learner", MODELS="review_sentiment")
+    client = app.test_client()
+    review = "An uneven film, though I keep thinking about it."
+    for user in range(30):
+        assert client.post("/review/feedback", data={"review": review, "label": "negative"},
+                           environ_base={"REMOTE_ADDR": f"10.0.0.{user}"}).status_code == 201
+    learned = app.test_cli_runner().invoke(args=["feedback", "learn", "--data", str(tmp_path / "no-data"), "--promote"])
+    assert learned.exit_code == 0, learned.output
+    assert (root / "review_sentiment" / new / "manifest.json").exists()
+    assert json.loads((root / "review_sentiment" / "aliases.json").read_text())["aliases"]["production"] == new
+    other = instance(tmp_path, url, "other", MODELS="review_sentiment")
+    other.extensions["model_registry"].load_all()
+    answer = other.test_client().post("/review", data={"review": review}).get_json()
+    assert answer["model"]["version"] == new

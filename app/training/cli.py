@@ -219,8 +219,20 @@ def learn(data_dir, model_name, margin, force):
             .where(review_feedback.c.id.in_([r.id for r in rows]))
             .values(learned_in_version=new_version)
         )
+    if model_store().remote:  # the new version goes where every instance reads (the promotion gate needs it there)
+        try:
+            publish_copy(model_store(), out, model_name, new_version)
+        except (StoreUnavailable, FileExistsError) as exc:
+            raise click.ClickException(f"version {new_version} could not be published to the store: {exc}") from exc
     click.echo(f"learned {len(rows)} feedback rows into {model_name} version {new_version} ({out})")
     promote_if_not_worse(model_name, model.version, model.manifest.metrics, out, margin, force)
+
+
+def publish_copy(store, folder: Path, name: str, version: str) -> str:
+    """Upload a copy of a local version folder to a shared store (the folder stays); returns where it went."""
+    staging = store.staging(name, version)
+    shutil.copytree(folder, staging, dirs_exist_ok=True)
+    return store.publish(staging, name, str(version))
 
 
 def model_store():
@@ -446,9 +458,7 @@ def publish_models(source, names):
                 manifest.verify_artifacts()
             except ManifestError as exc:
                 raise click.ClickException(f"{where} not published: {exc}") from None
-            staging = store.staging(manifest.name, manifest.version)
-            shutil.copytree(manifest.directory, staging, dirs_exist_ok=True)
-            click.echo(f"{where}: published to {store.publish(staging, manifest.name, manifest.version)}")
+            click.echo(f"{where}: published to {publish_copy(store, manifest.directory, manifest.name, manifest.version)}")
         for aliases in sorted(source.glob(f"*/{ALIASES_FILE}")):
             name = aliases.parent.name
             if (not names or name in names) and store.read_text(f"{name}/{ALIASES_FILE}") is None:
