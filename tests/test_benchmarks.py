@@ -90,3 +90,13 @@ def test_model_store_benchmark_measures_poll_convergence_and_throughput(tmp_path
     for row in table_rows(text, "local folder") + table_rows(text, "S3 store"):
         assert float(row[1]) > 0 and row[5] == "0", row
     assert re.search(r"\| s3 \(moto, loopback\) \| 5 \| 6 \|", text), text
+
+
+def test_isolation_benchmark_measures_both_ways(tmp_path):
+    """A user model called in the worker's process and in its own, a few calls each."""
+    out = tmp_path / "isolation.md"
+    done = run_script("benchmarks/isolation.py", "--calls", "50", "--rounds", "1", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = table_rows(out.read_text(), "in")
+    assert [row[0] for row in rows] == ["in the worker's process", "in its own process"]
+    assert all(float(row[1]) > 0 for row in rows), rows
