@@ -296,3 +296,18 @@ def test_online_learning_publishes_and_promotes_in_the_store(tmp_path):
     other.extensions["model_registry"].load_all()
     answer = other.test_client().post("/review", data={"review": review}).get_json()
     assert answer["model"]["version"] == new
+
+
+def test_the_watcher_of_a_local_folder_reloads_only_when_it_changed(tmp_path):
+    local = tmp_path / "models"
+    add_version(local, MODEL, "1")
+    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}", "MODEL_DIR": str(local)})
+    registry = app.extensions["model_registry"]
+    registry.load_all()
+    watcher = StoreWatcher(registry, 10)
+    assert watcher.poll() is False and watcher.poll() is False
+    add_version(local, MODEL, "2")
+    assert watcher.poll() is True and registry.versions(MODEL) == ["1", "2"]
+    assert watcher.poll() is False
+    app.extensions["model_registry"].store.request_reload()  # `flask models reload`
+    assert watcher.poll() is True and watcher.poll() is False

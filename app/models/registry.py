@@ -138,6 +138,7 @@ class ModelRegistry:
         """Bring a shared store's cache up to date; while the store does not answer, serve what the
         cache holds (the outage is logged once and shown by readiness and a gauge)."""
         if not self.store.remote:
+            self.store.sync(self.only)  # notes what the folder looks like, for the watcher
             return
         from app.observability import record_store_state
 
