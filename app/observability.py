@@ -369,7 +369,8 @@ def metrics_response() -> Response:
     """
     registry = all_workers_registry()
     registry.register(JobQueueCollector(current_app.extensions["job_store"]))
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    # content_type, not mimetype: the type already carries its charset (Flask would add a second one)
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 
 def init_app(app: Flask) -> None:
