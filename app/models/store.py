@@ -59,6 +59,20 @@ def check_artifact_name(filename: str) -> None:
         raise ManifestError(f"artifact name {filename!r} is not a plain relative file name")
 
 
+@contextlib.contextmanager
+def folder_lock(folder: Path):
+    """An exclusive lock on a folder, held by one process (and thread) at a time on this machine."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def entry_name(entry: dict) -> str:
+    """The last part of an fsspec listing entry's name (a folder's or a file's own name)."""
+    return entry["name"].rstrip("/").rsplit("/", 1)[-1]
+
+
 def version_numbers(names) -> list[str]:
     """The numeric version folder names among ``names``, oldest first."""
     return sorted((n for n in names if n.isdigit() and not n.startswith("0")), key=int)
@@ -107,9 +121,7 @@ class LocalStore:
 
     def update_text(self, key: str, change: Callable[[str | None], str]) -> str:
         """Read, change and write a small file under a lock, so concurrent updates do not lose one."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with folder_lock(self.root):
             text = change(self.read_text(key))
             self.write_text(key, text)
             return text
@@ -245,12 +257,11 @@ class RemoteStore:
         except FileNotFoundError:
             raise StoreUnavailable(f"nothing at {self.url} (no such bucket or folder)") from None
         return sorted(n for e in entries if e["type"] == "directory"
-                      and MODEL_NAME.fullmatch(n := e["name"].rstrip("/").rsplit("/", 1)[-1]))
+                      and MODEL_NAME.fullmatch(n := entry_name(e)))
 
     def versions(self, name: str) -> list[str]:
         """Numeric version folders of a model in the store, oldest first."""
-        return version_numbers(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in self._entries(name)
-                               if e["type"] == "directory")
+        return version_numbers(entry_name(e) for e in self._entries(name) if e["type"] == "directory")
 
     def update_text(self, key: str, change: Callable[[str | None], str]) -> str:
         """Read, change and write a small file; on S3 the write is conditional on what was read
@@ -293,18 +304,10 @@ class RemoteStore:
             if only and name not in only:
                 continue
             entries = self._entries(name)
-            state.append((name, tuple(sorted((e["name"].rstrip("/").rsplit("/", 1)[-1], e["type"], change_tag(e))
-                                             for e in entries))))
+            state.append((name, tuple(sorted((entry_name(e), e["type"], change_tag(e)) for e in entries))))
         return tuple(state)
 
     # --- the cache -------------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _cache_lock(self):
-        """One sync at a time per cache folder (the workers of one instance share it)."""
-        with open(self.root / ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
 
     def sync(self, only: set[str] | None = None) -> dict[str, str]:
         """Bring the cache up to what the store says; returns the versions refused ({"name/version": reason}).
@@ -313,12 +316,12 @@ class RemoteStore:
         verification (an older one serves while a newer one is refused); control files are copied
         as they are. Raises StoreUnavailable when the store does not answer (the cache is left as it is).
         """
-        with self._cache_lock():
-            fingerprint = self.fingerprint(only)
+        with folder_lock(self.root):  # one sync at a time per cache (an instance's workers share it)
+            fingerprint = self.fingerprint(only)  # its listings say which models and versions there are
             refused: dict[str, str] = {}
-            names = [n for n in self.names() if not only or n in only]
-            for name in names:
-                refused.update(self._sync_model(name))
+            names = [name for name, _ in fingerprint]
+            for name, entries in fingerprint:
+                refused.update(self._sync_model(name, entries))
             for stale in self.local.root.iterdir():
                 if stale.is_dir() and not stale.name.startswith(".") and stale.name not in names and \
                         (not only or stale.name in only):
@@ -326,13 +329,14 @@ class RemoteStore:
             self.synced_fingerprint = fingerprint
             return refused
 
-    def _sync_model(self, name: str) -> dict[str, str]:
-        """Copy one model's control files and the versions it serves; evict the others."""
+    def _sync_model(self, name: str, entries: tuple) -> dict[str, str]:
+        """Copy one model's control files and the versions it serves; evict the others. ``entries``:
+        the model folder's listing, as fingerprint() took it ((name, type, change tag) each)."""
         from app.models.aliases import parse_document
 
-        versions = self.versions(name)
+        versions = version_numbers(entry for entry, kind, _ in entries if kind == "directory")
         aliases_text = self.read_text(f"{name}/{ALIASES_FILE}")
-        unloaded = self.exists(f"{name}/{UNLOADED_FILE}")
+        unloaded = any(entry == UNLOADED_FILE and kind != "directory" for entry, kind, _ in entries)
         for key, text in ((f"{name}/{ALIASES_FILE}", aliases_text), (f"{name}/{UNLOADED_FILE}", "" if unloaded else None)):
             if text is None:
                 self.local.delete(key)
@@ -365,7 +369,7 @@ class RemoteStore:
         version given, else the production alias's, else the newest; returns the cache folder."""
         from app.models.aliases import PRODUCTION, parse_document
 
-        with self._cache_lock():
+        with folder_lock(self.root):  # one sync at a time per cache (an instance's workers share it)
             aliases = self.read_text(f"{name}/{ALIASES_FILE}")
             versions = self.versions(name)
             version = str(version or parse_document(aliases)["aliases"].get(PRODUCTION) or (versions or [""])[-1])
