@@ -199,8 +199,8 @@ def admitted(model_of):
             request.get_data()  # the whole (bounded) body first: a slow client never holds a slot
             gates: AdmissionGates = current_app.extensions["admission_gate"]
             name = model_of(kwargs)
-            served = current_app.extensions["model_registry"].names()
-            gate = gates.gate(name if name in served else AdmissionGates.UNKNOWN)
+            served = current_app.extensions["model_registry"].serves(name)
+            gate = gates.gate(name if served else AdmissionGates.UNKNOWN)
             started, seconds = getattr(g, "started", time.perf_counter()), request_deadline(gates.deadline_seconds)
             with gate.admit(started, seconds):
                 # A batching model waits for more requests only until this deadline (app/models/batching.py).

@@ -188,6 +188,11 @@ class ModelRegistry:
         self.ensure_loaded()
         return sorted(self._models)
 
+    def serves(self, name: str) -> bool:
+        """Whether a model of that name has a servable version (a dict lookup: the admission gate asks per request)."""
+        self.ensure_loaded()
+        return name in self._models
+
     def versions(self, name: str) -> list[str]:
         """Loaded versions of a model, oldest first."""
         self.ensure_loaded()
