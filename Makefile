@@ -2,9 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 
-.PHONY: serve test test-fast train-env malaria-cv bench-env compare system-deps gcp-bundle clean
+.PHONY: serve test test-fast train-env flink-env malaria-cv bench-env compare system-deps gcp-bundle clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-batch.txt requirements-store.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-batch.txt requirements-beam.txt requirements-store.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
@@ -19,7 +19,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-batch.txt
 serve: .venv-serve/.installed  ## the server on 127.0.0.1:$$PORT (default 8000; HOST=0.0.0.0 to listen on every interface), serving requirements only
 	HOST=$${HOST:-127.0.0.1} .venv-serve/bin/gunicorn -c gunicorn.conf.py main:app
 
-test: $(VENV)/.installed system-deps  ## run the whole test suite
+test: $(VENV)/.installed .venv-flink/.installed system-deps  ## run the whole test suite
 	$(VENV)/bin/python -m pytest
 
 test-fast: $(VENV)/.installed  ## the inner loop: no live servers, browser, PostgreSQL, Spark, training or benchmarks
@@ -42,6 +42,15 @@ system-deps:
 	touch $@
 
 train-env: .venv-train/.installed  ## training environment (TensorFlow etc.)
+
+# apache-flink pins numpy, pandas and pyarrow below the server's: the Flink job has an environment of its own.
+.venv-flink/.installed: requirements-flink.txt
+	$(PYTHON) -m venv .venv-flink
+	.venv-flink/bin/pip install --quiet --upgrade pip
+	.venv-flink/bin/pip install --quiet -r requirements-flink.txt
+	touch $@
+
+flink-env: .venv-flink/.installed  ## environment of the Flink streaming job (app/batch/flink_score.py)
 
 # Patient-level 5-fold cross-validation of one malaria CNN variant, resumable: folds whose
 # result file exists are skipped (evaluation/malaria_cv/VARIANT/fold-N.json, committed), then
@@ -76,4 +85,4 @@ gcp-bundle:  ## build/gcp: the code, app.yaml and a requirements.txt with the st
 	{ cat requirements.txt; grep -v '^-r' requirements-store.txt; } > build/gcp/requirements.txt
 
 clean:
-	rm -rf $(VENV) .venv-serve .venv-train .venv-bench .pytest_cache build
+	rm -rf $(VENV) .venv-serve .venv-train .venv-bench .venv-flink .pytest_cache build

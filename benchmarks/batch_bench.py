@@ -1,18 +1,23 @@
-"""Scoring whole datasets: `flask score`, Spark local[2] and HTTP, items/s side by side in one run.
+"""Scoring whole datasets: `flask score`, Spark local[2], Beam, Flink and HTTP, items/s side by side in one run.
 
 Usage: python benchmarks/batch_bench.py [--limit N] [--http-seconds 20] [--out benchmarks/results/batch.md]
 
 Datasets: every cell of ../shared/data/malaria and malaria_extra (one folder tree), and the
 25,000 IMDb test reviews. For each: the raw model (model.run on in-memory items, batches of 64:
 what the command can at best reach), the local command (read files, score, write Parquet),
-the Spark job (local[2], batches of 64, one ONNX thread per task) and the HTTP endpoint
-(/classify or /review, wrk c=8, one fixed real item).
+the Spark job (local[2], batches of 64, one ONNX thread per task), the Beam command
+(DirectRunner, the model's own batches of up to 32), the Flink job (`--once` over a JSON Lines
+file of the same items, one record at a time, in .venv-flink; the time of the same job over an
+empty file, i.e. the JVM and mini-cluster start, is measured apart and subtracted) and the HTTP
+endpoint (/classify or /review, wrk c=8, one fixed real item).
 """
 from __future__ import annotations
 
 import argparse
+import base64
 import csv
 import gzip
+import json
 import os
 import subprocess
 import sys
@@ -82,6 +87,36 @@ def spark_rate(name: str, source: Path, output: Path, count: int, *extra: str) -
     return count / (time.perf_counter() - started)
 
 
+def beam_rate(name: str, source: Path, output: Path, count: int, *extra: str) -> float:
+    """Items/s of the Beam command on the DirectRunner, start included (no JVM: a Python process)."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "app.batch.beam_score", name, str(source), str(output), *extra], check=True,
+                   cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return count / (time.perf_counter() - started)
+
+
+def flink_seconds(name: str, records: Path, output: Path) -> float:
+    """Seconds of the Flink job in --once mode over the JSON Lines files of ``records``, start included."""
+    started = time.perf_counter()
+    subprocess.run([str(PROJECT_ROOT / ".venv-flink" / "bin" / "python"), "-m", "app.batch.flink_score", name,
+                    "--watch", str(records), "--output", str(output), "--once"], check=True, cwd=PROJECT_ROOT,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def flink_rates(name: str, records: list[dict], work: Path) -> tuple[float, float]:
+    """(seconds to start and stop the job over an empty file, items/s once started)."""
+    empty, full = work / f"{name}-empty", work / f"{name}-records"
+    empty.mkdir()
+    (empty / "none.jsonl").write_text("")
+    full.mkdir()
+    with open(full / "records.jsonl", "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(record) + "\n" for record in records)
+    start = flink_seconds(name, empty, work / f"{name}-empty-out")
+    total = flink_seconds(name, full, work / f"{name}-flink-out")
+    return start, len(records) / max(total - start, 1e-9)
+
+
 def http_rates(image: bytes, review: str, seconds: float) -> tuple[float, float]:
     """Successful items/s of /classify and /review under wrk c=8 against `make serve`'s gunicorn."""
     upload, upload_type = multipart_body("image", "cell.png", image)
@@ -105,22 +140,32 @@ def main() -> None:
         files = image_files(cells)
         with open(reviews, encoding="utf-8") as handle:
             texts = [row["text"] for row in csv.DictReader(handle)]
+        image_records = [{"key": str(p), "image": base64.b64encode(p.read_bytes()).decode()} for p in files]
+        text_records = [{"key": str(i), "text": text} for i, text in enumerate(texts)]
         rows = {
             "malaria_cell": (len(files), raw_rate("malaria_cell", [p.read_bytes() for p in files]),
                              local_rate("malaria_cell", cells, work / "cells.parquet"),
-                             spark_rate("malaria_cell", cells, work / "cells-spark", len(files))),
+                             spark_rate("malaria_cell", cells, work / "cells-spark", len(files)),
+                             beam_rate("malaria_cell", cells, work / "cells-beam.parquet", len(files)),
+                             *flink_rates("malaria_cell", image_records, work)),
             "review_sentiment": (len(texts), raw_rate("review_sentiment", texts),
                                  local_rate("review_sentiment", reviews, work / "reviews.parquet", key="id",
                                             columns=["text"]),
                                  spark_rate("review_sentiment", reviews, work / "reviews-spark", len(texts),
-                                            "--key", "id", "--column", "text")),
+                                            "--key", "id", "--column", "text"),
+                                 beam_rate("review_sentiment", reviews, work / "reviews-beam.parquet", len(texts),
+                                           "--key", "id", "--column", "text"),
+                                 *flink_rates("review_sentiment", text_records, work)),
         }
         http = http_rates(files[len(files) // 2].read_bytes(), texts[0], args.http_seconds)
     lines = [f"One run on this machine ({os.cpu_count()} cores); items/s, higher is better.", "",
              "| model | items | raw model.run, batches of 64 | `flask score` | local / raw | Spark local[2] "
-             "(start included) | HTTP c=8 (one item per request) |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    for (name, (count, raw, ours, spark)), served in zip(rows.items(), http):
-        lines.append(f"| {name} | {count} | {raw:.0f} | {ours:.0f} | {ours / raw:.0%} | {spark:.0f} | {served:.0f} |")
+             "(start included) | Beam DirectRunner (start included) | Flink job (after its start) | Flink start "
+             "and stop, s | HTTP c=8 (one item per request) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for (name, (count, raw, ours, spark, beam, flink_start, flink)), served in zip(rows.items(), http):
+        lines.append(f"| {name} | {count} | {raw:.0f} | {ours:.0f} | {ours / raw:.0%} | {spark:.0f} | {beam:.0f} "
+                     f"| {flink:.0f} | {flink_start:.1f} | {served:.0f} |")
     lines += ["", "Command: `python benchmarks/batch_bench.py --out benchmarks/results/batch.md`"]
     publish(lines, args.out)
 

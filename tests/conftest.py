@@ -1,6 +1,10 @@
 """Shared fixtures: app, client, runner, the real data folder, a private model folder."""
 from __future__ import annotations
 
+import csv
+import gzip
+import io
+import itertools
 import json
 import os
 import shutil
@@ -56,6 +60,73 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "imdb" / "test.csv.gz").exists():
         pytest.fail(f"real data not found at {SHARED_DATA}; the test suite needs ../shared/data")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def cells(shared_data, tmp_path_factory):
+    """20 cells from malaria/ and 10 from malaria_extra/ (both labels), plus a file that is not an image."""
+    folder = tmp_path_factory.mktemp("cells")
+    for source, count in (("malaria", 10), ("malaria_extra", 5)):
+        for label in ("Parasitized", "Uninfected"):
+            (folder / source / label).mkdir(parents=True)
+            for path in sorted((shared_data / source / label).glob("*.png"))[:count]:
+                shutil.copy(path, folder / source / label / path.name)
+    (folder / "broken.png").write_bytes(b"not an image at all")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def reviews(shared_data, tmp_path_factory):
+    """40 IMDb test reviews and one empty review in a CSV with an id column."""
+    path = tmp_path_factory.mktemp("reviews") / "reviews.csv"
+    with gzip.open(shared_data / "imdb" / "test.csv.gz", "rt", encoding="utf-8") as handle:
+        rows = list(itertools.islice(csv.DictReader(handle), 40))
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, ["id", "text", "label"])
+        writer.writeheader()
+        writer.writerows([{"id": f"r{i}", **row} for i, row in enumerate(rows)] + [{"id": "empty", "text": "", "label": "0"}])
+    return path
+
+
+def rows_by_key(path) -> dict:
+    """Rows of a Parquet result (a file, or a folder as Spark writes it) by key."""
+    import pyarrow.parquet as pq
+
+    return {row["key"]: row for row in pq.read_table(path).to_pylist()}
+
+
+def assert_cells_answered_as_http(rows: dict, cells: Path, client) -> None:
+    """Batch results of the ``cells`` folder by key: broken.png has only its error, every cell /classify's
+    label and probabilities (to 1e-6)."""
+    assert "not a PNG or JPEG" in rows["broken.png"]["error"] and rows["broken.png"]["label"] is None
+    assert len(rows) == 31
+    for key, row in rows.items():
+        if key == "broken.png":
+            continue
+        http = client.post("/classify", data={"image": (io.BytesIO((cells / key).read_bytes()), "c.png")}).json
+        assert row["label"] == http["label"] and row["model"] == "malaria_cell" and row["error"] is None
+        for label, p in http["probabilities"].items():
+            assert row[f"probability_{label}"] == pytest.approx(p, abs=1e-6)
+
+
+def review_texts(reviews: Path) -> dict:
+    """The ``reviews`` CSV's texts by id."""
+    with open(reviews, encoding="utf-8") as handle:
+        return {row["id"]: row["text"] for row in csv.DictReader(handle)}
+
+
+def assert_reviews_answered_as_http(rows: dict, reviews: Path, client) -> None:
+    """Batch results of the ``reviews`` CSV by id: the empty one has only its error, every other /review's
+    label and probability (to 1e-6)."""
+    texts = review_texts(reviews)
+    assert set(rows) == set(texts)
+    assert "empty" in rows["empty"]["error"] and rows["empty"]["label"] is None
+    for key, row in rows.items():
+        if key == "empty":
+            continue
+        http = client.post("/review", data={"review": texts[key]}).json
+        assert row["label"] == http["label"] and row["error"] is None
+        assert row["probability_positive"] == pytest.approx(http["probability_positive"], abs=1e-6)
 
 
 @pytest.fixture
@@ -180,13 +251,13 @@ LIVE_FIXTURES = {"live_server", "byo_server"}
 FILE_MARKERS = {
     "test_browser.py": "browser",
     "test_faults.py": "live", "test_slow_clients.py": "live", "test_jobs_live.py": "live", "test_reload.py": "live",
-    "test_batch.py": "slow", "test_training.py": "slow", "test_benchmarks.py": "slow", "test_fuzz_openapi.py": "slow",
+    "test_batch.py": "slow", "test_pipelines.py": "slow", "test_training.py": "slow", "test_benchmarks.py": "slow", "test_fuzz_openapi.py": "slow",
 }
 MARKERS = {
     "live": "starts gunicorn (or uses the session's live server)",
     "browser": "drives headless Chromium",
     "postgres": "needs the PostgreSQL server",
-    "slow": "Spark, training, benchmarks or fuzzing: tens of seconds each",
+    "slow": "Spark, Beam, Flink, training, benchmarks or fuzzing: tens of seconds each",
 }
 
 

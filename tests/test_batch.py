@@ -5,49 +5,13 @@ image and an empty review among them: the same labels and probabilities from all
 paths, bad rows in the error column, and an interrupted run that resumes.
 """
 import csv
-import gzip
-import io
-import itertools
-import shutil
 
-import pyarrow.parquet as pq
 import pytest
 
 from app.batch import local
 from app.batch.core import load_model
 from app.batch.local import score_dataset
-from tests.conftest import SAVED_MODELS
-
-
-@pytest.fixture(scope="module")
-def cells(shared_data, tmp_path_factory):
-    """20 cells from malaria/ and 10 from malaria_extra/ (both labels), plus a file that is not an image."""
-    folder = tmp_path_factory.mktemp("cells")
-    for source, count in (("malaria", 10), ("malaria_extra", 5)):
-        for label in ("Parasitized", "Uninfected"):
-            (folder / source / label).mkdir(parents=True)
-            for path in sorted((shared_data / source / label).glob("*.png"))[:count]:
-                shutil.copy(path, folder / source / label / path.name)
-    (folder / "broken.png").write_bytes(b"not an image at all")
-    return folder
-
-
-@pytest.fixture(scope="module")
-def reviews(shared_data, tmp_path_factory):
-    """40 IMDb test reviews and one empty review in a CSV with an id column."""
-    path = tmp_path_factory.mktemp("reviews") / "reviews.csv"
-    with gzip.open(shared_data / "imdb" / "test.csv.gz", "rt", encoding="utf-8") as handle:
-        rows = list(itertools.islice(csv.DictReader(handle), 40))
-    with open(path, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, ["id", "text", "label"])
-        writer.writeheader()
-        writer.writerows([{"id": f"r{i}", **row} for i, row in enumerate(rows)] + [{"id": "empty", "text": "", "label": "0"}])
-    return path
-
-
-def rows_by_key(path):
-    """Rows of a Parquet result (file or Spark folder) by key."""
-    return {row["key"]: row for row in pq.read_table(path).to_pylist()}
+from tests.conftest import SAVED_MODELS, assert_cells_answered_as_http, assert_reviews_answered_as_http, rows_by_key
 
 
 def spark_score(*args):
@@ -64,16 +28,9 @@ def test_cells_agree_between_local_spark_and_http(cells, tmp_path, client):
                 "--batch-size", "1")
     ours, theirs = rows_by_key(tmp_path / "local.parquet"), rows_by_key(tmp_path / "spark")
     assert set(ours) == set(theirs) and len(ours) == 31
-    assert "not a PNG or JPEG" in ours["broken.png"]["error"] and ours["broken.png"]["label"] is None
     assert theirs["broken.png"]["error"] == ours["broken.png"]["error"]
-    for key, row in ours.items():
-        if key == "broken.png":
-            continue
-        http = client.post("/classify", data={"image": (io.BytesIO((cells / key).read_bytes()), "c.png")}).json
-        for answer in (row, theirs[key]):
-            assert answer["label"] == http["label"] and answer["model"] == "malaria_cell" and answer["error"] is None
-            for label, p in http["probabilities"].items():
-                assert answer[f"probability_{label}"] == pytest.approx(p, abs=1e-6)
+    for answers in (ours, theirs):
+        assert_cells_answered_as_http(answers, cells, client)
 
 
 def test_bigger_batches_change_only_rounding(cells, tmp_path):
@@ -101,16 +58,9 @@ def test_reviews_agree_between_local_spark_and_http(reviews, tmp_path, client, r
                 "--key", "id", "--column", "text")
     ours, theirs = rows_by_key(tmp_path / "local.parquet"), rows_by_key(tmp_path / "spark")
     assert set(ours) == set(theirs) == {f"r{i}" for i in range(40)} | {"empty"}
-    assert "empty" in ours["empty"]["error"] and theirs["empty"]["error"] == ours["empty"]["error"]
-    with open(reviews, encoding="utf-8") as handle:
-        texts = {row["id"]: row["text"] for row in csv.DictReader(handle)}
-    for key, row in ours.items():
-        if key == "empty":
-            continue
-        http = client.post("/review", data={"review": texts[key]}).json
-        for answer in (row, theirs[key]):
-            assert answer["label"] == http["label"]
-            assert answer["probability_positive"] == pytest.approx(http["probability_positive"], abs=1e-6)
+    assert theirs["empty"]["error"] == ours["empty"]["error"]
+    for answers in (ours, theirs):
+        assert_reviews_answered_as_http(answers, reviews, client)
 
 
 def test_an_interrupted_run_resumes(reviews, tmp_path, monkeypatch):

@@ -36,6 +36,15 @@ def model_folder(location: str | Path, name: str, version: str | None = None) ->
         raise ScoringError(f"model {name!r} from {location}: {exc}") from exc
 
 
+def default_store() -> str:
+    """Where the batch tools find models: ``MODELSERVE_MODEL_STORE`` when set, else the server's default folder."""
+    import os
+
+    from app.config import DefaultConfig
+
+    return os.environ.get("MODELSERVE_MODEL_STORE") or DefaultConfig.MODEL_DIR
+
+
 def find_manifest(model_dir: str | Path, name: str, version: str | None = None) -> Manifest:
     """The manifest of ``name``: the version given, else the one the server serves by default
     (its `production` alias, else the newest). ``model_dir`` may be a shared store's URL."""
@@ -84,25 +93,41 @@ def flat_row(result: dict) -> dict[str, Any]:
 
 
 def score_items(model: Model, items: Sequence) -> list[dict[str, Any]]:
-    """Flat result rows for ``items``; an item that could not be read (a BadItem) or that the model refuses
-    gets only an error, the rest are scored."""
+    """Flat result rows for ``items`` (see ``results``)."""
+    return [flat_row(result) for result in results(model, items)]
+
+
+def results(model: Model, items: Sequence) -> list[dict[str, Any]]:
+    """The model's plain result per item, as /models/NAME/predict answers it; an item that could not be
+    read (a BadItem) or that the model refuses gets only {"error": reason}, the rest are scored."""
     unreadable = {i: item.reason for i, item in enumerate(items) if isinstance(item, BadItem)}
     if unreadable:
-        scored = iter(score_items(model, [item for i, item in enumerate(items) if i not in unreadable]))
+        scored = iter(results(model, [item for i, item in enumerate(items) if i not in unreadable]))
         return [{ERROR: unreadable[i]} if i in unreadable else next(scored) for i in range(len(items))]
     if not items:
         return []
     try:
-        return [flat_row(result) for result in model.run(items)]
+        return model.run(items)
     except APIError:
         pass
-    rows = []
+    answers = []
     for item in items:  # find the bad ones: each alone
         try:
-            rows.append(flat_row(model.run([item])[0]))
+            answers.append(model.run([item])[0])
         except APIError as exc:
-            rows.append({ERROR: exc.message})
-    return rows
+            answers.append({ERROR: exc.message})
+    return answers
+
+
+def table_columns_for(model: Model | Manifest, names: list[str], source: str) -> list[str]:
+    """The columns a model reads from a table with columns ``names``: the text column (named like the
+    model's input, else "text" or "review") or every column for a numeric model."""
+    if input_kind(model) == "numbers":
+        return names
+    for candidate in (model.inputs[0].name, "text", "review"):
+        if candidate in names:
+            return [candidate]
+    raise ScoringError(f"{source}: name the text column with --column (columns: {', '.join(names)})")
 
 
 def input_kind(model: Model | Manifest) -> str:

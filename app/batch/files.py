@@ -8,11 +8,12 @@ already in it and scores only the rest.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 KEY = "key"
@@ -52,56 +53,68 @@ def read_images(folder: Path) -> Iterator[tuple[str, bytes]]:
         yield path.relative_to(folder).as_posix(), path.read_bytes()
 
 
-def open_csv(path: Path):
-    """A CSV file (.csv or .csv.gz) opened as text, with no limit on a cell's size."""
+def open_binary(path: Path) -> BinaryIO:
+    """A table file opened as bytes, a .gz one decompressed."""
     import gzip
 
-    csv.field_size_limit(1 << 30)
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    # Bytes that are not UTF-8 (a Latin-1 row) are kept as surrogates, so that their row, not the run, fails.
-    return opener(path, "rt", encoding="utf-8", errors="surrogateescape", newline="")
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
 
 
-def table_rows(path: Path) -> Iterator[dict]:
-    """The rows of a CSV or Parquet table as dicts, streamed."""
-    if table_format(path) == "csv":
-        with open_csv(path) as handle:
-            reader = csv.DictReader(handle, strict=True)
-            try:
-                yield from reader
-            except csv.Error as exc:  # an unterminated quote would otherwise merge rows without a word
-                raise SourceError(f"{path}, line {reader.line_num}: not a well-formed CSV ({exc}); the rows before "
-                                  "it are scored and kept: fix the file and run the same command again") from None
-        return
+def open_table(handle: BinaryIO, fmt: str, name: str) -> tuple[list[str], Iterator[dict]]:
+    """(column names, rows as dicts, streamed) of a CSV or Parquet table read from ``handle`` (bytes, not
+    compressed); ``name`` says where it came from in errors."""
+    if fmt == "csv":
+        csv.field_size_limit(1 << 30)  # no limit on a cell's size
+        # Bytes that are not UTF-8 (a Latin-1 row) are kept as surrogates, so that their row, not the run, fails.
+        reader = csv.DictReader(io.TextIOWrapper(handle, encoding="utf-8", errors="surrogateescape", newline=""),
+                                strict=True)
+        return list(reader.fieldnames or []), csv_rows(reader, name)
     import pyarrow.parquet as pq
 
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
-        yield from batch.to_pylist()
+    table = pq.ParquetFile(handle)
+    return table.schema_arrow.names, (row for batch in table.iter_batches(batch_size=4096) for row in batch.to_pylist())
+
+
+def csv_rows(reader: csv.DictReader, name: str) -> Iterator[dict]:
+    """The rows of a CSV reader; a malformed file stops with the line it was at."""
+    try:
+        yield from reader
+    except csv.Error as exc:  # an unterminated quote would otherwise merge rows without a word
+        raise SourceError(f"{name}, line {reader.line_num}: not a well-formed CSV ({exc}); the rows before "
+                          "it are scored and kept: fix the file and run the same command again") from None
 
 
 def table_columns(path: Path) -> list[str]:
     """The column names of a table (its header)."""
-    if table_format(path) == "csv":
-        with open_csv(path) as handle:
-            return next(csv.reader(handle), [])
-    import pyarrow.parquet as pq
-
-    return pq.ParquetFile(path).schema_arrow.names
+    with open_binary(path) as handle:
+        return open_table(handle, table_format(path), str(path))[0]
 
 
 def read_table(path: Path, kind: str, columns: list[str], key: str | None) -> Iterator[tuple[str, object]]:
-    """(key, item) per row: the text of one column, or the numbers of the feature columns."""
-    names = table_columns(path)
-    missing = [c for c in [*columns, *([key] if key else [])] if c not in names]
-    if missing:
-        raise SourceError(f"{path} has no column {missing[0]!r} (columns: {', '.join(names)})")
-    for number, row in enumerate(table_rows(path)):
+    """(key, item) per row of a table file: the text of one column, or the numbers of the feature columns."""
+    with open_binary(path) as handle:
+        yield from table_items(handle, table_format(path), str(path), kind, columns, key)
+
+
+def table_items(handle: BinaryIO, fmt: str, name: str, kind: str, columns: list[str],
+                key: str | None) -> Iterator[tuple[str, object]]:
+    """(key, item) per row of a table read from ``handle``; the key is the ``key`` column, else the row number."""
+    names, rows = open_table(handle, fmt, name)
+    check_columns(names, columns, key, name)
+    for number, row in enumerate(rows):
         item_key = valid_text(str(row[key])) if key else str(number)
         if kind == "text":
             yield item_key, text_item(columns[0], row[columns[0]])
         else:
             values = [number_or_text(c, row[c]) for c in columns]
             yield item_key, next((v for v in values if isinstance(v, BadItem)), values)
+
+
+def check_columns(names: list[str], columns: list[str], key: str | None, name: str) -> None:
+    """SourceError unless the table ``name`` with columns ``names`` has every column asked for."""
+    missing = [c for c in [*columns, *([key] if key else [])] if c not in names]
+    if missing:
+        raise SourceError(f"{name} has no column {missing[0]!r} (columns: {', '.join(names)})")
 
 
 def valid_text(text: str) -> str:
@@ -192,11 +205,8 @@ class ResumableWriter:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        text = {c for c in self.columns if c in TEXT_COLUMNS}
-        typed = [{c: None if row.get(c) in (None, "") else (str if c in text else float)(row[c]) for c in self.columns}
-                 for row in rows]
-        pq.write_table(pa.Table.from_pylist(typed, schema=pa.schema(
-            [(c, pa.string() if c in text else pa.float64()) for c in self.columns])), path)
+        typed = [typed_row(row, self.columns) for row in rows]
+        pq.write_table(pa.Table.from_pylist(typed, schema=arrow_schema(self.columns)), path)
 
     def _read(self, path: Path) -> list[dict]:
         if self.format == "csv":
@@ -205,3 +215,22 @@ class ResumableWriter:
         import pyarrow.parquet as pq
 
         return pq.read_table(path).to_pylist()
+
+
+def typed_row(row: dict, columns: list[str]) -> dict:
+    """A result row as written to Parquet: text columns as strings, the rest as floats, blanks as nulls."""
+    return {c: None if row.get(c) in (None, "") else (str if c in TEXT_COLUMNS else float)(row[c]) for c in columns}
+
+
+def arrow_schema(columns: list[str]):
+    """The Parquet schema of result rows: text columns as strings, the rest as doubles."""
+    import pyarrow as pa
+
+    return pa.schema([(c, pa.string() if c in TEXT_COLUMNS else pa.float64()) for c in columns])
+
+
+def csv_line(row: dict, columns: list[str]) -> str:
+    """One result row as a CSV record (no line end), written as ``ResumableWriter`` writes its rows."""
+    buffer = io.StringIO()
+    csv.DictWriter(buffer, columns, extrasaction="ignore", lineterminator="").writerow(row)
+    return buffer.getvalue()

@@ -7,7 +7,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Iterator
 
-from app.batch.core import ERROR, ScoringError, input_kind, result_columns, score_items
+from app.batch.core import ERROR, ScoringError, input_kind, result_columns, score_items, table_columns_for
 from app.batch.files import KEY, ResumableWriter, read_images, read_table, table_columns
 from app.models.base import Model
 
@@ -27,17 +27,6 @@ class Summary:
         return self.scored / self.seconds if self.seconds else 0.0
 
 
-def default_columns(model: Model, path: Path) -> list[str]:
-    """The text column (named like the model's input, else "text") or every column for a numeric model."""
-    names = table_columns(path)
-    if input_kind(model) == "numbers":
-        return names
-    for candidate in (model.inputs[0].name, "text", "review"):
-        if candidate in names:
-            return [candidate]
-    raise ScoringError(f"{path}: name the text column with --column (columns: {', '.join(names)})")
-
-
 def read_items(model: Model, source: Path, columns: list[str] | None, key: str | None) -> Iterator[tuple[str, object]]:
     """(key, item) of the input: images of a folder, or rows of a table."""
     kind = input_kind(model)
@@ -47,7 +36,7 @@ def read_items(model: Model, source: Path, columns: list[str] | None, key: str |
         return read_images(source)
     if kind == "image":
         raise ScoringError(f"model {model.name!r} takes images: give a folder of PNG or JPEG files")
-    columns = columns or default_columns(model, source)
+    columns = columns or table_columns_for(model, table_columns(source), str(source))
     if key:
         columns = [c for c in columns if c != key]
     return read_table(source, kind, columns, key)

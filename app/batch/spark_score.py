@@ -16,10 +16,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file by spark-submit: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from app.batch.core import find_manifest, input_kind, result_columns  # noqa: E402
+from app.batch.core import default_store, find_manifest, input_kind, result_columns, table_columns_for  # noqa: E402
 from app.batch.files import IMAGE_SUFFIXES, KEY, table_format  # noqa: E402
 from app.batch.spark import input_column, model_udf  # noqa: E402
-from app.config import DefaultConfig  # noqa: E402
 
 
 # What a Python worker needs to read a shared model store, passed on from the driver when it is set.
@@ -33,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", required=True)
     parser.add_argument("--input", required=True, help="folder of images, or a .csv / .parquet table")
     parser.add_argument("--output", required=True, help="Parquet output (a folder, as Spark writes it)")
-    parser.add_argument("--model-dir", default=os.environ.get("MODELSERVE_MODEL_STORE") or DefaultConfig.MODEL_DIR,
+    parser.add_argument("--model-dir", default=default_store(),
                         help="model folder, or a shared store's URL (s3://, gs://, file://; default: MODELSERVE_MODEL_STORE, "
                              "else saved_models)")
     parser.add_argument("--version", default=None)
@@ -44,11 +43,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def read_input(spark, args, kind: str):
+def read_input(spark, args, manifest):
     """(DataFrame with a `key` column, the columns the model reads)."""
     from pyspark.sql import functions as F
 
-    source = args.input
+    source, kind = args.input, input_kind(manifest)
     if kind == "image":
         frame = (spark.read.format("binaryFile").option("recursiveFileLookup", "true")
                  .option("pathGlobFilter", "*.{" + ",".join(s.lstrip(".") for s in IMAGE_SUFFIXES) + "}").load(source))
@@ -60,8 +59,7 @@ def read_input(spark, args, kind: str):
         frame = spark.read.option("header", "true").option("multiLine", "true").option("escape", '"').csv(source)
     else:
         frame = spark.read.parquet(source)
-    columns = args.columns or ([c for c in frame.columns if c != args.key] if kind == "numbers" else
-                               [next((c for c in ("review", "text") if c in frame.columns), frame.columns[0])])
+    columns = args.columns or [c for c in table_columns_for(manifest, frame.columns, source) if c != args.key]
     if args.key:
         return frame.withColumn(KEY, F.col(args.key).cast("string")), columns
     # The row number in file order, as `flask score` numbers rows.
@@ -90,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     spark = builder.getOrCreate()
     manifest = find_manifest(args.model_dir, args.model, args.version)
     kind = input_kind(manifest)
-    frame, columns = read_input(spark, args, kind)
+    frame, columns = read_input(spark, args, manifest)
     udf = model_udf(args.model_dir, args.model, manifest.version, args.batch_size)
     scored = frame.withColumn("result", udf(input_column(kind, columns)))
     out = scored.select(F.col(KEY), F.lit(manifest.name).alias("model"), F.lit(manifest.version).alias("version"),
