@@ -6,11 +6,16 @@ empty review among them: the server's labels, its probabilities to 1e-6 (batches
 ONNX Runtime's sums would differ), and per-row errors instead of a crashed pipeline.
 """
 import base64
+import csv
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import apache_beam as beam
 import pytest
@@ -174,3 +179,49 @@ def test_flink_job_once_scores_reviews_as_review_from_a_store(reviews, tmp_path,
     assert list(next(iter(rows.values()))) == ["key", "model", "version", "label", "probability_negative",
                                               "probability_positive", "error"]
     assert_reviews_answered_as_http(rows, reviews, client)
+
+
+# -- docs/batch.md, as printed ----------------------------------------------------------------------------------------
+
+def test_the_batch_guide_s_commands_run_as_printed(client):
+    """The guide's "Try it on this machine" block, run as printed: four engines, one answer each per review."""
+    text = (PROJECT_ROOT / "docs" / "batch.md").read_text()
+    block = re.search(r"Try it on this machine.*?```sh\n(.*?)```", text, re.S).group(1)
+    folder = Path("/tmp/modelserve-batch")
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        done = subprocess.run(["bash", "-e", "-c", block], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        with open(folder / "reviews.csv", encoding="utf-8") as handle:
+            texts = {row["id"]: row["text"] for row in csv.DictReader(handle)}
+        answers = {"local": rows_of_csv(folder / "local.csv"), "beam": rows_of_csv(folder / "beam.csv"),
+                   "spark": rows_by_key(folder / "spark.parquet"), "flink": committed(folder / "flink")}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    assert set(answers["flink"]) == {"1"} and all(set(rows) == set(texts) for name, rows in answers.items()
+                                                  if name != "flink")
+    for key, text in texts.items():
+        http = client.post("/review", data={"review": text}).json
+        for name, rows in answers.items():
+            if key in rows:
+                assert rows[key]["label"] == http["label"], name
+                assert float(rows[key]["probability_positive"]) == pytest.approx(http["probability_positive"],
+                                                                                 abs=1e-6), name
+
+
+def rows_of_csv(path: Path) -> dict:
+    """Rows of a CSV result by key."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        return {row["key"]: row for row in csv.DictReader(handle)}
+
+
+def test_the_batch_guide_s_beam_example_prints_what_it_says():
+    text = (PROJECT_ROOT / "docs" / "batch.md").read_text()
+    code = re.search(r"Use it in your own pipeline:\n\n```python\n(.*?)```", text, re.S).group(1)
+    done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    shown = re.search(r"^# (\('r1'.*)$", code, re.M).group(1)
+    printed = next(line for line in done.stdout.splitlines() if line.startswith("('r1'"))
+    before, after = shown.split("{...}")
+    assert printed.startswith(before) and printed.endswith(after), printed

@@ -3,7 +3,7 @@
     python -m app.batch.beam_score review_sentiment reviews.csv scores.parquet --column text
     python -m app.batch.beam_score malaria_cell gs://bucket/cells/ gs://bucket/scores.parquet \\
         --model-store gs://bucket/models --runner DataflowRunner --project P --region R \\
-        --temp_location gs://bucket/tmp --requirements_file requirements-beam.txt --setup_file ./setup.py
+        --temp_location gs://bucket/tmp --sdk_container_image IMAGE    (see docs/batch.md)
 
 Writes OUTPUT (.csv or .parquet, one file) with the columns `flask score` writes: key (the
 path inside the input folder, the row number or the --key column), model, version, the
