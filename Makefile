@@ -4,22 +4,26 @@ VENV := .venv
 
 .PHONY: serve test test-fast train-env flink-env malaria-cv bench-env compare system-deps gcp-bundle clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-batch.txt requirements-beam.txt requirements-store.txt
+# Each environment gets the `modelserve` command (an editable install of this checkout: the pins
+# come from the requirements files, the code and saved_models/ stay here).
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-batch.txt requirements-beam.txt requirements-store.txt pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	$(VENV)/bin/pip install --quiet --no-deps -e .
 	touch $@
 
-.venv-serve/.installed: requirements.txt
+.venv-serve/.installed: requirements.txt pyproject.toml setup.py
 	$(PYTHON) -m venv .venv-serve
 	.venv-serve/bin/pip install --quiet --upgrade pip
 	.venv-serve/bin/pip install --quiet -r requirements.txt
+	.venv-serve/bin/pip install --quiet --no-deps -e .
 	touch $@
 
 serve: .venv-serve/.installed  ## the server on 127.0.0.1:$$PORT (default 8000; HOST=0.0.0.0 to listen on every interface), serving requirements only
 	HOST=$${HOST:-127.0.0.1} .venv-serve/bin/gunicorn -c gunicorn.conf.py main:app
 
-test: $(VENV)/.installed .venv-flink/.installed system-deps  ## run the whole test suite
+test: $(VENV)/.installed .venv-serve/.installed .venv-flink/.installed system-deps  ## run the whole test suite
 	$(VENV)/bin/python -m pytest
 
 test-fast: $(VENV)/.installed  ## the inner loop: no live servers, browser, PostgreSQL, Spark, training or benchmarks

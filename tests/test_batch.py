@@ -53,7 +53,7 @@ def test_reviews_agree_between_local_spark_and_http(reviews, tmp_path, client, r
     done = runner.invoke(args=["score", "review_sentiment", str(reviews), str(tmp_path / "local.parquet"),
                                "--key", "id", "--column", "text", "--no-progress"])
     assert done.exit_code == 0, done.output
-    assert "scored 41 items" in done.output and "1 errors" in done.output
+    assert "scored 41 items" in done.output and "1 error;" in done.output
     spark_score("--model", "review_sentiment", "--input", str(reviews), "--output", str(tmp_path / "spark"),
                 "--key", "id", "--column", "text")
     ours, theirs = rows_by_key(tmp_path / "local.parquet"), rows_by_key(tmp_path / "spark")

@@ -52,7 +52,10 @@ def find_manifest(model_dir: str | Path, name: str, version: str | None = None) 
     version = version or read_aliases(LocalStore(model_dir), name).get(PRODUCTION)
     manifests = [m for m in discover(Path(model_dir), {name}) if version is None or m.version == str(version)]
     if not manifests:
-        raise ScoringError(f"no model {name!r}{f' version {version}' if version else ''} in {model_dir}")
+        known = sorted({m.name for m in discover(Path(model_dir))}) if version is None else \
+            sorted(m.version for m in discover(Path(model_dir), {name}))
+        raise ScoringError(f"no model {name!r}{f' version {version}' if version else ''} in {model_dir} "
+                           f"({'models' if version is None else 'its versions'}: {', '.join(known) or 'none'})")
     return max(manifests, key=lambda m: int(m.version))
 
 

@@ -8,6 +8,7 @@ already in it and scores only the rest.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import os
 import shutil
@@ -38,6 +39,9 @@ def table_format(path: Path) -> str:
     if name.endswith((".csv", ".csv.gz")):
         return "csv"
     if name.endswith((".parquet", ".pq")):
+        if importlib.util.find_spec("pyarrow") is None:
+            raise SourceError(f"{path}: Parquet needs pyarrow, which this environment lacks: "
+                              "pip install -r requirements-batch.txt")
         return "parquet"
     raise SourceError(f"{path}: use a folder of images, a .csv (.csv.gz) or a .parquet file")
 
@@ -164,7 +168,7 @@ class ResumableWriter:
             if earlier - {wanted}:
                 other = ", ".join(f"{m} v{v}" for m, v in sorted(earlier - {wanted}))
                 raise SourceError(f"{self.partial} holds results of {other}; this run scores with {wanted[0]} "
-                                  f"v{wanted[1]}: resume with that version (--version), or remove the folder to start over")
+                                  f"v{wanted[1]}: resume with that version (--model-version), or remove the folder to start over")
         self.done = {row[KEY] for row in rows}
         self.pending: list[dict] = []
 

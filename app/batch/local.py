@@ -1,6 +1,7 @@
 """`flask score`: a dataset through one model on this machine, in batches, resumable."""
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from itertools import islice
@@ -8,7 +9,8 @@ from pathlib import Path
 from typing import Iterator
 
 from app.batch.core import ERROR, ScoringError, input_kind, result_columns, score_items, table_columns_for
-from app.batch.files import KEY, ResumableWriter, read_images, read_table, table_columns
+from app.batch.files import (KEY, ResumableWriter, SourceError, image_files, open_binary, open_table, read_images,
+                             read_table, table_columns, table_format)
 from app.models.base import Model
 
 
@@ -55,7 +57,7 @@ def score_dataset(model: Model, source: Path, output: Path, batch_size: int = 64
     writer = ResumableWriter(output, ["model", "version", *result_columns(model.manifest)],
                              scored_by={"model": model.name, "version": model.version})
     pairs = read_items(model, source, columns, key)
-    bar = progress_bar(progress, len(writer.done))
+    bar = progress_bar(progress, len(writer.done), item_count(source) if progress else None)
     scored = errors = 0
     started = time.perf_counter()
     for chunk in batches(pairs, batch_size, writer.done):
@@ -71,19 +73,38 @@ def score_dataset(model: Model, source: Path, output: Path, batch_size: int = 64
     return Summary(scored, errors, len(writer.done), time.perf_counter() - started)
 
 
-def progress_bar(enabled: bool, already: int):
-    """A tqdm bar with items/s (a silent stand-in when disabled or tqdm is missing)."""
+def item_count(source: Path) -> int | None:
+    """How many items ``source`` holds, for the bar's total and ETA: images in the folder, rows of a table
+    (a Parquet file's metadata, a CSV's records); None where they cannot be counted."""
+    if source.is_dir():
+        return len(image_files(source))
     try:
-        from tqdm import tqdm
-    except ImportError:
-        enabled = False
-    if not enabled:
-        class Silent:
-            def update(self, _count):
-                pass
+        if table_format(source) == "parquet":
+            import pyarrow.parquet as pq
 
-            def close(self):
-                pass
+            return pq.ParquetFile(source).metadata.num_rows
+        with open_binary(source) as handle:
+            return sum(1 for _ in open_table(handle, "csv", str(source))[1])
+    except (SourceError, OSError):
+        return None
 
-        return Silent()
-    return tqdm(unit="item", desc="scoring", initial=0, postfix={"resumed": already} if already else None)
+
+def progress_bar(enabled: bool, already: int, total: int | None):
+    """A tqdm bar with the total, items/s and the time left (a silent stand-in when disabled)."""
+    if enabled:
+        try:
+            from tqdm import tqdm
+
+            return tqdm(unit="item", desc="scoring", total=total, initial=already,
+                        postfix={"resumed": already} if already else None)
+        except ImportError:
+            print("no progress bar: tqdm is not installed (pip install -r requirements-batch.txt)", file=sys.stderr)
+
+    class Silent:
+        def update(self, _count):
+            pass
+
+        def close(self):
+            pass
+
+    return Silent()

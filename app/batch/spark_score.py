@@ -35,7 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model-dir", default=default_store(),
                         help="model folder, or a shared store's URL (s3://, gs://, file://; default: MODELSERVE_MODEL_STORE, "
                              "else saved_models)")
-    parser.add_argument("--version", default=None)
+    parser.add_argument("-V", "--model-version", "--version", dest="version", default=None,
+                        help="default: the one the server serves")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--column", action="append", dest="columns", help="text column or feature columns")
     parser.add_argument("--key", default=None, help="column that identifies a row (default: the row number)")

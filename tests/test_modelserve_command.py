@@ -1,0 +1,119 @@
+"""The installed `modelserve` command: from any folder, quiet by default, and the README's "Serve your own model"
+block as printed (the environments are the ones `make serve` and `make test` build)."""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from app import create_app
+from app.config import PROJECT_ROOT
+from tests.conftest import SAVED_MODELS, free_port
+
+SERVE_BIN = PROJECT_ROOT / ".venv-serve" / "bin"
+DEV_BIN = PROJECT_ROOT / ".venv" / "bin"
+
+
+def modelserve(*args: str, cwd, bin_folder=DEV_BIN, env: dict | None = None, timeout: float = 120):
+    """Run the installed command; fail clearly when the environment was not built."""
+    if not (bin_folder / "modelserve").exists():
+        pytest.fail(f"{bin_folder / 'modelserve'} is missing: `make test` (or `make serve`) installs it")
+    return subprocess.run([str(bin_folder / "modelserve"), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def test_help_lists_every_command_and_logs_nothing(tmp_path):
+    done = modelserve("--help", cwd=tmp_path)
+    assert done.returncode == 0 and done.stderr == ""
+    for command in ("models", "score", "serve", "worker", "db", "train", "feedback", "evaluate"):
+        assert re.search(rf"^\s+{command}\s", done.stdout, re.M), command
+    version = modelserve("--version", cwd=tmp_path)
+    assert version.stdout.strip() == f"modelserve {__import__('app').__version__}"
+
+
+def test_models_list_from_another_folder_has_a_header_and_says_how_accuracy_was_measured(tmp_path):
+    done = modelserve("models", "list", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # no log lines unless asked
+    lines = done.stdout.splitlines()
+    assert lines[0].split()[:4] == ["MODEL", "VERSION", "STATUS", "ACCURACY"] and "MEASURED ON" in lines[0]
+    review = next(line for line in lines if line.startswith("review_sentiment"))
+    assert "0.9186" in review and "IMDb official test split" in review and "production" not in lines[0]
+    malaria = next(line for line in lines if line.startswith("malaria_cell"))
+    assert "0.9660 ± 0.0032" in malaria and "5-fold cross-validation by patient" in malaria
+    loud = modelserve("-v", "models", "list", cwd=tmp_path)
+    assert '"level": "INFO"' in loud.stderr and "loaded model" in loud.stderr
+
+
+def test_score_names_the_known_models_and_counts_errors_in_english(tmp_path):
+    table = tmp_path / "reviews.csv"
+    table.write_text('id,text\n1,"A moving, beautifully acted film."\n2,""\n')
+    unknown = modelserve("score", "reviw_sentiment", str(table), str(tmp_path / "out.csv"), cwd=tmp_path)
+    assert unknown.returncode != 0
+    assert "no model 'reviw_sentiment'" in unknown.stderr and "review_sentiment" in unknown.stderr.split("models:")[1]
+    done = modelserve("score", "review_sentiment", "reviews.csv", "out.csv", "--key", "id", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "scored 2 items with review_sentiment" in done.stdout and ": 1 error;" in done.stdout
+    assert done.stderr == ""  # not a terminal: no bar, no log lines
+    help_text = modelserve("score", "--help", cwd=tmp_path).stdout
+    assert "Example: modelserve score" in help_text and "-V, --model-version" in help_text
+
+
+def test_worker_help_is_the_worker_s(tmp_path):
+    done = modelserve("worker", "--help", cwd=tmp_path)
+    assert done.returncode == 0 and "--server" in done.stdout and "--max-jobs" in done.stdout
+
+
+@pytest.mark.live
+def test_serve_starts_the_production_server(tmp_path):
+    port = free_port()
+    server = subprocess.Popen([str(DEV_BIN / "modelserve"), "serve", "--port", str(port), "--workers", "1"],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "MODELSERVE_DATABASE_URL": f"sqlite:///{tmp_path / 's.db'}"})
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=2) as answer:
+                    assert json.load(answer)["ready"] is True
+                    break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, server.stdout.read()
+                time.sleep(0.5)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        log = server.communicate(timeout=60)[0]
+    assert server.returncode == 0 and "Booting worker" in log, log
+
+
+def readme_block() -> str:
+    text = (PROJECT_ROOT / "README.md").read_text()
+    return re.search(r"## Serve your own model.*?```sh\n(.*?)```", text, re.S).group(1)
+
+
+def test_the_readme_s_own_model_block_runs_as_printed(tmp_path):
+    """Every line but the curl (no server here) runs as printed in bash, against a copy of the model folder;
+    the curl's request then gets the answer from an app serving that folder."""
+    models = tmp_path / "saved_models"
+    shutil.copytree(SAVED_MODELS, models, ignore=shutil.ignore_patterns(".staging-*", ".reload", ".lock"))
+    commands = [line for line in readme_block().splitlines() if not line.startswith("curl ")]
+    if not (SERVE_BIN / "activate").exists():
+        pytest.fail(f"{SERVE_BIN} is missing: `make serve` (and `make test`) build it")
+    done = subprocess.run(["bash", "-e", "-c", "\n".join(commands)], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "MODELSERVE_MODEL_DIR": str(models)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "cancer" in done.stdout and (models / "cancer" / "1" / "manifest.json").exists()
+    assert (models / ".reload").exists()
+    curl = next(line for line in readme_block().splitlines() if line.startswith("curl "))
+    body = json.loads(re.search(r"-d '(.*)'$", curl).group(1))
+    app = create_app({"TESTING": True, "MODEL_DIR": str(models), "DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}"})
+    answer = app.test_client().post("/models/cancer/predict", json=body)
+    assert answer.status_code == 200, answer.json
+    [prediction] = answer.json["predictions"]
+    assert prediction["label"] == "malignant"  # the first row of the data set is a malignant tumour
+    assert set(prediction["probabilities"]) == {"malignant", "benign"}
