@@ -8,7 +8,7 @@ from typing import Any, Sequence
 from app.batch.files import BadItem
 from app.errors import APIError
 from app.models.aliases import PRODUCTION, read_aliases
-from app.models.base import Limits, Manifest, ManifestError, Model
+from app.models.base import PER_LABEL, Limits, Manifest, ManifestError, Model
 from app.models.registry import build_model, discover
 from app.models.store import LocalStore
 
@@ -77,8 +77,8 @@ def result_columns(manifest: Manifest) -> list[str]:
     """The output columns of a model's rows, in order: one per output, a probability column per label."""
     columns = []
     for spec in manifest.outputs:
-        if spec.name == "probabilities" and manifest.labels:
-            columns += [f"probability_{label}" for label in manifest.labels]
+        if spec.name in PER_LABEL and manifest.labels:
+            columns += [f"{PER_LABEL[spec.name]}_{label}" for label in manifest.labels]
         else:
             columns.append(spec.name)
     return columns + [ERROR]
@@ -88,8 +88,8 @@ def flat_row(result: dict) -> dict[str, Any]:
     """A model's plain result as flat columns ({label: p} becomes probability_<label>)."""
     row = {}
     for name, value in result.items():
-        if name == "probabilities" and isinstance(value, dict):
-            row.update({f"probability_{label}": p for label, p in value.items()})
+        if name in PER_LABEL and isinstance(value, dict):
+            row.update({f"{PER_LABEL[name]}_{label}": p for label, p in value.items()})
         else:
             row[name] = value
     return row

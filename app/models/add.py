@@ -11,7 +11,9 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.models.base import MANIFEST_NAME, MODEL_NAME, Limits, Manifest, TensorSpec
+import numpy as np
+
+from app.models.base import MANIFEST_NAME, MODEL_NAME, NUMPY_TYPES, Limits, Manifest, TensorSpec
 from app.models.registry import build_model
 from app.training.artifacts import write_manifest
 
@@ -117,10 +119,69 @@ def describe_onnx(source: Path, staging: Path, options: AddOptions) -> tuple[dic
     outputs = [onnx_spec(node) for node in session.get_outputs()]
     libraries = ["onnxruntime", "numpy"]
     if options.image is None:
+        served, graph_names = classifier_outputs(session, inputs, outputs, options.labels)
+        config = {"file": ONNX_FILE, **({"graph_outputs": graph_names} if graph_names else {})}
+        if graph_names and options.labels and served[0]["datatype"] == "BYTES" and outputs[0].datatype != "BYTES":
+            config["label_by_index"] = True
         return {"runtime": "onnx", "task": "tensors", "labels": options.labels,
-                "inputs": [s.to_dict() for s in inputs], "outputs": [s.to_dict() for s in outputs],
-                "config": {"file": ONNX_FILE}}, libraries
+                "inputs": [s.to_dict() for s in inputs], "outputs": served, "config": config}, libraries
     return describe_onnx_image(inputs, outputs, options), libraries + ["pillow"]
+
+
+SCORE_TYPES = ("FP16", "FP32", "FP64")
+INDEX_TYPES = ("INT64", "INT32", "INT16", "INT8", "UINT8", "UINT16", "UINT32", "UINT64")
+
+
+def classifier_outputs(session, inputs: list[TensorSpec], outputs: list[TensorSpec],
+                       labels: list[str]) -> tuple[list[dict], dict]:
+    """The served outputs of a graph, and {served name: graph name} where they differ.
+
+    A classifier as scikit-learn exports it (a label per row, then a score per class) is served as
+    ``label`` and ``probabilities`` only when its scores are probabilities, which is judged on probe
+    rows (every row in [0, 1] and summing to 1); otherwise as ``decision_scores``, named for what they
+    are. Integer labels become the names given with --labels. Any other graph is served as it is.
+    """
+    plain = [s.to_dict() for s in outputs]
+    if len(outputs) != 2 or len(outputs[0].shape) != 1 or len(outputs[1].shape) != 2 \
+            or outputs[1].datatype not in SCORE_TYPES or outputs[0].datatype not in ("BYTES", *INDEX_TYPES):
+        return plain, {}
+    label, scores = outputs
+    probe = probe_rows(session, inputs)
+    if probe is None:
+        return plain, {}
+    classes, score_rows = probe[0], probe[1].astype(np.float64)
+    columns = score_rows.shape[1]
+    if labels and len(labels) != columns:
+        raise AddError(f"--labels names {len(labels)} classes; the graph scores {columns}")
+    is_probability = bool(np.all((score_rows >= 0) & (score_rows <= 1))
+                          and np.allclose(score_rows.sum(axis=1), 1.0, atol=1e-3))
+    name = "probabilities" if is_probability else "decision_scores"
+    label_spec = {"name": "label", "datatype": label.datatype, "shape": [-1]}
+    if labels and label.datatype in INDEX_TYPES:
+        if not all(0 <= int(c) < len(labels) for c in classes):
+            raise AddError(f"the graph's labels {sorted(set(int(c) for c in classes))} are not class indices "
+                           f"0..{len(labels) - 1}, so --labels cannot name them")
+        label_spec["datatype"] = "BYTES"
+    score_spec = {"name": name, "datatype": scores.datatype, "shape": [-1, columns]}
+    if not is_probability:
+        score_spec["description"] = ("the classifier's decision function, one score per class (the highest wins); "
+                                     "not probabilities: they are not in [0, 1] and do not sum to 1")
+    return [label_spec, score_spec], {"label": label.name, name: scores.name}
+
+
+def probe_rows(session, inputs: list[TensorSpec], rows: int = 32):
+    """The graph's two outputs for ``rows`` random rows of every numeric input with a known width (a fixed
+    seed: the same model, the same judgement); None when an input cannot be made up."""
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for spec in inputs:
+        if spec.datatype not in NUMPY_TYPES or spec.datatype == "BYTES" or any(d <= 0 for d in spec.shape[1:]):
+            return None
+        feeds[spec.name] = (rng.normal(size=(rows, *spec.shape[1:])) * 3).astype(NUMPY_TYPES[spec.datatype])
+    try:
+        return session.run(None, feeds)
+    except Exception:  # a graph that refuses made-up values: serve its outputs as they are
+        return None
 
 
 def describe_onnx_image(inputs: list[TensorSpec], outputs: list[TensorSpec], options: AddOptions) -> dict:

@@ -41,6 +41,10 @@ MANIFEST_NAME = "manifest.json"
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 # V2 datatypes and the numpy types behind them.
+# Outputs with one value per class, shown as {label: value} and written to batch results as one column per
+# label under this prefix (probability_<label>).
+PER_LABEL = {"probabilities": "probability", "decision_scores": "decision_score"}
+
 NUMPY_TYPES = {
     "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
     "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
@@ -463,7 +467,7 @@ class Model:
             row = {}
             for name, column in columns.items():
                 value = column[i]
-                if name == "probabilities" and self.labels and len(value) == len(self.labels):
+                if name in PER_LABEL and self.labels and len(value) == len(self.labels):
                     value = {label: plain(float(p)) for label, p in zip(self.labels, value)}
                 row[name] = plain(value)
             rows.append(row)

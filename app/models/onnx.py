@@ -61,8 +61,16 @@ class OnnxModel(Model):
         return dict(zip(names, self.session.run(names, feeds)))
 
     def predict(self, batch: dict) -> dict:
-        """The declared outputs, as the graph computes them."""
-        return self.run_graph({name: np.ascontiguousarray(array) for name, array in batch.items()})
+        """The declared outputs, as the graph computes them; a classifier's integer labels named (see
+        app/models/add.py, ``classifier_outputs``)."""
+        graph_names = self.manifest.config.get("graph_outputs") or {}
+        values = self.session.run([graph_names.get(n, n) for n in self.output_names],
+                                  {name: np.ascontiguousarray(array) for name, array in batch.items()})
+        outputs = dict(zip(self.output_names, values))
+        if self.manifest.config.get("label_by_index") and self.labels:
+            outputs["label"] = np.array([self.labels[int(i)] if 0 <= int(i) < len(self.labels) else str(int(i))
+                                         for i in outputs["label"]], dtype=object)
+        return outputs
 
 
 class OnnxImageModel(OnnxModel):

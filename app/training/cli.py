@@ -347,6 +347,17 @@ def list_models():
         raise SystemExit(1)
 
 
+def answer_summary(manifest: dict) -> str:
+    """What a model's answers will hold, in words: its outputs, and whether scores are probabilities."""
+    labels = manifest.get("labels") or []
+    words = {"label": f"label (one of {', '.join(labels)})" if labels else "label",
+             "probabilities": "probabilities" + (" per label" if labels else ""),
+             "decision_scores": "decision_scores" + (" per label" if labels else "") + " (NOT probabilities: "
+                                "the classifier's decision function; the highest wins)",
+             "decision_score": "decision_score (NOT a probability)"}
+    return " and ".join(words.get(spec["name"], spec["name"]) for spec in manifest["outputs"])
+
+
 def held_out_accuracy(metrics: dict) -> tuple[str, str]:
     """(accuracy, what it was measured on), as the manifest states them: "0.9186" and "IMDb official test
     split", or "0.9660 ± 0.0032" and "5-fold cross-validation by patient"; "-" where none is stated."""
@@ -447,6 +458,7 @@ def add_model_command(name, path, version, labels, description, python_class, tr
     click.echo(f"added {name} version {manifest['version']} ({manifest['runtime']}) in {folder}")
     click.echo("inputs:  " + ", ".join(f"{s['name']} {s['datatype']} {s['shape']}" for s in manifest["inputs"]))
     click.echo("outputs: " + ", ".join(f"{s['name']} {s['datatype']} {s['shape']}" for s in manifest["outputs"]))
+    click.echo(f"answers: {answer_summary(manifest)}")
     click.echo(f"smoke prediction: {json.dumps(rows[0])}")
     click.echo(f"serve it: {how_servers_follow()}")
 
