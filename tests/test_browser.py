@@ -166,3 +166,68 @@ def test_jobs_page_text_job_after_choosing_a_file_then_a_worker(browser, tmp_pat
         assert '"label": "positive"' in result
         assert browser.find_element(By.CSS_SELECTOR, "#job-form button[type=submit]").is_enabled()
         browser.save_screenshot(str(SCREENSHOTS / "jobs.png"))
+
+
+WIDTHS = [(1280, 900), (390, 844)]
+
+
+@pytest.mark.parametrize("size", WIDTHS, ids=["desktop", "phone"])
+def test_a_failed_review_takes_the_earlier_answer_and_its_buttons_away(browser, live_server, size):
+    browser.set_window_size(*size)
+    browser.get(live_server + "/ui/review")
+    box = browser.find_element(By.ID, "review")
+    box.send_keys("A gorgeous, funny and moving film.")
+    browser.find_element(By.CSS_SELECTOR, "#review-form button[type=submit]").click()
+    assert wait_for_text(browser, "sentiment") == "positive"
+    box.clear()
+    box.send_keys("   ")  # passes the form's `required`, refused by the server as blank
+    browser.find_element(By.CSS_SELECTOR, "#review-form button[type=submit]").click()
+    assert wait_for_text(browser, "review-error")
+    assert not browser.find_element(By.ID, "review-result").is_displayed()
+    assert not browser.find_element(By.ID, "correct").is_enabled()
+    assert not browser.find_element(By.ID, "incorrect").is_enabled()
+
+
+@pytest.mark.parametrize("size", WIDTHS, ids=["desktop", "phone"])
+def test_pages_say_so_when_the_server_cannot_be_reached(browser, live_server, size):
+    cell = next((SHARED_DATA / "malaria" / "Parasitized").glob("*.png"))
+    browser.set_window_size(*size)
+    browser.get(live_server + "/ui/review")
+    browser.find_element(By.ID, "review").send_keys("A fine film.")
+    browser.get(live_server + "/ui/classify")
+    browser.find_element(By.ID, "image").send_keys(str(cell))
+    browser.set_network_conditions(offline=True, latency=0, download_throughput=0, upload_throughput=0)
+    try:
+        browser.find_element(By.CSS_SELECTOR, "#classify-form button[type=submit]").click()
+        assert "could not be reached" in wait_for_text(browser, "classify-error")
+        assert browser.find_element(By.CSS_SELECTOR, "#classify-form button[type=submit]").is_enabled()
+    finally:
+        browser.delete_network_conditions()
+    browser.get(live_server + "/ui/review")
+    browser.find_element(By.ID, "review").send_keys("A fine film.")
+    browser.set_network_conditions(offline=True, latency=0, download_throughput=0, upload_throughput=0)
+    try:
+        browser.find_element(By.CSS_SELECTOR, "#review-form button[type=submit]").click()
+        assert "could not be reached" in wait_for_text(browser, "review-error")
+    finally:
+        browser.delete_network_conditions()
+
+
+@pytest.mark.parametrize("size", WIDTHS, ids=["desktop", "phone"])
+def test_an_image_that_is_not_a_cell_is_flagged_on_the_page(browser, live_server, size, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    noise = tmp_path / "noise.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (120, 160, 3)).astype(np.uint8)).save(noise)
+    browser.set_window_size(*size)
+    browser.get(live_server + "/ui/classify")
+    browser.find_element(By.ID, "image").send_keys(str(noise))
+    browser.find_element(By.CSS_SELECTOR, "#classify-form button[type=submit]").click()
+    assert "does not look like the thin-smear cell crops" in wait_for_text(browser, "cell-warning")
+    browser.save_screenshot(str(SCREENSHOTS / f"classify-not-a-cell-{size[0]}.png"))
+    cell = next((SHARED_DATA / "malaria" / "Uninfected").glob("*.png"))
+    browser.find_element(By.ID, "image").send_keys(str(cell))
+    browser.find_element(By.CSS_SELECTOR, "#classify-form button[type=submit]").click()
+    WebDriverWait(browser, 15).until(lambda d: not d.find_element(By.ID, "cell-warning").is_displayed())
+    assert browser.find_element(By.ID, "label").text in ("Parasitized", "Uninfected")

@@ -190,3 +190,32 @@ def test_nameless_form_part_is_400_not_500(client):
     body = b'--b\r\nContent-Disposition: form-data; name=""\r\n\r\ntrue\r\n--b--\r\n'
     response = client.post("/classify", data=body, content_type="multipart/form-data; boundary=b")
     assert response.status_code == 400 and "missing file field 'image'" in response.json["error"]
+
+
+def test_images_that_are_not_cells_get_a_warning_and_cells_do_not(client, shared_data):
+    """The cell-likeness check: noise, a flat colour and a text-like page are flagged; real cells of both folders
+    pass (at most one in a hundred, the rate the manifest states for held-out patients, would be flagged)."""
+    rng = np.random.default_rng(7)
+    not_cells = [Image.fromarray(rng.integers(0, 256, (90, 120, 3)).astype(np.uint8)),
+                 Image.new("RGB", (80, 80), (40, 160, 60)),
+                 Image.fromarray(np.where(rng.random((100, 100, 1)) < 0.1, 0, 255).repeat(3, axis=2).astype(np.uint8))]
+    for image in not_cells:
+        answer = post_image(client, png_bytes(image)).json
+        assert "does not look like the thin-smear cell crops" in answer["warning"] and answer["label"]
+    cells = real_cells(shared_data, every=70)
+    flagged = sum("warning" in post_image(client, open(row["file"], "rb").read()).json for row in cells)
+    assert len(cells) > 190 and flagged <= len(cells) // 100
+    stated = MANIFEST["metrics"]["cell_check"]
+    assert stated["false_alarms"]["false_alarm_rate"] < 0.01
+    assert "by patient" in stated["false_alarms"]["measured"]
+    assert MANIFEST["config"]["cell_check"] in MANIFEST["artifacts"]  # hashed like every artifact
+
+
+def test_the_cell_check_figures_are_the_committed_evaluation():
+    committed = json.loads((SAVED_MODELS.parent / "evaluation" / "malaria_cell_check.json").read_text())
+    stated = MANIFEST["metrics"]["cell_check"]
+    assert stated["detection_rate"] == committed["detection_rate"]
+    assert stated["false_alarms"]["false_alarm_rate"] == committed["false_alarms"]["false_alarm_rate"]
+    folds = committed["false_alarms"]["folds"]
+    assert sum(f["cells"] for f in folds) == committed["false_alarms"]["cells"] == 14040
+    assert committed["false_alarms"]["false_alarm_rate"] == round(sum(f["false_alarms"] for f in folds) / 14040, 5)

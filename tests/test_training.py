@@ -30,3 +30,26 @@ def test_train_review_reproduces_committed_model(tmp_path, shared_data):
     saved = joblib.load(committed_dir / "estimator.joblib")
     np.testing.assert_allclose(fresh[-1].coef_, saved[-1].coef_, rtol=1e-6, atol=1e-9)
     assert new["artifacts"]["stopwords.pkl"] == committed["artifacts"]["stopwords.pkl"]
+
+
+def test_the_cell_check_is_refitted_to_the_committed_figures(tmp_path, shared_data):
+    """`flask train malaria-cell-check` on a copy of the model folder gives the committed check and figures."""
+    import shutil
+
+    from app import create_app
+
+    models = tmp_path / "models"
+    shutil.copytree(SAVED_MODELS / "malaria_cell", models / "malaria_cell")
+    app = create_app({"TESTING": True, "MODEL_DIR": str(models), "DATABASE_URL": f"sqlite:///{tmp_path / 't.db'}"})
+    done = app.test_cli_runner().invoke(args=["train", "malaria-cell-check", "--data", str(shared_data),
+                                              "--results", str(tmp_path / "figures.json")])
+    assert done.exit_code == 0, done.output
+    assert (json.loads((tmp_path / "figures.json").read_text())
+            == json.loads((SAVED_MODELS.parent / "evaluation" / "malaria_cell_check.json").read_text()))
+    version = committed_version("malaria_cell")
+    ours = json.loads((models / "malaria_cell" / version / "cell_check.json").read_text())
+    committed = json.loads((SAVED_MODELS / "malaria_cell" / version / "cell_check.json").read_text())
+    assert ours["threshold"] == committed["threshold"] and np.allclose(ours["mean"], committed["mean"])
+    registry = app.extensions["model_registry"]
+    registry.load_all()
+    assert not registry.refused and registry.get("malaria_cell").cell_check is not None

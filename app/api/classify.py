@@ -42,7 +42,8 @@ def describe():
     return {
         "endpoint": "POST /classify",
         "accepts": "multipart/form-data with a PNG or JPEG file in the field `image`",
-        "returns": {"label": " | ".join(model.labels), "probabilities": "{label: 0..1}", "model": "{name, version}"},
+        "returns": {"label": " | ".join(model.labels), "probabilities": "{label: 0..1}", "model": "{name, version}",
+                    "warning": "only for an image that does not look like a cell crop (the answer is then unreliable)"},
         "limits": {"max_bytes": current_app.config["MAX_CONTENT_LENGTH"],
                    "max_pixels": current_app.config["MAX_IMAGE_PIXELS"]},
         "model": model.describe(),
@@ -76,8 +77,14 @@ def classify_cell():
                 properties:
                   label: {type: string, enum: [Parasitized, Uninfected]}
                   probabilities: {type: object, additionalProperties: {type: number}}
+                  warning:
+                    type: string
+                    description: only when the image does not look like a thin-smear cell crop (the cell-likeness
+                      check); the label and probabilities are then not reliable
                   model: {$ref: "#/components/schemas/ModelRef"}
     """
     model = registry().get(CELL_MODEL)
     prediction = model.run([image_from_request()])[0]
-    return {"label": prediction["label"], "probabilities": prediction["probabilities"], "model": model.reference()}
+    warning = {"warning": prediction["warning"]} if "warning" in prediction else {}
+    return {"label": prediction["label"], "probabilities": prediction["probabilities"], **warning,
+            "model": model.reference()}

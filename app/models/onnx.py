@@ -11,6 +11,7 @@ import onnxruntime as ort
 
 from app.errors import BadRequest, PayloadTooLarge, Unprocessable
 from app.models.base import INPUT_ERRORS, Model, TensorSpec, decode_array, decode_bytes, softmax
+from app.preprocessing.cell_check import CellCheck
 from app.preprocessing.image import ImageError, ImagePreprocessing, decode_image
 
 ONNX_FILE = "model.onnx"
@@ -73,6 +74,11 @@ class OnnxModel(Model):
         return outputs
 
 
+UNLIKE = "unlike_training_images"
+UNLIKE_WARNING = ("This image does not look like the thin-smear cell crops the model was trained on: the answer "
+                  "is not reliable (cell-likeness check; see the model's metrics.cell_check)")
+
+
 class OnnxImageModel(OnnxModel):
     """An ONNX image classifier with configured preprocessing.
 
@@ -96,6 +102,8 @@ class OnnxImageModel(OnnxModel):
         self.std = np.asarray(config.get("std", [1.0, 1.0, 1.0]), dtype=np.float32)
         self.layout = config.get("layout", "NHWC")
         self.logits = config.get("output_kind", "probabilities") == "logits"
+        self.cell_check = CellCheck.read(self.manifest.artifact_path(config["cell_check"])) \
+            if config.get("cell_check") else None
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -148,9 +156,22 @@ class OnnxImageModel(OnnxModel):
         return not (abs(255.0 * self.scale - 1.0) < 1e-9 and not self.mean.any() and (self.std == 1).all())
 
     def predict(self, batch: dict) -> dict:
-        """label and per-label probabilities for each image."""
-        probabilities = self.probabilities(batch[self.inputs[0].name])
-        return {"label": self.labels_at(probabilities.argmax(axis=1)), "probabilities": probabilities}
+        """label and per-label probabilities for each image; with a cell check (``config.cell_check``), whether
+        each image looks unlike what the model was trained on."""
+        images = batch[self.inputs[0].name]
+        probabilities = self.probabilities(images)
+        outputs = {"label": self.labels_at(probabilities.argmax(axis=1)), "probabilities": probabilities}
+        if self.cell_check is not None:
+            outputs[UNLIKE] = self.cell_check.unlike(images)
+        return outputs
+
+    def postprocess(self, outputs) -> list[dict]:
+        """The plain answers, with a ``warning`` on each image the cell check finds unlike the training data."""
+        rows = super().postprocess(outputs)
+        for row, unlike in zip(rows, outputs.get(UNLIKE, ())):
+            if unlike:
+                row["warning"] = UNLIKE_WARNING
+        return rows
 
     @property
     def occlusion_geometry(self) -> tuple[int, int]:

@@ -156,6 +156,29 @@ def train_malaria_quantize(data_dir, seed):
                f"ROC AUC {metrics['roc_auc']:.4f}")
 
 
+@train_cli.command("malaria-cell-check")
+@data_option
+@click.option("--quantile", default=0.998, show_default=True, type=click.FloatRange(0.9, 1.0),
+              help="The share of training cells the check accepts (its threshold).")
+@click.option("--results", type=click.Path(path_type=Path), default=None,
+              help="Where the figures go (default: evaluation/malaria_cell_check.json).")
+def train_malaria_cell_check(data_dir, quantile, results):
+    """Fit the served malaria_cell version's cell-likeness check, measure its false alarms by patient and its
+    detection of images that are not cells, and add it to that version (evaluation/malaria_cell_check.json)."""
+    from app.batch.core import find_manifest
+    from app.training.cell_check import RESULTS, evaluate_and_ship, ship
+
+    folder = Path(find_manifest(current_app.config["MODEL_DIR"], "malaria_cell").directory)
+    figures = evaluate_and_ship(malaria_data_dir(data_dir), quantile)
+    ship(folder, figures)
+    results = results or RESULTS
+    results.write_text(json.dumps({k: v for k, v in figures.items() if k != "shipped"}, indent=2) + "\n")
+    click.echo(f"false alarms on held-out patients' cells: {figures['false_alarms']['false_alarm_rate']:.2%}; "
+               f"detection: " + ", ".join(f"{k} {v:.0%}" for k, v in figures["detection_rate"].items()
+                                          if k != "measured"))
+    click.echo(f"added to {folder}; figures in {results}")
+
+
 @train_cli.command("malaria-cv-report")
 @variant_option
 def malaria_cv_report(variant):

@@ -6,12 +6,13 @@ async function submit() {
   const file = classifyForm.image.files[0];
   const data = new FormData();
   data.append("image", file);
-  const response = await fetch(document.body.dataset.classifyUrl, {method: "POST", body: data});
-  const body = await response.json();
-  const error = document.getElementById("classify-error");
+  const [ok, body] = await postForm(document.body.dataset.classifyUrl, data);
   const result = document.getElementById("classify-result");
-  if (!response.ok) { error.textContent = body.error; error.hidden = false; result.hidden = true; return; }
-  error.hidden = true;
+  if (!ok) { showError("classify-error", body.error); result.hidden = true; return; }
+  showError("classify-error", null);
+  const warning = document.getElementById("cell-warning");
+  warning.textContent = body.warning || "";
+  warning.hidden = !body.warning;
   document.getElementById("preview").src = URL.createObjectURL(file);
   document.getElementById("label").textContent = body.label;
   const list = document.getElementById("probabilities");

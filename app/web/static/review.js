@@ -5,11 +5,16 @@ let lastReview = null, lastLabel = null, lastVersion = null;
 const feedbackButtons = () => [document.getElementById("correct"), document.getElementById("incorrect")];
 onSubmitBusy(reviewForm, submit);
 async function submit() {
-  const response = await fetch(document.body.dataset.reviewUrl, {method: "POST", body: new FormData(reviewForm)});
-  const body = await response.json();
-  const error = document.getElementById("review-error");
-  if (!response.ok) { error.textContent = body.error; error.hidden = false; return; }
-  error.hidden = true;
+  const [ok, body] = await postForm(document.body.dataset.reviewUrl, new FormData(reviewForm));
+  if (!ok) {
+    // The earlier answer goes with its buttons: feedback must never be stored for another review.
+    lastReview = lastLabel = lastVersion = null;
+    feedbackButtons().forEach((button) => { button.disabled = true; });
+    document.getElementById("review-result").hidden = true;
+    showError("review-error", body.error);
+    return;
+  }
+  showError("review-error", null);
   lastReview = reviewForm.review.value; lastLabel = body.label; lastVersion = body.model.version;
   feedbackButtons().forEach((button) => { button.disabled = false; });  // one answer per prediction
   document.getElementById("sentiment").textContent = body.label;
@@ -22,9 +27,10 @@ async function sendFeedback(correct) {
   const label = correct ? lastLabel : (lastLabel === "positive" ? "negative" : "positive");
   const data = new FormData();
   data.append("review", lastReview); data.append("label", label); data.append("version", lastVersion);
-  const response = await fetch(document.body.dataset.feedbackUrl, {method: "POST", body: data});
-  document.getElementById("feedback-status").textContent = response.ok
-    ? `Thank you: stored as ${label}. The model learns from it at the next update.` : "Could not store the feedback.";
+  const [ok, body] = await postForm(document.body.dataset.feedbackUrl, data);
+  document.getElementById("feedback-status").textContent = ok
+    ? `Thank you: stored as ${label}. The model learns from it at the next update.`
+    : `Could not store the feedback: ${body.error}`;
 }
 document.getElementById("correct").addEventListener("click", () => sendFeedback(true));
 document.getElementById("incorrect").addEventListener("click", () => sendFeedback(false));
