@@ -1,5 +1,8 @@
 """The web UI in a real headless Chromium (Debian's chromium + chromedriver), screenshots kept."""
+import json
+import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -231,3 +234,52 @@ def test_an_image_that_is_not_a_cell_is_flagged_on_the_page(browser, live_server
     browser.find_element(By.CSS_SELECTOR, "#classify-form button[type=submit]").click()
     WebDriverWait(browser, 15).until(lambda d: not d.find_element(By.ID, "cell-warning").is_displayed())
     assert browser.find_element(By.ID, "label").text in ("Parasitized", "Uninfected")
+
+
+@pytest.mark.parametrize("size", WIDTHS, ids=["desktop", "phone"])
+def test_classify_page_examples_heat_map_latency_and_code(browser, live_server, size):
+    """One click on an example cell: the answer, its latency, the heat map beside the cell with its legend and
+    caption, and the request as curl and Python."""
+    browser.set_window_size(*size)
+    browser.get(live_server + "/ui/classify")
+    examples = browser.find_elements(By.CSS_SELECTOR, "button.example")
+    assert len(examples) == 6 and {e.text for e in examples} == {"Parasitized", "Uninfected"}
+    examples[0].click()
+    assert wait_for_text(browser, "label") == "Parasitized"
+    assert re.fullmatch(r"answered in \d+ ms, with the heat map", browser.find_element(By.ID, "latency").text)
+    WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "explanation").is_displayed())
+    heat = browser.find_element(By.ID, "heatmap")
+    WebDriverWait(browser, 10).until(lambda d: d.execute_script("return arguments[0].naturalWidth", heat) == 256)
+    preview = browser.find_element(By.ID, "preview")
+    assert abs(preview.size["width"] - heat.size["width"]) <= 1  # the same scale, side by side or stacked
+    assert "lowers the model's probability of Parasitized" in browser.find_element(By.ID, "heatmap-caption").text
+    assert browser.find_element(By.CSS_SELECTOR, "#explanation .legend").size["height"] > 0
+    assert browser.find_element(By.ID, "cell-warning").is_displayed() is False
+    browser.find_element(By.CSS_SELECTOR, "details.code summary").click()
+    curl = browser.find_element(By.ID, "code-curl").text
+    assert curl.startswith("curl -F image=@'C101P62ThinF_IMG_20150918_151006_cell_73.png' http") and "/classify" in curl
+    assert "requests.post(" in browser.find_element(By.ID, "code-python").text
+    width = browser.execute_script("return document.documentElement.scrollWidth")
+    assert width <= size[0]  # nothing wider than the screen
+    browser.save_screenshot(str(SCREENSHOTS / f"classify-example-{size[0]}.png"))
+
+
+@pytest.mark.parametrize("size", WIDTHS, ids=["desktop", "phone"])
+def test_review_page_examples_latency_and_a_copyable_call_that_runs(browser, live_server, size):
+    browser.set_window_size(*size)
+    browser.get(live_server + "/ui/review")
+    browser.find_elements(By.CSS_SELECTOR, "button.example")[1].click()
+    assert wait_for_text(browser, "sentiment") == "negative"
+    assert re.fullmatch(r"answered in \d+ ms", browser.find_element(By.ID, "latency").text)
+    box = browser.find_element(By.ID, "review")
+    box.clear()
+    box.send_keys("It's a wonderful film, isn't it? \"Superb\".")
+    browser.find_element(By.CSS_SELECTOR, "#review-form button[type=submit]").click()
+    WebDriverWait(browser, 15).until(lambda d: d.find_element(By.ID, "sentiment").text == "positive")
+    browser.find_element(By.CSS_SELECTOR, "details.code summary").click()
+    curl = browser.find_element(By.ID, "code-curl").text
+    shown = browser.find_element(By.ID, "probability").text
+    done = subprocess.run(curl + " --silent --show-error", shell=True, capture_output=True, text=True, timeout=30)
+    answer = json.loads(done.stdout)
+    assert answer["label"] == "positive" and f"{100 * answer['probability_positive']:.1f} %" == shown
+    assert browser.execute_script("return document.documentElement.scrollWidth") <= size[0]

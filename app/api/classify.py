@@ -58,6 +58,11 @@ def classify_cell():
     post:
       summary: Classify a malaria cell image
       tags: [classify]
+      parameters:
+        - in: query
+          name: explain
+          schema: {type: boolean, default: false}
+          description: also return an occlusion heat map (PNG, base64) of where the image drives the answer
       requestBody:
         required: true
         content:
@@ -81,10 +86,13 @@ def classify_cell():
                     type: string
                     description: only when the image does not look like a thin-smear cell crop (the cell-likeness
                       check); the label and probabilities are then not reliable
+                  heatmap_png_base64: {type: string, description: "with ?explain=true: the cell with the heat map, PNG"}
+                  heatmap_method: {type: string, description: "with ?explain=true: how the heat map was made"}
                   model: {$ref: "#/components/schemas/ModelRef"}
     """
     model = registry().get(CELL_MODEL)
-    prediction = model.run([image_from_request()])[0]
-    warning = {"warning": prediction["warning"]} if "warning" in prediction else {}
-    return {"label": prediction["label"], "probabilities": prediction["probabilities"], **warning,
+    explain = request.args.get("explain", "false").lower() in ("1", "true", "yes")
+    prediction = model.run([image_from_request()], explain=explain)[0]
+    extra = {key: prediction[key] for key in ("warning", "heatmap_png_base64", "heatmap_method") if key in prediction}
+    return {"label": prediction["label"], "probabilities": prediction["probabilities"], **extra,
             "model": model.reference()}

@@ -512,11 +512,17 @@ class Model:
             batch = next(iter(batch.values()))
         return len(batch)
 
-    def run(self, items: Sequence) -> list[dict]:
-        """Plain predictions for items of a single-input model: what the simple views call."""
+    def run(self, items: Sequence, explain: bool = False) -> list[dict]:
+        """Plain predictions for items of a single-input model: what the simple views call; with ``explain``,
+        each answer also holds the runtime's explanation where it has one."""
         if len(self.inputs) != 1:
             raise BadRequest(f"model {self.name!r} takes several inputs {[s.name for s in self.inputs]}")
-        return self.postprocess(self.infer({self.inputs[0].name: list(items)}))
+        batch = self.decode({self.inputs[0].name: list(items)})
+        outputs = self.predict_tracked(batch)
+        rows = self.postprocess(outputs)
+        for row, extra in zip(rows, (self.explain(batch, outputs) or []) if explain else []):
+            row.update(extra)
+        return rows
 
     def describe(self) -> dict:
         """Public summary: name, version, task, labels, inputs, outputs and metrics."""

@@ -211,15 +211,20 @@ class OnnxImageModel(OnnxModel):
         return heat / heat.max() if heat.max() > 0 else heat
 
 
-def heatmap_png(image: np.ndarray, heat: np.ndarray) -> bytes:
-    """The image with the heat map blended in red, as PNG bytes (twice the size)."""
+def heatmap_png(image: np.ndarray, heat: np.ndarray, scale: int = 4) -> bytes:
+    """The image, ``scale`` times its size, with the heat map over the cell only (not its black margin): from
+    no colour (no effect) through yellow to red (the largest drop), as PNG bytes."""
     from PIL import Image
 
-    rgb = (image * 255).astype(np.float32)
-    red = np.zeros_like(rgb)
-    red[..., 0] = 255
-    alpha = (heat * 0.6)[..., None]
-    blended = (rgb * (1 - alpha) + red * alpha).clip(0, 255).astype(np.uint8)
+    from app.preprocessing.cell_check import DARK
+
+    size = (image.shape[1] * scale, image.shape[0] * scale)
+    rgb = np.asarray(Image.fromarray((image * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR),
+                     dtype=np.float32)
+    heat = np.asarray(Image.fromarray(heat.astype(np.float32)).resize(size, Image.Resampling.BILINEAR))
+    heat = np.clip(heat, 0, 1) * (rgb.max(axis=2) > DARK * 255)
+    colour = np.stack([np.full_like(heat, 255), 255 * (1 - heat), np.zeros_like(heat)], axis=2)  # yellow -> red
+    alpha = (0.65 * heat)[..., None]
     buffer = io.BytesIO()
-    Image.fromarray(blended).resize((image.shape[1] * 2, image.shape[0] * 2), Image.Resampling.NEAREST).save(buffer, "PNG")
+    Image.fromarray((rgb * (1 - alpha) + colour * alpha).clip(0, 255).astype(np.uint8)).save(buffer, "PNG")
     return buffer.getvalue()

@@ -8,6 +8,7 @@ from flask import Blueprint, abort, render_template, request, send_from_director
 from PIL import Image
 
 from app.api import registry
+from app.config import PROJECT_ROOT
 
 bp = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/static/web")
 # Plots are drawn for 100 CSS pixels per inch; a PNG stored at 200 dpi shows at half its
@@ -47,6 +48,15 @@ def home():
     return render_template("home.html")
 
 
+EXAMPLE_CELLS = PROJECT_ROOT / "examples" / "cells"
+
+
+def example_cells() -> list[dict]:
+    """The committed example cells (examples/cells/LABEL/FILE.png), for one-click tries."""
+    return [{"label": path.parent.name, "file": f"{path.parent.name}/{path.name}"}
+            for path in sorted(EXAMPLE_CELLS.glob("*/*.png"))]
+
+
 @bp.get("/ui/classify")
 def classify_page():
     """Upload a cell image and see the prediction with probabilities.
@@ -57,7 +67,22 @@ def classify_page():
       responses:
         200: {description: HTML page, content: {text/html: {schema: {type: string}}}}
     """
-    return render_template("classify.html")
+    return render_template("classify.html", examples=example_cells())
+
+
+@bp.get("/ui/examples/cells/<label>/<filename>")
+def example_cell(label: str, filename: str):
+    """One of the committed example cells (nothing else under examples/ is served).
+    ---
+    get:
+      summary: An example cell image
+      tags: [web]
+      responses:
+        200: {description: PNG image, content: {image/png: {schema: {type: string, format: binary}}}}
+    """
+    if f"{label}/{filename}" not in {cell["file"] for cell in example_cells()}:
+        abort(404)
+    return send_from_directory(EXAMPLE_CELLS / label, filename, mimetype="image/png", max_age=3600)
 
 
 @bp.get("/ui/review")

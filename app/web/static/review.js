@@ -4,8 +4,14 @@ const reviewForm = document.getElementById("review-form");
 let lastReview = null, lastLabel = null, lastVersion = null;
 const feedbackButtons = () => [document.getElementById("correct"), document.getElementById("incorrect")];
 onSubmitBusy(reviewForm, submit);
+// An example fills the box and is predicted at once.
+document.querySelectorAll("button.example").forEach((example) => {
+  example.addEventListener("click", () => { reviewForm.review.value = example.dataset.text; reviewForm.requestSubmit(); });
+});
 async function submit() {
+  const started = performance.now();
   const [ok, body] = await postForm(document.body.dataset.reviewUrl, new FormData(reviewForm));
+  const elapsed = performance.now() - started;
   if (!ok) {
     // The earlier answer goes with its buttons: feedback must never be stored for another review.
     lastReview = lastLabel = lastVersion = null;
@@ -20,6 +26,11 @@ async function submit() {
   document.getElementById("sentiment").textContent = body.label;
   document.getElementById("probability").textContent = (100 * body.probability_positive).toFixed(1) + " %";
   document.getElementById("feedback-status").textContent = "";
+  document.getElementById("latency").textContent = `answered in ${elapsed.toFixed(0)} ms`;
+  const endpoint = new URL(document.body.dataset.reviewUrl, window.location.href).href;
+  document.getElementById("code-curl").textContent = `curl -F review=${shellQuote(lastReview)} ${endpoint}`;
+  document.getElementById("code-python").textContent = `import requests\nanswer = requests.post(${JSON.stringify(endpoint)}, ` +
+    `data={"review": ${JSON.stringify(lastReview)}}).json()\nprint(answer["label"], answer["probability_positive"])`;
   document.getElementById("review-result").hidden = false;
 }
 async function sendFeedback(correct) {
@@ -34,3 +45,5 @@ async function sendFeedback(correct) {
 }
 document.getElementById("correct").addEventListener("click", () => sendFeedback(true));
 document.getElementById("incorrect").addEventListener("click", () => sendFeedback(false));
+// A string as one single-quoted shell word.
+function shellQuote(text) { return "'" + text.replace(/'/g, "'\\''") + "'"; }
