@@ -17,6 +17,8 @@ from tests.conftest import SHARED_DATA
 SCREENSHOTS = PROJECT_ROOT / "test-artifacts" / "screenshots"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+# The two screens every new page test runs at: a laptop and a phone.
+WIDTHS = [(1280, 900), (390, 844)]
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +95,39 @@ def test_classify_page_shows_errors(browser, live_server, tmp_path):
     assert "not a PNG or JPEG" in wait_for_text(browser, "classify-error")
 
 
-def test_models_page_lists_models_with_plots(browser, live_server):
+@pytest.mark.parametrize("size", WIDTHS, ids=["desktop", "phone"])
+def test_models_page_is_model_cards_flagships_first(browser, live_server, size):
+    browser.set_window_size(*size)
     browser.get(live_server + "/ui/models")
+    headings = [h.text.split()[0] for h in browser.find_elements(By.CSS_SELECTOR, "article h2")]
+    assert headings[:2] == ["review_sentiment", "malaria_cell"] and headings[-1] == "decision_tree"
+    jumps = browser.find_elements(By.CSS_SELECTOR, "nav.jump a")
+    assert [j.text.split()[0] for j in jumps] == headings
+    card = browser.find_element(By.ID, "malaria_cell-v4")
+    text = card.text
+    for part in ("Intended use", "Data", "Held-out figures", "Limitations", "not for diagnosis",
+                 "5-fold cross-validation by patient", "Not clinically validated"):
+        assert part in text, part
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    assert height < (2600 if size[0] > 1000 else 5200), height  # plots fold away until asked for
+    jumps[1].click()
+    WebDriverWait(browser, 5).until(lambda d: d.execute_script("return window.scrollY") > 0)
+    card.find_element(By.CSS_SELECTOR, "details.plots-box summary").click()
+    captions = [c.text for c in card.find_elements(By.CSS_SELECTOR, "figcaption")]
+    assert "Training accuracy by epoch of the float32 network of version 3, which this version quantizes" in captions
+    assert browser.execute_script("return document.documentElement.scrollWidth") <= size[0]
+    browser.save_screenshot(str(SCREENSHOTS / f"models-cards-{size[0]}.png"))
+
+
+def open_every_plot_box(browser):
+    for summary in browser.find_elements(By.CSS_SELECTOR, "details.plots-box summary"):
+        browser.execute_script("arguments[0].parentElement.open = true", summary)
+
+
+def test_models_page_lists_models_with_plots(browser, live_server):
+    browser.set_window_size(1000, 1200)
+    browser.get(live_server + "/ui/models")
+    open_every_plot_box(browser)
     headings = [h.text for h in browser.find_elements(By.CSS_SELECTOR, "article h2")]
     assert any(h.startswith("malaria_cell") for h in headings) and any(h.startswith("review_sentiment") for h in headings)
     for img in browser.find_elements(By.CSS_SELECTOR, "article img"):  # lazy images load once scrolled to
@@ -121,6 +154,7 @@ def test_phone_sized_screen(browser, live_server):
         assert width <= 390  # no horizontal scrolling on a phone
         browser.save_screenshot(str(SCREENSHOTS / "review-phone.png"))
         browser.get(live_server + "/ui/models")
+        open_every_plot_box(browser)
         assert browser.execute_script("return document.documentElement.scrollWidth") <= 390
         shown = browser.execute_script("return [...document.querySelectorAll('article img')].map(i => i.clientWidth)")
         assert shown and max(shown) <= 390 - 2 * 16
@@ -170,8 +204,6 @@ def test_jobs_page_text_job_after_choosing_a_file_then_a_worker(browser, tmp_pat
         assert browser.find_element(By.CSS_SELECTOR, "#job-form button[type=submit]").is_enabled()
         browser.save_screenshot(str(SCREENSHOTS / "jobs.png"))
 
-
-WIDTHS = [(1280, 900), (390, 844)]
 
 
 @pytest.mark.parametrize("size", WIDTHS, ids=["desktop", "phone"])

@@ -407,7 +407,7 @@ def test_every_operation_with_every_credential_variant(tmp_path, database_url, m
     app.extensions["model_registry"].load_all()
     client = app.test_client()
     values = {"job_id": "0" * 32, "name": "review_sentiment", "version": committed_version("review_sentiment"),
-              "filename": "roc_curve.png"}
+              "filename": "roc_curve.png", "label": "Parasitized"}
     variants = {"none": {}, "wrong": {"Authorization": "Bearer wrong"}, "key": {"X-API-Key": "k1"},
                 "worker": BEARER, "key-as-bearer": {"Authorization": "Bearer k1"}, "empty": {"X-API-Key": ""}}
     checked = 0

@@ -21,7 +21,7 @@ def test_train_review_reproduces_committed_model(tmp_path, shared_data):
     committed = json.loads((committed_dir / "manifest.json").read_text())
     assert new["metrics"] == committed["metrics"]
     assert new["metrics"]["accuracy"] >= 0.918
-    assert new["training"] == committed["training"]
+    assert new["training"] == committed["training"] and new["card"] == committed["card"]
     assert new["preprocessing"] == committed["preprocessing"]
     for plot in ("confusion_matrix.png", "roc_curve.png"):
         assert (new_dir / plot).stat().st_size > 10_000

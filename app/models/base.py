@@ -537,5 +537,6 @@ class Model:
             "inputs": [s.to_dict() for s in self.inputs],
             "outputs": [s.to_dict() for s in self.outputs],
             "metrics": self.manifest.metrics,
+            **({"card": self.manifest.get("card")} if self.manifest.get("card") else {}),
             "batching": self.batcher.settings.to_dict(),
         }

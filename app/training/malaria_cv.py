@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from app.config import PROJECT_ROOT
+from app.training.cards import CARDS
 
 FOLDS = 5
 FOLDERS = ("malaria", "malaria_extra")
@@ -338,6 +339,7 @@ def train_final(data_dir: Path, model_dir: Path, variant: Variant, seed: int = 0
         "task": "image-classification",
         "runtime": "onnx-image",
         "description": f"Thin blood smear cell crops: Parasitized vs Uninfected. {variant.description}; ONNX.",
+        "card": CARDS["malaria_cell"],
         "labels": LABELS,
         "inputs": [{"name": "image", "datatype": "BYTES", "shape": [-1], "content": "image",
                     "description": f"an encoded PNG or JPEG file per item; also accepted: a UINT8 (0..255) or "

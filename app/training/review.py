@@ -21,6 +21,7 @@ from app.models.text import ESTIMATOR_FILE, STOPWORDS_FILE, SklearnTextModel
 from app.preprocessing.text import (VECTORIZER_SETTINGS, LogCountRatioScaler, SeenFeatures, build_vectorizer,
                                     save_stopwords)
 from app.training.artifacts import next_version, publish_version, staging_dir
+from app.training.cards import CARDS
 from app.training.data import read_imdb_split
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ def base_manifest(name: str, version: int, description: str, has_probabilities: 
         "task": "text-classification",
         "runtime": "sklearn-text",
         "description": description,
+        "card": CARDS[name],
         "labels": LABELS,
         "inputs": [{"name": "review", "datatype": "BYTES", "shape": [-1], "content": "text", "description": "review text, UTF-8, any length up to the server's MAX_TEXT_CHARS"}],
         "outputs": [{"name": "label", "datatype": "BYTES", "shape": [-1]}, score_output],

@@ -8,6 +8,8 @@ from flask import Blueprint, abort, render_template, request, send_from_director
 from PIL import Image
 
 from app.api import registry
+from app.api.classify import CELL_MODEL
+from app.api.review import REVIEW_MODEL
 from app.config import PROJECT_ROOT
 
 bp = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/static/web")
@@ -30,9 +32,9 @@ def display_size(path: Path) -> tuple[int, int]:
 
 
 def plots_of(model) -> list[dict]:
-    """A model's plots with the size to show them at."""
-    return [dict(zip(("file", "width", "height"), (name, *display_size(model.manifest.directory / name))))
-            for name in plot_files(model)]
+    """A model's plots with the size to show them at and what they show."""
+    return [{**dict(zip(("file", "width", "height"), (name, *display_size(model.manifest.directory / name)))),
+             "caption": plot_caption(model, name)} for name in plot_files(model)]
 
 
 @bp.get("/")
@@ -49,6 +51,8 @@ def home():
 
 
 EXAMPLE_CELLS = PROJECT_ROOT / "examples" / "cells"
+# The models the product is built around, shown first.
+FLAGSHIPS = (REVIEW_MODEL, CELL_MODEL)
 
 
 def example_cells() -> list[dict]:
@@ -109,10 +113,34 @@ def models_page():
         200: {description: HTML page, content: {text/html: {schema: {type: string}}}}
     """
     reg = registry()
-    models = sorted(reg.all_models(), key=lambda m: (m.name, int(m.version)))
+    models = sorted(reg.all_models(), key=card_order)
     plots = {f"{m.name}/{m.version}": plots_of(m) for m in models}
     tags = {f"{m.name}/{m.version}": reg.version_tags(m.name, m.version) for m in models}
     return render_template("models.html", models=models, plots=plots, tags=tags, refused=reg.refused)
+
+
+def card_order(model) -> tuple:
+    """The flagship models first, then the best held-out accuracy first; versions of a model newest first."""
+    accuracy = model.manifest.metrics.get("accuracy")
+    return (model.name not in FLAGSHIPS, FLAGSHIPS.index(model.name) if model.name in FLAGSHIPS else 0,
+            -(accuracy if isinstance(accuracy, (int, float)) else -1), model.name, -int(model.version))
+
+
+def plot_caption(model, filename: str) -> str:
+    """What a plot shows, said by the page (the titles drawn into older plots name the version they were made
+    for, which a version that quantizes another's network inherits)."""
+    source = (model.manifest.get("training") or {}).get("quantization", {}).get("from_version")
+    captions = {
+        "confusion_matrix.png": "Confusion matrix on the held-out data",
+        "roc_curve.png": "ROC curve on the held-out data",
+        "per_patient_accuracy.png": "Accuracy per held-out patient (cross-validation by patient)",
+        "training_accuracy.png": "Training accuracy by epoch",
+        "training_loss.png": "Training loss by epoch",
+    }
+    caption = captions.get(filename, filename.removesuffix(".png").replace("_", " "))
+    if source and filename.startswith("training_"):
+        caption += f" of the float32 network of version {source}, which this version quantizes"
+    return caption
 
 
 
