@@ -90,6 +90,7 @@ def register_extensions(app: Flask) -> None:
         max_attempts=app.config["JOB_MAX_ATTEMPTS"],
         retention_seconds=app.config["JOB_RETENTION_SECONDS"],
         queued_seconds=app.config["JOB_QUEUED_SECONDS"],
+        ack_seconds=app.config["JOB_ACK_SECONDS"],
     )
     app.extensions["model_registry"] = ModelRegistry(open_store(app.config), served_model_names(app.config),
                                                      runtime_options(app.config))

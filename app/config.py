@@ -81,6 +81,9 @@ class DefaultConfig:
     # Job queue: lease length (renewed by heartbeats), attempts before a job fails,
     # how long finished jobs keep their payload and result, and the long-poll cap.
     JOB_LEASE_SECONDS = 60
+    # A lease handed out must be acknowledged (the worker's first heartbeat) within this many seconds, or
+    # the job goes back to the queue, uncounted; 0: no acknowledgement asked.
+    JOB_ACK_SECONDS = 10
     JOB_MAX_ATTEMPTS = 3
     JOB_RETENTION_SECONDS = 86400
     JOB_MAX_WAIT_SECONDS = 20
@@ -142,7 +145,7 @@ POSITIVE_INTEGERS = ("MAX_CONTENT_LENGTH", "MAX_TEXT_CHARS", "MAX_BATCH_TEXT_CHA
                      "ONNX_THREADS", "JOB_LEASE_SECONDS", "JOB_MAX_ATTEMPTS", "JOB_RETENTION_SECONDS", "MAX_BATCH",
                      "JOB_QUEUED_SECONDS", "MAX_QUEUED_JOBS_PER_CLIENT", "MAX_QUEUED_JOB_BYTES_PER_CLIENT",
                      "MAX_QUEUED_JOBS", "MAX_QUEUED_JOB_BYTES", "MODEL_CACHE_MAX_BYTES", "DATABASE_POOL_SIZE")
-NON_NEGATIVE_NUMBERS = ("PYTHON_MODEL_TIMEOUT_SECONDS", "DATABASE_WAIT_SECONDS", "DATABASE_TIMEOUT_SECONDS", "MODEL_POLL_SECONDS", "PROXY_HOPS", "MAX_QUEUED", "REQUEST_DEADLINE_SECONDS", "SHED_DELAY_SECONDS", "JOB_MAX_WAIT_SECONDS")
+NON_NEGATIVE_NUMBERS = ("PYTHON_MODEL_TIMEOUT_SECONDS", "DATABASE_WAIT_SECONDS", "DATABASE_TIMEOUT_SECONDS", "MODEL_POLL_SECONDS", "PROXY_HOPS", "MAX_QUEUED", "REQUEST_DEADLINE_SECONDS", "SHED_DELAY_SECONDS", "JOB_MAX_WAIT_SECONDS", "JOB_ACK_SECONDS")
 # Secrets and lists are taken as written: "12345678" is a token, not a number, and "null" is not "off".
 STRINGS = ("MODEL_STORE", "MODEL_CACHE", "WORKER_TOKEN", "WORKER_TOKEN_FILE", "API_KEYS", "MODELS", "CORS_ORIGINS", "RATELIMIT_DEFAULT", "COMPAT_MODEL",
            "WORKER_MODELS")

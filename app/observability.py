@@ -57,6 +57,8 @@ MODEL_STORE_REFUSALS = Counter("modelserve_model_store_refusals_total",
 
 JOB_LEASE_EXPIRIES = Counter("modelserve_job_lease_expiries_total",
                              "Leases that ran out before their worker reported (job requeued or failed)")
+JOB_LEASES_UNACKNOWLEDGED = Counter("modelserve_job_leases_unacknowledged_total",
+                                    "Leases handed out that no worker acknowledged in time (job requeued, uncounted)")
 JOB_SECONDS = Histogram("modelserve_job_duration_seconds", "Jobs from submission to their final outcome",
                         ["outcome"], buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 21600, 86400))
 BUILD_INFO = Gauge("modelserve_build_info", "Always 1: the running code's version and Python", ["version", "python"],

@@ -164,8 +164,8 @@ def test_phone_sized_screen(browser, live_server):
 
 
 def test_jobs_page_text_job_after_choosing_a_file_then_a_worker(browser, tmp_path):
-    """A file picked for an image model is not sent once a text model is chosen; the page says
-    when no worker has taken the job, and shows the result once one has."""
+    """The form follows the chosen model (a file picked for an image model is not sent once a text model is
+    chosen); the page says when no worker has taken the job, offers Cancel, and shows a readable result."""
     import threading
 
     from selenium.webdriver.support.ui import Select
@@ -176,17 +176,32 @@ def test_jobs_page_text_job_after_choosing_a_file_then_a_worker(browser, tmp_pat
 
     token = "browser-worker-token"
     cell = next((SHARED_DATA / "malaria" / "Parasitized").glob("*.png"))
+    browser.set_window_size(1280, 900)
     with run_gunicorn(tmp_path, {"MODELSERVE_WORKER_TOKEN": token}) as (base, _):
         browser.get(base + "/ui/jobs")
         model = Select(browser.find_element(By.ID, "model"))
+        assert model.first_selected_option.get_attribute("value") == "review_sentiment"  # the flagship, not a-z
         model.select_by_value("malaria_cell")
+        assert not browser.find_element(By.ID, "text").is_displayed()
         browser.find_element(By.ID, "file").send_keys(str(cell))
         model.select_by_value("review_sentiment")
         assert browser.execute_script("return document.getElementById('file').files.length") == 0
-        browser.find_element(By.ID, "text").send_keys("A tender, funny, beautifully acted film.")
-        browser.find_element(By.CSS_SELECTOR, "#job-form button[type=submit]").click()
-        WebDriverWait(browser, 15).until(lambda d: "No worker has taken it yet" in d.find_element(By.ID, "status").text)
-        assert "queued (attempt 0 of" in browser.find_element(By.ID, "status").text
+        assert not browser.find_element(By.ID, "file").is_displayed()
+        submit = browser.find_element(By.CSS_SELECTOR, "#job-form button[type=submit]")
+
+        browser.find_element(By.ID, "text").send_keys("Not worth your evening.")
+        submit.click()
+        WebDriverWait(browser, 15).until(lambda d: "waiting for a worker" in d.find_element(By.ID, "status").text)
+        browser.find_element(By.ID, "cancel").click()
+        WebDriverWait(browser, 15).until(lambda d: ": canceled." in d.find_element(By.ID, "status").text)
+        assert not browser.find_element(By.ID, "cancel").is_displayed()
+
+        text = browser.find_element(By.ID, "text")
+        text.clear()
+        text.send_keys("A tender, funny, beautifully acted film.")
+        submit.click()
+        WebDriverWait(browser, 15).until(lambda d: "no worker has taken it yet" in d.find_element(By.ID, "status").text)
+        assert "modelserve worker --server URL" in browser.find_element(By.ID, "status").text
 
         registry = ModelRegistry(SAVED_MODELS, {"review_sentiment"})
         registry.load_all()
@@ -195,15 +210,16 @@ def test_jobs_page_text_job_after_choosing_a_file_then_a_worker(browser, tmp_pat
                                   kwargs={"wait": 1, "stop": stop, "name": "browser-worker"}, daemon=True)
         worker.start()
         try:
-            WebDriverWait(browser, 30).until(lambda d: ": succeeded" in d.find_element(By.ID, "status").text)
+            WebDriverWait(browser, 30).until(lambda d: ": succeeded." in d.find_element(By.ID, "status").text)
         finally:
             stop.set()
             worker.join(timeout=10)
-        result = browser.find_element(By.ID, "result").text
-        assert '"label": "positive"' in result
-        assert browser.find_element(By.CSS_SELECTOR, "#job-form button[type=submit]").is_enabled()
+        summary = browser.find_element(By.ID, "summary").text
+        assert summary.startswith("Prediction: positive") and re.search(r"positive: \d+\.\d %", summary)
+        browser.find_element(By.CSS_SELECTOR, "#raw-box summary").click()
+        assert '"label": "positive"' in browser.find_element(By.ID, "result").text
+        assert submit.is_enabled()
         browser.save_screenshot(str(SCREENSHOTS / "jobs.png"))
-
 
 
 @pytest.mark.parametrize("size", WIDTHS, ids=["desktop", "phone"])
@@ -315,3 +331,19 @@ def test_review_page_examples_latency_and_a_copyable_call_that_runs(browser, liv
     answer = json.loads(done.stdout)
     assert answer["label"] == "positive" and f"{100 * answer['probability_positive']:.1f} %" == shown
     assert browser.execute_script("return document.documentElement.scrollWidth") <= size[0]
+
+
+def test_swagger_try_it_out_for_review_starts_from_a_working_request(browser, live_server):
+    browser.set_window_size(1280, 900)
+    browser.get(live_server + "/docs")
+    block = WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "operations-review-review_classify_review"))
+    block.find_element(By.CSS_SELECTOR, ".opblock-summary").click()
+    WebDriverWait(browser, 10).until(lambda d: block.find_element(By.CSS_SELECTOR, ".try-out__btn")).click()
+    field = WebDriverWait(browser, 10).until(
+        lambda d: block.find_element(By.CSS_SELECTOR, ".opblock-body input[placeholder='review']"))
+    text = field.get_attribute("value")
+    assert "A moving, beautifully acted film" in text, text
+    block.find_element(By.CSS_SELECTOR, ".execute").click()
+    live = WebDriverWait(browser, 15).until(lambda d: block.find_element(By.CSS_SELECTOR, ".live-responses-table"))
+    WebDriverWait(browser, 15).until(lambda d: '"label"' in live.text)
+    assert '"label": "positive"' in live.text and live.text.split("\n")[1] == "200"

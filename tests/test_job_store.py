@@ -31,8 +31,46 @@ def clock():
 def store(database_url, clock):
     engine = make_engine(database_url)
     upgrade_database(engine)
-    yield JobStore(engine, lease_seconds=30, max_attempts=2, retention_seconds=3600, clock=clock)
+    # Leases start at once here (ack_seconds=0); the acknowledgement has its own tests below.
+    yield JobStore(engine, lease_seconds=30, max_attempts=2, retention_seconds=3600, clock=clock, ack_seconds=0)
     engine.dispose()
+
+
+@pytest.fixture
+def acking_store(database_url, clock):
+    """A store whose leases wait 5 s for the worker's acknowledgement (its first heartbeat)."""
+    engine = make_engine(database_url)
+    upgrade_database(engine)
+    yield JobStore(engine, lease_seconds=30, max_attempts=2, retention_seconds=3600, clock=clock, ack_seconds=5)
+    engine.dispose()
+
+
+def test_a_lease_nobody_acknowledges_goes_back_quickly_and_uncounted(acking_store, clock):
+    job = acking_store.submit("m", b"x", "text/plain")
+    lost = acking_store.lease("gone-worker")  # answered on a connection its worker had already dropped
+    assert lost.job["attempts"] == 1 and acking_store.get(job["id"])["started_at"] is None
+    clock.advance(4)
+    assert acking_store.lease("other") is None  # still within the acknowledgement window
+    clock.advance(2)
+    again = acking_store.lease("other")
+    assert again.job["id"] == job["id"] and again.job["attempts"] == 1  # the lost hand-out did not count
+    acking_store.heartbeat(job["id"], again.lease_id)  # acknowledged: the job starts, the lease is full length
+    started = acking_store.get(job["id"])
+    assert started["started_at"] == clock.now and started["worker"] == "other"
+    clock.advance(20)
+    assert acking_store.lease("third") is None  # a started job keeps its lease
+    with pytest.raises(LeaseConflict):
+        acking_store.complete(job["id"], lost.lease_id, b"late", "text/plain")
+    done, _ = acking_store.complete(job["id"], again.lease_id, b"ok", "text/plain")
+    assert done["status"] == "succeeded" and done["attempts"] == 1
+
+
+def test_a_job_whose_worker_never_acknowledges_is_never_failed_for_it(acking_store, clock):
+    job = acking_store.submit("m", b"x", "text/plain")
+    for _ in range(5):  # more hand-outs than max_attempts, none acknowledged
+        assert acking_store.lease("flaky").job["id"] == job["id"]
+        clock.advance(6)
+    assert acking_store.lease("steady").job["attempts"] == 1
 
 
 def test_submit_lease_complete(store):

@@ -17,7 +17,7 @@ from app.db import make_engine
 from app.jobs.store import JobStore
 from app.jobs.worker import Server, run_worker
 from app.models.registry import ModelRegistry
-from tests.conftest import SAVED_MODELS, SHARED_DATA, free_port, run_gunicorn
+from tests.conftest import SAVED_MODELS, SHARED_DATA, free_port, get_json, run_gunicorn
 
 TOKEN = "live-worker-token"
 
@@ -71,12 +71,55 @@ def test_thousand_jobs_four_workers_each_done_once(database_url, tmp_path):
 
 LEASE_AND_HANG = """
 import json, sys, time, urllib.request
-req = urllib.request.Request(sys.argv[1] + "/jobs/lease", json.dumps({"worker": "doomed", "wait": 5}).encode(),
-                             {"Content-Type": "application/json", "Authorization": "Bearer " + sys.argv[2]})
+headers = {"Content-Type": "application/json", "Authorization": "Bearer " + sys.argv[2]}
+req = urllib.request.Request(sys.argv[1] + "/jobs/lease", json.dumps({"worker": "doomed", "wait": 5}).encode(), headers)
 with urllib.request.urlopen(req) as r:
-    print(json.loads(r.read())["job"]["id"], flush=True)
+    lease = json.loads(r.read())
+beat = urllib.request.Request(sys.argv[1] + "/jobs/" + lease["job"]["id"] + "/heartbeat",
+                              json.dumps({"lease_id": lease["lease_id"]}).encode(), headers)
+urllib.request.urlopen(beat).read()  # acknowledged: the job started on this worker, which then hangs
+print(lease["job"]["id"], flush=True)
 time.sleep(120)
 """
+
+LONG_POLL_THEN_VANISH = """
+import json, sys, urllib.request
+req = urllib.request.Request(sys.argv[1] + "/jobs/lease", json.dumps({"worker": "vanished", "wait": 15}).encode(),
+                             {"Content-Type": "application/json", "Authorization": "Bearer " + sys.argv[2]})
+print("polling", flush=True)
+urllib.request.urlopen(req).read()
+"""
+
+
+def test_a_job_handed_to_a_vanished_long_poll_comes_back_in_seconds(database_url, tmp_path):
+    """A worker stops while its long poll is open; a job submitted then is handed to that dead poll. It goes
+    back to the queue once the acknowledgement time passes (not the lease's), uncounted, and the page's API
+    says meanwhile that it waits for its worker to start."""
+    store = JobStore(make_engine(database_url))
+    env = {"DATABASE_URL": database_url, "MODELSERVE_WORKER_TOKEN": TOKEN, "MODELSERVE_JOB_ACK_SECONDS": "2",
+           "MODELSERVE_JOB_LEASE_SECONDS": "60"}
+    with run_gunicorn(tmp_path, env) as (base, _):
+        poller = subprocess.Popen([sys.executable, "-c", LONG_POLL_THEN_VANISH, base, TOKEN], stdout=subprocess.PIPE,
+                                  text=True)
+        assert poller.stdout.readline().strip() == "polling"
+        time.sleep(0.5)
+        poller.send_signal(signal.SIGKILL)
+        poller.wait()
+        job_id = submit(base, "Submitted just after its only worker stopped.")
+        wait_until(lambda: store.get(job_id)["status"] == "running", 10, "the hand-out to the dead poll")
+        shown = get_json(f"{base}/jobs/{job_id}")[1]
+        assert shown["worker"] == "vanished" and shown["started_at"] is None
+        handed = time.monotonic()
+        wait_until(lambda: get_json(f"{base}/jobs/{job_id}")[1]["status"] == "queued", 20, "the job back in the queue")
+        assert time.monotonic() - handed < 8  # seconds, not the 60 s lease
+        stop = threading.Event()
+        workers = start_workers(base, 1, stop)
+        wait_until(lambda: store.get(job_id)["status"] == "succeeded", 30, "the job on a live worker")
+        stop.set()
+        workers[0].join(timeout=10)
+    job = store.get(job_id)
+    assert job["attempts"] == 1 and job["worker"] == "worker-0"  # the lost hand-out was not an attempt
+    store.engine.dispose()
 
 
 def test_sigkilled_worker_job_is_released_and_completes(database_url, tmp_path):

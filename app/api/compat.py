@@ -82,7 +82,8 @@ def get_next_task_v0():
           content: {text/plain: {schema: {type: string}}}
     """
     require_worker()
-    lease = store().lease("compat-worker", [current_app.config["COMPAT_MODEL"]], 0)
+    # The original protocol has no heartbeat to acknowledge a lease with: it starts at once.
+    lease = store().lease("compat-worker", [current_app.config["COMPAT_MODEL"]], 0, acknowledged=True)
     if lease is None:
         return plain("")
     payload = base64.b64encode(lease.job["payload"]).decode("ascii")

@@ -34,14 +34,16 @@ COMPONENT_SCHEMAS = {
     "ReviewInput": {
         "type": "object",
         "required": ["review"],
-        "properties": {"review": {"type": "string", "minLength": 1, "description": "the review text"}},
+        "properties": {"review": {"type": "string", "minLength": 1, "description": "the review text",
+                                  "example": "A moving, beautifully acted film. I loved it :)"}},
     },
     "ModelDescription": {"type": "object", "additionalProperties": True},
     "FeedbackInput": {
         "type": "object",
         "required": ["review", "label"],
-        "properties": {"review": {"type": "string", "minLength": 1},
-                       "label": {"type": "string", "enum": ["positive", "negative"]},
+        "properties": {"review": {"type": "string", "minLength": 1,
+                                  "example": "A moving, beautifully acted film. I loved it :)"},
+                       "label": {"type": "string", "enum": ["positive", "negative"], "example": "positive"},
                        "version": {"type": "string", "description": "the model version whose answer this corrects "
                                                                    "(default: the version serving now)"}},
     },
@@ -69,6 +71,10 @@ COMPONENT_SCHEMAS = {
             "id": {"type": "string"}, "model": {"type": "string"},
             "status": {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "canceled", "expired"]},
             "attempts": {"type": "integer"}, "max_attempts": {"type": "integer"},
+            "worker": {"type": "string", "description": "while running: the worker that has it"},
+            "started_at": {"type": "string", "nullable": True,
+                           "description": "while running: when its worker acknowledged it (null: handed out, not yet "
+                                          "acknowledged; it goes back to the queue if the worker never does)"},
             "result": {"description": "the result, when it is JSON"}, "error": {"type": "string"},
             "links": {"type": "object", "additionalProperties": {"type": "string"}},
         },
@@ -174,11 +180,21 @@ def operation_id(rule, method: str, methods: set[str]) -> str:
     return f"{name}_{method}" if len(methods) > 1 else name
 
 
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
 def add_examples(operation: dict, example: dict) -> None:
-    """Put a recorded request and answer (app/api/openapi_examples.json) into an operation."""
-    body = operation.get("requestBody", {}).get("content", {}).get("application/json")
-    if body is not None and example["request"] is not None:
-        body["example"] = example["request"]
+    """Put a recorded request and answer (app/api/openapi_examples.json) into an operation; a flat JSON request
+    (fields of text) is the form encodings' example too, so that "Try it out" starts from a working request in
+    whichever encoding is shown first."""
+    content = operation.get("requestBody", {}).get("content", {})
+    request = example["request"]
+    if "application/json" in content and request is not None:
+        content["application/json"]["example"] = request
+        if isinstance(request, dict) and all(isinstance(v, str) for v in request.values()):
+            for media in FORM_TYPES:
+                if media in content and "example" not in content[media]:
+                    content[media]["example"] = request
     responses = operation.get("responses", {})
     answer = responses.get(example["status"], responses.get(str(example["status"]))) or {}
     media = answer.get("content", {}).get(example["content_type"])

@@ -20,7 +20,7 @@ EXAMPLES_FILE = Path(__file__).with_name("openapi_examples.json")
 TOKEN = "example-worker-token"
 REVIEW = "A moving, beautifully acted film. I loved it :)"
 # Operations whose answers are not JSON or plain text (pages, images, metrics, this description).
-NO_EXAMPLE = {"web_home", "web_classify_page", "web_jobs_page", "web_models_page", "web_model_plot_version",
+NO_EXAMPLE = {"web_home", "web_classify_page", "web_jobs_page", "web_models_page", "web_model_plot_version", "web_example_cell",
               "web_review_page", "docs_docs_page", "docs_openapi_json", "metrics"}
 
 

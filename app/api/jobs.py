@@ -104,6 +104,10 @@ def job_view(job: dict) -> dict:
         body["links"]["result"] = url_for("jobs.get_result", job_id=job["id"])
     if job["error"] and job["status"] in ("failed", "queued", "expired"):
         body["error"] = job["error"]
+    if job["status"] == "running":
+        # Handed to a worker that has not acknowledged it yet (started_at null), or running on it since then.
+        body["worker"] = job["worker"]
+        body["started_at"] = job["started_at"].isoformat() if job["started_at"] else None
     return body
 
 

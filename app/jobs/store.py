@@ -20,7 +20,7 @@ from typing import Callable
 import sqlalchemy as sa
 
 from app.db import insert_once, jobs
-from app.observability import JOB_LEASE_EXPIRIES, JOB_SECONDS
+from app.observability import JOB_LEASE_EXPIRIES, JOB_LEASES_UNACKNOWLEDGED, JOB_SECONDS
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED, EXPIRED = "queued", "running", "succeeded", "failed", "canceled", "expired"
 FINISHED = (SUCCEEDED, FAILED, CANCELED)
@@ -85,11 +85,15 @@ class JobStore:
 
     def __init__(self, engine: sa.Engine, lease_seconds: float = 60, max_attempts: int = 3,
                  retention_seconds: float = 86400, queued_seconds: float = 86400,
-                 clock: Callable[[], dt.datetime] = utcnow):
-        """Store the engine and the queue settings; ``clock`` gives "now" (tests move it instead of sleeping)."""
+                 clock: Callable[[], dt.datetime] = utcnow, ack_seconds: float = 10):
+        """Store the engine and the queue settings; ``clock`` gives "now" (tests move it instead of sleeping).
+        ``ack_seconds``: how long a lease handed out waits for the worker to acknowledge it (its first heartbeat)
+        before the job goes back to the queue, uncounted: a long poll answered on a connection the worker has
+        already dropped must not keep the job for a whole lease (0: no acknowledgement asked)."""
         self.engine = engine
         self.clock = clock
         self.lease_seconds = lease_seconds
+        self.ack_seconds = ack_seconds
         self.max_attempts = max_attempts
         self.retention = dt.timedelta(seconds=retention_seconds)
         self.queued_ttl = dt.timedelta(seconds=queued_seconds)
@@ -195,20 +199,22 @@ class JobStore:
 
     # -- workers -----------------------------------------------------------
     def lease(self, worker: str, models: list[str] | None = None, wait_seconds: float = 0,
-              poll_interval: float = 0.2) -> Lease | None:
-        """The oldest queued job for one of ``models``, leased to ``worker``; long-polls up to wait_seconds."""
+              poll_interval: float = 0.2, acknowledged: bool = False) -> Lease | None:
+        """The oldest queued job for one of ``models``, leased to ``worker``; long-polls up to wait_seconds.
+        Unless ``acknowledged`` (a protocol with no heartbeat), the lease lasts ``ack_seconds`` until the
+        worker's first heartbeat starts the job."""
         deadline = time.monotonic() + wait_seconds
         while True:
-            leased = self._lease_once(worker, models)
+            leased = self._lease_once(worker, models, acknowledged or not self.ack_seconds)
             if leased is not None or time.monotonic() >= deadline:
                 return leased
             time.sleep(min(poll_interval, max(0.0, deadline - time.monotonic())))
 
-    def _lease_once(self, worker: str, models: list[str] | None) -> Lease | None:
+    def _lease_once(self, worker: str, models: list[str] | None, started: bool) -> Lease | None:
         """One atomic attempt: requeue expired leases, then claim the oldest queued job."""
         now = self.clock()
         lease_id = uuid.uuid4().hex
-        expires = now + dt.timedelta(seconds=self.lease_seconds)
+        expires = now + dt.timedelta(seconds=self.lease_seconds if started else min(self.ack_seconds, self.lease_seconds))
         with self.engine.begin() as conn:
             self._requeue_expired(conn, now)
             query = sa.select(jobs.c.id).where(jobs.c.status == QUEUED).order_by(jobs.c.created_at, jobs.c.id).limit(1)
@@ -222,15 +228,20 @@ class JobStore:
             updated = conn.execute(
                 sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status == QUEUED)
                 .values(status=RUNNING, lease_id=lease_id, lease_expires_at=expires, worker=worker,
-                        attempts=jobs.c.attempts + 1, started_at=now, updated_at=now)
+                        attempts=jobs.c.attempts + 1, started_at=now if started else None, updated_at=now)
             ).rowcount
             if updated != 1:
                 return None
         return Lease(self.get(job_id), lease_id, expires)
 
     def _requeue_expired(self, conn, now: dt.datetime) -> None:
-        """Running jobs whose lease ran out: back to the queue, or failed after max_attempts."""
+        """Running jobs whose lease ran out: back to the queue, or failed after max_attempts. A lease no worker
+        acknowledged goes back without counting as an attempt (the worker never had the job)."""
         stale = sa.and_(jobs.c.status == RUNNING, jobs.c.lease_expires_at < now)
+        unstarted = conn.execute(sa.update(jobs).where(stale, jobs.c.started_at.is_(None)).values(
+            status=QUEUED, lease_id=None, worker=None, attempts=jobs.c.attempts - 1, updated_at=now)).rowcount
+        if unstarted:
+            JOB_LEASES_UNACKNOWLEDGED.inc(unstarted)
         failed = conn.execute(sa.update(jobs).where(stale, jobs.c.attempts >= jobs.c.max_attempts).values(
             status=FAILED, lease_id=None, finished_at=now, updated_at=now,
             error=sa.literal("lease expired on every attempt (worker lost or too slow); attempts: ")
@@ -240,14 +251,15 @@ class JobStore:
             JOB_LEASE_EXPIRIES.inc(failed + requeued)
 
     def heartbeat(self, job_id: str, lease_id: str) -> dt.datetime:
-        """Extend a live lease; LeaseConflict if it is not the current one."""
+        """Extend a live lease (the first heartbeat acknowledges it: the job starts); LeaseConflict if it is not
+        the current one."""
         now = self.clock()
         expires = now + dt.timedelta(seconds=self.lease_seconds)
         with self.engine.begin() as conn:
             updated = conn.execute(
                 sa.update(jobs).where(jobs.c.id == job_id, jobs.c.lease_id == lease_id, jobs.c.status == RUNNING,
                                       jobs.c.lease_expires_at >= now)
-                .values(lease_expires_at=expires, updated_at=now)
+                .values(lease_expires_at=expires, updated_at=now, started_at=sa.func.coalesce(jobs.c.started_at, now))
             ).rowcount
         if updated != 1:
             self._raise_conflict(job_id, lease_id)

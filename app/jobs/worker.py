@@ -95,6 +95,12 @@ def process_one(server: Server, registry: ModelRegistry, leased: dict, heartbeat
                 explain: bool = True, stop: threading.Event | None = None) -> str:
     """Run one leased job and post its outcome; returns the final status word."""
     job, lease_id = leased["job"], leased["lease_id"]
+    # Acknowledge at once: until then the server keeps the job only briefly (a lease answered on a dropped
+    # connection must not hold the job), so a lease that is already gone is not worked on.
+    status, body = server.post(f"/jobs/{job['id']}/heartbeat", {"lease_id": lease_id})
+    if status != 200:
+        log.warning("could not acknowledge the lease of job %s: %s", job["id"], (body or {}).get("error"))
+        return "lost"
     done = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(server, job["id"], lease_id, heartbeat_every, done), daemon=True)
     beat.start()

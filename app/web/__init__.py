@@ -178,7 +178,13 @@ def jobs_page():
           description: HTML page
           content: {text/html: {schema: {type: string}}}
     """
-    return render_template("jobs.html", models=registry().names())
+    models = sorted(registry().all_models(), key=card_order)
+    kinds = {}
+    for model in models:  # one entry per name, the best-placed version's input kind
+        spec = model.inputs[0] if len(model.inputs) == 1 else None
+        kinds.setdefault(model.name, "image" if spec is not None and spec.content == "image" else
+                         "text" if spec is not None and spec.datatype == "BYTES" else "json")
+    return render_template("jobs.html", models=kinds)
 
 
 # Pages load their scripts and styles as files from this server; nothing inline runs.
