@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from app.config import PROJECT_ROOT
 from tests.conftest import SAVED_MODELS, committed_version
 
@@ -42,3 +44,52 @@ def test_every_pinned_dependency_is_explained_where_the_requirements_files_say()
 def test_metrics_content_type_names_its_charset_once(client):
     content_type = client.get("/metrics").headers["Content-Type"]
     assert content_type.count("charset") == 1, content_type
+
+
+# -- every CLI line the README and docs print names commands and options that exist ----------------------------
+
+CLI_LINE = re.compile(r"^\s*(?:[A-Z_]+=\S+\s+)*(?:\.venv[a-z-]*/bin/)?(?:flask --app app|modelserve)\s+(.*)$")
+
+
+def cli_lines() -> list[tuple[str, str]]:
+    """(page, command line) for every `modelserve ...` or `flask --app app ...` line in a shell block."""
+    found = []
+    for page in [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").glob("*.md"))]:
+        for block in re.findall(r"```sh\n(.*?)```", page.read_text(), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                match = CLI_LINE.match(line)
+                if match and "|" not in match.group(1).split("#")[0]:  # not a diagram's list of choices
+                    found.append((page.name, match.group(1)))
+    return found
+
+
+def test_the_docs_print_cli_lines():
+    assert len(cli_lines()) >= 25
+
+
+@pytest.mark.parametrize("page, line", cli_lines(), ids=[f"{p}: {line[:50]}" for p, line in cli_lines()])
+def test_every_printed_cli_line_parses(page, line):
+    """Each line's command exists and takes its options and arguments (parsed by Click as the command would be;
+    only a named file's absence is forgiven, since the docs' example files are the reader's)."""
+    import shlex
+
+    import click
+
+    from app.cli import cli
+
+    args = shlex.split(line, comments=True)
+    args = args[:args.index("&")] if "&" in args else args
+    command, ctx, path = cli, cli.make_context("modelserve", list(args), resilient_parsing=True), ["modelserve"]
+    while isinstance(command, click.Group):
+        name = args.pop(0)
+        sub = command.get_command(ctx, name)
+        assert sub is not None, f"{page}: no command `{' '.join(path)} {name}`"
+        path.append(name)
+        command, ctx = sub, click.Context(sub, info_name=name, parent=ctx)
+    if not command.context_settings.get("ignore_unknown_options"):
+        try:
+            command.make_context(path[-1], list(args), parent=ctx.parent)
+        except click.BadParameter as exc:
+            assert "does not exist" in exc.format_message(), f"{page}: `{line}`: {exc.format_message()}"
+        except click.UsageError as exc:
+            pytest.fail(f"{page}: `{line}`: {exc.format_message()}")
