@@ -109,3 +109,13 @@ def test_the_manifest_records_which_graph_output_is_which(iris_app):
     manifest = json.loads((Path(app.config["MODEL_DIR"]) / "iris_svc" / "1" / "manifest.json").read_text())
     assert manifest["config"]["graph_outputs"] == {"label": "label", "decision_scores": "probabilities"}
     assert manifest["config"]["label_by_index"] is True
+
+
+def test_the_committed_example_onnx_is_what_its_script_makes(tmp_path):
+    """examples/iris_svc.onnx (the README's ONNX example) is rebuilt byte for byte by examples/make_iris_onnx.py."""
+    import runpy
+
+    from app.config import PROJECT_ROOT
+
+    make = runpy.run_path(str(PROJECT_ROOT / "examples" / "make_iris_onnx.py"))["main"]
+    assert make(tmp_path / "iris.onnx").read_bytes() == (PROJECT_ROOT / "examples" / "iris_svc.onnx").read_bytes()

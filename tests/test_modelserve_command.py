@@ -1,5 +1,6 @@
 """The installed `modelserve` command: from any folder, quiet by default, and the README's "Serve your own model"
 block as printed (the environments are the ones `make serve` and `make test` build)."""
+import csv
 import json
 import os
 import re
@@ -8,6 +9,7 @@ import signal
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -91,29 +93,44 @@ def test_serve_starts_the_production_server(tmp_path):
     assert server.returncode == 0 and "Booting worker" in log, log
 
 
-def readme_block() -> str:
+def readme_blocks() -> tuple[str, str]:
+    """The README's "Serve your own model" shell blocks: adding models, then scoring datasets."""
     text = (PROJECT_ROOT / "README.md").read_text()
-    return re.search(r"## Serve your own model.*?```sh\n(.*?)```", text, re.S).group(1)
+    section = text[text.index("## Serve your own model"):text.index("## Where to go next")]
+    own, score = re.findall(r"```sh\n(.*?)```", section, re.S)
+    return own, score
 
 
-def test_the_readme_s_own_model_block_runs_as_printed(tmp_path):
-    """Every line but the curl (no server here) runs as printed in bash, against a copy of the model folder;
-    the curl's request then gets the answer from an app serving that folder."""
+def test_the_readme_s_own_model_blocks_run_as_printed(tmp_path):
+    """Every line but the curls (no server here) runs as printed in one bash, against a copy of the model
+    folder; each curl's request then gets its answer from an app serving that folder."""
     models = tmp_path / "saved_models"
     shutil.copytree(SAVED_MODELS, models, ignore=shutil.ignore_patterns(".staging-*", ".reload", ".lock"))
-    commands = [line for line in readme_block().splitlines() if not line.startswith("curl ")]
+    own, score = readme_blocks()
+    commands = [line for line in (own + score).splitlines() if not line.startswith("curl ")]
     if not (SERVE_BIN / "activate").exists():
         pytest.fail(f"{SERVE_BIN} is missing: `make serve` (and `make test`) build it")
+    for leftover in ("/tmp/cells-scored.csv", "/tmp/reviews-scored.csv"):
+        Path(leftover).unlink(missing_ok=True)
     done = subprocess.run(["bash", "-e", "-c", "\n".join(commands)], cwd=PROJECT_ROOT, capture_output=True, text=True,
                           timeout=300, env={**os.environ, "MODELSERVE_MODEL_DIR": str(models)})
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "cancer" in done.stdout and (models / "cancer" / "1" / "manifest.json").exists()
+    assert "answers: label (one of setosa, versicolor, virginica) and decision_scores per label (NOT probabilities" \
+        in done.stdout
+    assert (models / "cancer" / "1" / "manifest.json").exists() and (models / "iris" / "1" / "manifest.json").exists()
     assert (models / ".reload").exists()
-    curl = next(line for line in readme_block().splitlines() if line.startswith("curl "))
-    body = json.loads(re.search(r"-d '(.*)'$", curl).group(1))
+    with open("/tmp/cells-scored.csv", newline="") as handle:
+        cells = {row["key"]: row for row in csv.DictReader(handle)}
+    assert len(cells) == 6 and all(row["label"] == key.split("/")[0] for key, row in cells.items())
+    with open("/tmp/reviews-scored.csv", newline="") as handle:
+        assert [row["label"] for row in csv.DictReader(handle)] == ["positive", "negative"]
     app = create_app({"TESTING": True, "MODEL_DIR": str(models), "DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}"})
-    answer = app.test_client().post("/models/cancer/predict", json=body)
-    assert answer.status_code == 200, answer.json
-    [prediction] = answer.json["predictions"]
-    assert prediction["label"] == "malignant"  # the first row of the data set is a malignant tumour
-    assert set(prediction["probabilities"]) == {"malignant", "benign"}
+    answers = {}
+    for curl in (line for line in own.splitlines() if line.startswith("curl ")):
+        name = re.search(r"/models/(\w+)/predict", curl).group(1)
+        answer = app.test_client().post(f"/models/{name}/predict", json=json.loads(re.search(r"-d '(.*)'$", curl).group(1)))
+        assert answer.status_code == 200, answer.json
+        answers[name] = answer.json["predictions"][0]
+    assert answers["cancer"]["label"] == "malignant"  # the data set's first row is a malignant tumour
+    assert set(answers["cancer"]["probabilities"]) == {"malignant", "benign"}
+    assert answers["iris"]["label"] == "setosa" and set(answers["iris"]) == {"label", "decision_scores"}
