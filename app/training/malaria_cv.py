@@ -262,7 +262,8 @@ def write_summary(variant: str, root: Path = RESULTS) -> tuple[Path, dict]:
     ranked = sorted(summary["all_patients"].items(), key=lambda kv: kv[1]["accuracy"])[:40]
     save_bar_chart(directory / "per_patient_accuracy.png",
                    f"{variant}: the 40 hardest of {len(summary['all_patients'])} patients",
-                   [name for name, _ in ranked], [t["accuracy"] for _, t in ranked], "accuracy on the patient's cells")
+                   [name for name, _ in ranked], [t["accuracy"] for _, t in ranked], "accuracy on the patient's cells",
+                   overall=summary["pooled"]["accuracy"])
     return directory / "summary.json", summary
 
 

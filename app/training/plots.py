@@ -7,6 +7,7 @@ Side-by-side panels wrap on a narrow screen instead of shrinking to unreadable.
 """
 from __future__ import annotations
 
+import math
 import textwrap
 from pathlib import Path
 
@@ -90,13 +91,21 @@ def save_training_curves(directory: Path, history: dict[str, list[float]], title
         _save(fig, Path(directory) / f"training_{metric}.png")
 
 
-def save_bar_chart(path: Path, title: str, names: list[str], values: list[float], xlabel: str) -> None:
-    """Horizontal bars, one per name (per-patient accuracy and the like), tallest first."""
+def save_bar_chart(path: Path, title: str, names: list[str], values: list[float], xlabel: str,
+                   overall: float | None = None) -> None:
+    """Horizontal bars, one per name (per-patient accuracy and the like), in the given order. The axis starts
+    just below the lowest bar (said in its label), so that differences between bars show; ``overall`` is
+    drawn as a dashed line."""
     height = max(PANEL[1], 0.14 * len(names) + 1.0)
     fig, ax = _pyplot().subplots(figsize=(PANEL[0], height))
     ax.barh(range(len(names)), values, color="#0b5cad")
+    low = max(0.0, math.floor((min(values) - 0.05) * 20) / 20) if values else 0.0
+    ax.set_xlim(low, max(1.0, max(values, default=1.0)))
+    if overall is not None:
+        ax.axvline(overall, color="#9a4d00", linestyle="--", linewidth=1, label=f"all patients: {overall:.3f}")
+        ax.legend(loc="lower left", fontsize=FONT_SIZE - 2)
     ax.set_yticks(range(len(names)), names, fontsize=FONT_SIZE - 3)
     ax.invert_yaxis()
-    ax.set_xlabel(xlabel)
+    ax.set_xlabel(f"{xlabel}\n(the axis starts at {low:.2f})" if low > 0 else xlabel)
     _title(ax, title)
     _save(fig, path)
