@@ -31,7 +31,7 @@ def _pyplot():
 
 def _title(ax, title: str) -> None:
     """A title wrapped to the panel's width."""
-    ax.set_title(textwrap.fill(title, 40), fontsize=FONT_SIZE)
+    ax.set_title(textwrap.fill(title, 32), fontsize=FONT_SIZE)
 
 
 def _save(fig, path: Path) -> None:
