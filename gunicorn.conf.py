@@ -25,7 +25,8 @@ bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 # per worker (benchmarks/results/classify.md).
 workers = int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 2))
 # gthread: threads take the connections, and the admission gate (app/admission.py) decides
-# how many run inference (1) and how many wait (32); the rest get 503 + Retry-After.
+# how many are let in per model (MAX_INFLIGHT, 8) and how many wait (MAX_QUEUED, 32); the rest get
+# 503 + Retry-After.
 # The threads must outnumber running + waiting, or excess requests would wait in gunicorn's
 # own unbounded queue instead. 40 unguarded threads were slower than 4 (more GIL contention),
 # but behind the gate 40 threads cost nothing measurable against 4 at concurrency 8 and keep

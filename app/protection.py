@@ -10,24 +10,18 @@ from __future__ import annotations
 
 from flask import Flask, request
 from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 
-from app.auth import client_id
+from app.auth import client_label
 
 EXEMPT_PREFIXES = ("/health", "/v2/health", "/metrics", "/static", "/docs")
-
-
-def rate_limit_key() -> str:
-    """The caller's validated API key (its id), else its address: an invented key buys no new quota."""
-    client = client_id()
-    return f"key:{client}" if client else f"ip:{get_remote_address()}"
 
 
 def init_app(app: Flask) -> None:
     """Attach the limiter (enabled only with a default limit) and CORS (only with origins)."""
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
     app.config["RATELIMIT_ENABLED"] = bool(app.config.get("RATELIMIT_DEFAULT"))
-    limiter = Limiter(key_func=rate_limit_key, app=app,
+    # Counted per validated API key, else per address: an invented key buys no new quota.
+    limiter = Limiter(key_func=client_label, app=app,
                       default_limits=[app.config["RATELIMIT_DEFAULT"]] if app.config.get("RATELIMIT_DEFAULT") else [],
                       storage_uri=app.config.get("RATELIMIT_STORAGE_URI", "memory://"))
     limiter.request_filter(lambda: request.path.startswith(EXEMPT_PREFIXES))

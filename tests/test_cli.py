@@ -32,6 +32,7 @@ def test_the_pull_worker_has_one_entry_point(app):
 def test_reload_finds_the_one_running_server_of_this_checkout(tmp_path, monkeypatch, runner):
     import os
     import subprocess
+    import time
 
     from app import config
     from app.training.cli import running_server_pidfile
@@ -44,6 +45,11 @@ def test_reload_finds_the_one_running_server_of_this_checkout(tmp_path, monkeypa
     # A process that is a gunicorn started from this checkout (its command line says so, its folder is here).
     fake = subprocess.Popen(["bash", "-c", "exec -a gunicorn sleep 30"], cwd=config.PROJECT_ROOT)
     elsewhere = subprocess.Popen(["bash", "-c", "exec -a gunicorn sleep 30"], cwd=tmp_path)
+    for process in (fake, elsewhere):  # until bash has exec'd: only then is its command line gunicorn's
+        deadline = time.monotonic() + 10
+        while not open(f"/proc/{process.pid}/cmdline", "rb").read().startswith(b"gunicorn"):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
     try:
         alive = tmp_path / "gunicorn-8000.pid"
         alive.write_text(str(fake.pid))

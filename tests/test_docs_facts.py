@@ -79,17 +79,32 @@ def test_every_printed_cli_line_parses(page, line):
 
     args = shlex.split(line, comments=True)
     args = args[:args.index("&")] if "&" in args else args
-    command, ctx, path = cli, cli.make_context("modelserve", list(args), resilient_parsing=True), ["modelserve"]
-    while isinstance(command, click.Group):
-        name = args.pop(0)
-        sub = command.get_command(ctx, name)
-        assert sub is not None, f"{page}: no command `{' '.join(path)} {name}`"
-        path.append(name)
-        command, ctx = sub, click.Context(sub, info_name=name, parent=ctx)
-    if not command.context_settings.get("ignore_unknown_options"):
-        try:
-            command.make_context(path[-1], list(args), parent=ctx.parent)
-        except click.BadParameter as exc:
-            assert "does not exist" in exc.format_message(), f"{page}: `{line}`: {exc.format_message()}"
-        except click.UsageError as exc:
-            pytest.fail(f"{page}: `{line}`: {exc.format_message()}")
+    # The contexts are closed on the way out: the Flask group pushes an app context (of an app on the
+    # default settings) that must not outlive this test.
+    with cli.make_context("modelserve", list(args), resilient_parsing=True) as ctx:
+        command, path = cli, ["modelserve"]
+        while isinstance(command, click.Group):
+            name = args.pop(0)
+            sub = command.get_command(ctx, name)
+            assert sub is not None, f"{page}: no command `{' '.join(path)} {name}`"
+            path.append(name)
+            command, parent, ctx = sub, ctx, click.Context(sub, info_name=name, parent=ctx)
+        if not command.context_settings.get("ignore_unknown_options"):
+            try:
+                with command.make_context(path[-1], list(args), parent=parent):
+                    pass
+            except click.BadParameter as exc:
+                assert "does not exist" in exc.format_message(), f"{page}: `{line}`: {exc.format_message()}"
+            except click.UsageError as exc:
+                pytest.fail(f"{page}: `{line}`: {exc.format_message()}")
+
+
+def test_one_version_everywhere(client):
+    """The package, the V2 server metadata and the OpenAPI document state the same version."""
+    import importlib.metadata
+
+    from app import __version__
+
+    assert client.get("/v2").json["version"] == __version__
+    assert client.get("/openapi.json").json["info"]["version"] == __version__
+    assert importlib.metadata.version("modelserve") == __version__

@@ -12,6 +12,7 @@ from apispec_webframeworks.flask import FlaskPlugin
 from flask import Blueprint, Flask, current_app, render_template_string, send_from_directory
 from swagger_ui_bundle import swagger_ui_path
 
+from app import __version__
 from app import auth
 from app.api.examples import load_examples
 
@@ -206,7 +207,7 @@ def build_spec(app: Flask) -> dict:
     """The OpenAPI document of every route of ``app``."""
     spec = APISpec(
         title="modelserve",
-        version="1.0.0",
+        version=__version__,
         openapi_version="3.0.3",
         info={"description": "Model-serving API: movie-review sentiment, malaria cell classification, "
                              "models by name and the Open Inference Protocol (KServe V2)."},

@@ -5,6 +5,7 @@ import json
 
 from flask import Blueprint, Response, request
 
+from app import __version__
 from app.admission import admitted
 from app.api import registry
 from app.api.health import readiness
@@ -19,7 +20,7 @@ from app.models.store import UNLOADED_FILE, StoreUnavailable
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 
 SERVER_NAME = "modelserve"
-SERVER_VERSION = "1.0.0"
+SERVER_VERSION = __version__
 EXTENSIONS = ["binary_tensor_data", "statistics", "model_repository"]
 
 

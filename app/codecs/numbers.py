@@ -8,6 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
+# The numeric datatypes of the Open Inference Protocol (and of manifests) and their numpy types.
+NUMPY_TYPES = {
+    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
+    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
+    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
+}
+
 
 class ValueOutOfType(ValueError):
     """Values that do not fit the declared type; the message says which type."""

@@ -15,16 +15,11 @@ from math import prod
 
 import numpy as np
 
-from app.codecs.numbers import ValueOutOfType, finite_or_none, fit_to_dtype
+from app.codecs.numbers import NUMPY_TYPES, ValueOutOfType, finite_or_none, fit_to_dtype
 from app.codecs.strict_json import strict_loads
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
-NUMPY_TYPES = {
-    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
-    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
-    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
-}
 
 
 class ProtocolError(ValueError):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.models.base import MANIFEST_NAME, MODEL_NAME, NUMPY_TYPES, Limits, Manifest, TensorSpec
+from app.models.base import MANIFEST_NAME, MODEL_NAME, NUMPY_TYPES, Limits, Manifest, ManifestError, TensorSpec
 from app.models.registry import build_model
 from app.training.artifacts import write_manifest
 
@@ -212,21 +212,16 @@ def describe_onnx_image(inputs: list[TensorSpec], outputs: list[TensorSpec], opt
 # --- scikit-learn ---------------------------------------------------------------------------
 
 def read_sklearn(source: Path, trust: list[str]):
-    """The estimator in a skops file (types checked against --trust) or a joblib file."""
-    if source.suffix.lower() == ".skops":
-        import skops.io as sio
+    """The estimator in a skops file (types checked against --trust, as the server checks them) or a joblib file."""
+    from app.models.sklearn import UntrustedTypes, read_estimator_file
 
-        try:
-            untrusted = sorted(set(sio.get_untrusted_types(file=source)) - set(trust))
-        except Exception as exc:
-            raise AddError(f"{source.name} is not a readable skops file: {exc}") from exc
-        if untrusted:
-            raise AddError(f"{source.name} holds types that are not trusted: {', '.join(untrusted)}. "
-                           "Read them, and if you trust them add --trust TYPE for each")
-        return sio.load(source, trusted=list(trust))
-    import joblib
-
-    return joblib.load(source)
+    try:
+        return read_estimator_file(source, trust)
+    except UntrustedTypes as exc:
+        raise AddError(f"{source.name} holds types that are not trusted: {', '.join(exc.types)}. "
+                       "Read them, and if you trust them add --trust TYPE for each") from exc
+    except ManifestError as exc:
+        raise AddError(str(exc)) from exc
 
 
 def takes_text(estimator) -> bool:

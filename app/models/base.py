@@ -28,7 +28,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from app.codecs.numbers import ValueOutOfType, finite_or_none, fit_to_dtype
+from app.codecs.numbers import NUMPY_TYPES, ValueOutOfType, finite_or_none, fit_to_dtype
 from app.errors import APIError, BadRequest, PayloadTooLarge, Unprocessable
 from app.models.batching import Batcher, BatchingSettings, concat_batches, split_outputs
 from app.observability import current_request_id, track_inference
@@ -45,11 +45,6 @@ MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # label under this prefix (probability_<label>).
 PER_LABEL = {"probabilities": "probability", "decision_scores": "decision_score"}
 
-NUMPY_TYPES = {
-    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
-    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
-    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
-}
 
 
 class ManifestError(Exception):

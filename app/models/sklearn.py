@@ -27,16 +27,29 @@ def load_estimator(path: Path, trusted: list[str]):
     return estimator
 
 
+class UntrustedTypes(ManifestError):
+    """A .skops file holds types nobody said to trust; ``types`` names them."""
+
+    def __init__(self, path: Path, types: list[str]):
+        super().__init__(f"{path.name} holds types the manifest does not trust: {', '.join(types)}")
+        self.types = types
+
+
 def read_estimator_file(path: Path, trusted: list[str]):
-    """The object a .skops or .joblib file holds."""
-    if path.suffix == SKOPS_SUFFIX:
+    """The object a .skops or .joblib file holds; a .skops file only when every type in it is trusted
+    (scikit-learn's own, or named in ``trusted``), checked before anything in it runs."""
+    suffix = path.suffix.lower()
+    if suffix == SKOPS_SUFFIX:
         import skops.io as sio
 
-        untrusted = sorted(set(sio.get_untrusted_types(file=path)) - set(trusted))
+        try:
+            untrusted = sorted(set(sio.get_untrusted_types(file=path)) - set(trusted))
+        except Exception as exc:  # not a zip, or not skops's layout
+            raise ManifestError(f"{path.name} is not a readable skops file: {exc}") from exc
         if untrusted:
-            raise ManifestError(f"{path.name} holds types the manifest does not trust: {', '.join(untrusted)}")
+            raise UntrustedTypes(path, untrusted)
         return sio.load(path, trusted=list(trusted))
-    if path.suffix in JOBLIB_SUFFIXES:
+    if suffix in JOBLIB_SUFFIXES:
         import joblib
 
         return joblib.load(path)
