@@ -129,6 +129,18 @@ def assert_reviews_answered_as_http(rows: dict, reviews: Path, client) -> None:
         assert row["probability_positive"] == pytest.approx(http["probability_positive"], abs=1e-6)
 
 
+def run_try_it_block(page: str) -> subprocess.CompletedProcess:
+    """The "Try it on this machine" shell block of docs/``page``, run as printed in bash from the project root
+    (it must pass; the caller checks what it made)."""
+    import re
+
+    text = (PROJECT_ROOT / "docs" / page).read_text()
+    block = re.search(r"Try it on this machine.*?```sh\n(.*?)```", text, re.S).group(1)
+    done = subprocess.run(["bash", "-e", "-c", block], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
 @pytest.fixture
 def model_dir(tmp_path) -> Path:
     """A private copy of saved_models/ that a test may change."""

@@ -27,22 +27,25 @@ def clock():
     return Clock()
 
 
-@pytest.fixture
-def store(database_url, clock):
+def make_store(database_url, clock, ack_seconds: float):
+    """A fresh store on the test database; yields it, then closes its engine."""
     engine = make_engine(database_url)
     upgrade_database(engine)
-    # Leases start at once here (ack_seconds=0); the acknowledgement has its own tests below.
-    yield JobStore(engine, lease_seconds=30, max_attempts=2, retention_seconds=3600, clock=clock, ack_seconds=0)
+    yield JobStore(engine, lease_seconds=30, max_attempts=2, retention_seconds=3600, clock=clock,
+                   ack_seconds=ack_seconds)
     engine.dispose()
+
+
+@pytest.fixture
+def store(database_url, clock):
+    """Leases start at once here (ack_seconds=0); the acknowledgement has its own tests below."""
+    yield from make_store(database_url, clock, 0)
 
 
 @pytest.fixture
 def acking_store(database_url, clock):
     """A store whose leases wait 5 s for the worker's acknowledgement (its first heartbeat)."""
-    engine = make_engine(database_url)
-    upgrade_database(engine)
-    yield JobStore(engine, lease_seconds=30, max_attempts=2, retention_seconds=3600, clock=clock, ack_seconds=5)
-    engine.dispose()
+    yield from make_store(database_url, clock, 5)
 
 
 def test_a_lease_nobody_acknowledges_goes_back_quickly_and_uncounted(acking_store, clock):

@@ -69,6 +69,15 @@ def test_thousand_jobs_four_workers_each_done_once(database_url, tmp_path):
     store.engine.dispose()
 
 
+def finish_on_a_live_worker(base: str, store: JobStore, job_id: str, what: str) -> None:
+    """Start one worker, wait until it has finished the job, stop it."""
+    stop = threading.Event()
+    workers = start_workers(base, 1, stop)
+    wait_until(lambda: store.get(job_id)["status"] == "succeeded", 30, what)
+    stop.set()
+    workers[0].join(timeout=10)
+
+
 LEASE_AND_HANG = """
 import json, sys, time, urllib.request
 headers = {"Content-Type": "application/json", "Authorization": "Bearer " + sys.argv[2]}
@@ -112,11 +121,7 @@ def test_a_job_handed_to_a_vanished_long_poll_comes_back_in_seconds(database_url
         handed = time.monotonic()
         wait_until(lambda: get_json(f"{base}/jobs/{job_id}")[1]["status"] == "queued", 20, "the job back in the queue")
         assert time.monotonic() - handed < 8  # seconds, not the 60 s lease
-        stop = threading.Event()
-        workers = start_workers(base, 1, stop)
-        wait_until(lambda: store.get(job_id)["status"] == "succeeded", 30, "the job on a live worker")
-        stop.set()
-        workers[0].join(timeout=10)
+        finish_on_a_live_worker(base, store, job_id, "the job on a live worker")
     job = store.get(job_id)
     assert job["attempts"] == 1 and job["worker"] == "worker-0"  # the lost hand-out was not an attempt
     store.engine.dispose()
@@ -132,11 +137,7 @@ def test_sigkilled_worker_job_is_released_and_completes(database_url, tmp_path):
         doomed.send_signal(signal.SIGKILL)
         doomed.wait()
         assert store.get(job_id)["status"] == "running"
-        stop = threading.Event()
-        workers = start_workers(base, 1, stop)
-        wait_until(lambda: store.get(job_id)["status"] == "succeeded", 30, "the re-leased job")
-        stop.set()
-        workers[0].join(timeout=10)
+        finish_on_a_live_worker(base, store, job_id, "the re-leased job")
     job = store.get(job_id)
     assert job["attempts"] == 2 and job["worker"] == "worker-0"
     store.engine.dispose()

@@ -255,18 +255,12 @@ def test_model_names_that_are_paths_or_options_are_refused_before_anything_is_wr
 
 
 def test_the_deployment_guide_s_store_commands_run_as_printed(tmp_path):
-    import re
-    import subprocess
+    from tests.conftest import run_try_it_block
 
-    from app.config import PROJECT_ROOT
-
-    text = (PROJECT_ROOT / "docs" / "deployment.md").read_text()
-    block = re.search(r"Try it on this machine.*?```sh\n(.*?)```", text, re.S).group(1)
     store = Path("/tmp/modelserve-store")
     shutil.rmtree(store, ignore_errors=True)
     try:
-        done = subprocess.run(["bash", "-e", "-c", block], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+        done = run_try_it_block("deployment.md")
         assert "review_sentiment v" in done.stdout and "published to file:///tmp/modelserve-store" in done.stdout
         assert re.search(r"review_sentiment\s+v\d+\s+ok .*production", done.stdout), done.stdout
         assert (store / "review_sentiment" / "aliases.json").exists()

@@ -26,7 +26,7 @@ from app.batch.beam import ModelserveModelHandler
 from app.batch.beam_score import main as beam_score
 from app.config import PROJECT_ROOT
 from tests.conftest import (SAVED_MODELS, assert_cells_answered_as_http, assert_reviews_answered_as_http,
-                            review_texts, rows_by_key)
+                            review_texts, rows_by_key, run_try_it_block)
 
 FLINK_PYTHON = PROJECT_ROOT / ".venv-flink" / "bin" / "python"
 
@@ -185,14 +185,10 @@ def test_flink_job_once_scores_reviews_as_review_from_a_store(reviews, tmp_path,
 
 def test_the_batch_guide_s_commands_run_as_printed(client):
     """The guide's "Try it on this machine" block, run as printed: four engines, one answer each per review."""
-    text = (PROJECT_ROOT / "docs" / "batch.md").read_text()
-    block = re.search(r"Try it on this machine.*?```sh\n(.*?)```", text, re.S).group(1)
     folder = Path("/tmp/modelserve-batch")
     shutil.rmtree(folder, ignore_errors=True)
     try:
-        done = subprocess.run(["bash", "-e", "-c", block], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                              timeout=600)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        run_try_it_block("batch.md")
         with open(folder / "reviews.csv", encoding="utf-8") as handle:
             texts = {row["id"]: row["text"] for row in csv.DictReader(handle)}
         answers = {"local": rows_of_csv(folder / "local.csv"), "beam": rows_of_csv(folder / "beam.csv"),
