@@ -5,12 +5,16 @@ loads, verifies and warms its own copy of the models before serving.
 """
 import gc
 import io
+import logging
 
 from app import create_app
 from app.models.registry import StoreWatcher
 from app.models.shared import release_free_heap
 
 app = create_app()
+if "worker_token_file" in app.extensions:
+    logging.getLogger("app.auth").info("worker endpoints need the token in %s (or set MODELSERVE_WORKER_TOKEN)",
+                                       app.extensions["worker_token_file"])
 registry = app.extensions["model_registry"]
 registry.load_all()
 if app.config["MODEL_POLL_SECONDS"]:

@@ -110,7 +110,7 @@ def init_worker_auth(app: Flask) -> None:
             if not token:
                 raise OSError("the file is empty")
             app.extensions["worker_token"] = token
-            log.info("worker endpoints need the token in %s (or set MODELSERVE_WORKER_TOKEN)", path)
+            app.extensions["worker_token_file"] = path  # main.py says where it is; commands stay quiet
         except OSError as exc:  # read-only, unreadable or empty: stay closed with a token nobody knows
             app.extensions["worker_token"] = secrets.token_urlsafe(32)
             log.error("cannot use a worker token in %s (%s): worker endpoints are closed to everyone; set "

@@ -262,6 +262,16 @@ def test_pages_say_so_when_the_server_cannot_be_reached(browser, live_server, si
         assert "could not be reached" in wait_for_text(browser, "review-error")
     finally:
         browser.delete_network_conditions()
+    browser.get(live_server + "/ui/jobs")
+    browser.find_element(By.ID, "text").send_keys("A fine film.")
+    browser.set_network_conditions(offline=True, latency=0, download_throughput=0, upload_throughput=0)
+    try:
+        submit = browser.find_element(By.CSS_SELECTOR, "#job-form button[type=submit]")
+        submit.click()
+        assert "could not be reached" in wait_for_text(browser, "status")
+        assert submit.is_enabled()  # not stuck disabled until a reload
+    finally:
+        browser.delete_network_conditions()
 
 
 @pytest.mark.parametrize("size", WIDTHS, ids=["desktop", "phone"])

@@ -62,3 +62,34 @@ def test_reload_finds_the_one_running_server_of_this_checkout(tmp_path, monkeypa
         elsewhere.kill()
     fake.wait()
     assert "no running server" in runner.invoke(args=["models", "reload", "--restart"]).output  # stale pidfile now
+
+
+def test_parquet_without_pyarrow_is_refused_before_any_work(tmp_path, runner, monkeypatch):
+    import importlib.util
+
+    table = tmp_path / "reviews.csv"
+    table.write_text('id,text\n1,"A fine film."\n')
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pyarrow" else real(name, *a))
+    done = runner.invoke(args=["score", "review_sentiment", str(table), str(tmp_path / "out.parquet"), "--key", "id"])
+    assert done.exit_code != 0
+    assert "Parquet needs pyarrow, which this environment lacks: pip install -r requirements-batch.txt" in done.output
+    assert not list(tmp_path.glob("out.parquet*"))  # nothing scored, nothing half-written
+
+
+def test_the_progress_bar_knows_the_total(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from app.batch.local import item_count, progress_bar
+
+    (tmp_path / "cells" / "a").mkdir(parents=True)
+    for name in ("a/1.png", "2.png", "3.jpg"):
+        (tmp_path / "cells" / name).write_bytes(b"x")
+    (tmp_path / "cells" / "notes.txt").write_text("not an image")
+    (tmp_path / "t.csv").write_text('id,text\n1,"two\nlines"\n2,b\n3,c\n')
+    pq.write_table(pa.table({"text": ["a", "b", "c", "d"]}), tmp_path / "t.parquet")
+    assert [item_count(tmp_path / n) for n in ("cells", "t.csv", "t.parquet")] == [3, 3, 4]
+    bar = progress_bar(True, 1, 3)
+    assert bar.total == 3 and bar.n == 1  # tqdm: a total, hence a percentage and the time left
+    bar.close()

@@ -134,3 +134,9 @@ def test_the_readme_s_own_model_blocks_run_as_printed(tmp_path):
     assert answers["cancer"]["label"] == "malignant"  # the data set's first row is a malignant tumour
     assert set(answers["cancer"]["probabilities"]) == {"malignant", "benign"}
     assert answers["iris"]["label"] == "setosa" and set(answers["iris"]) == {"label", "decision_scores"}
+
+
+def test_flask_commands_print_no_log_lines_either(tmp_path):
+    done = subprocess.run([str(DEV_BIN / "flask"), "--app", "app", "models", "--help"], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stderr == "" and "Usage: flask models" in done.stdout

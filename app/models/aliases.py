@@ -57,7 +57,10 @@ def change_document(store, name: str, change) -> None:
 def set_alias(store, name: str, version: str, alias: str = PRODUCTION) -> str | None:
     """Point ``alias`` at ``version`` (which must exist); returns the version it pointed at before."""
     if not store.exists(f"{name}/{version}/{MANIFEST_NAME}"):
-        raise AliasError(f"model {name!r} has no version {version!r} in {store.url}")
+        versions = sorted(store.versions(name), key=int)
+        if not versions:
+            raise AliasError(f"no model {name!r} in {store.url} (models: {', '.join(sorted(store.names())) or 'none'})")
+        raise AliasError(f"model {name!r} has no version {version!r} in {store.url} (its versions: {', '.join(versions)})")
     before: list[str | None] = []
 
     def point(document: dict) -> None:

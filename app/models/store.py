@@ -114,6 +114,11 @@ class LocalStore:
         """Whether a file is there."""
         return (self.root / key).is_file()
 
+    def names(self) -> list[str]:
+        """Every model folder name in the folder."""
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and MODEL_NAME.fullmatch(p.name)) \
+            if self.root.is_dir() else []
+
     def versions(self, name: str) -> list[str]:
         """Numeric version folders of a model, oldest first."""
         folder = self.root / name
