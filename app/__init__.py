@@ -92,6 +92,10 @@ def register_extensions(app: Flask) -> None:
         queued_seconds=app.config["JOB_QUEUED_SECONDS"],
         ack_seconds=app.config["JOB_ACK_SECONDS"],
     )
+    if app.config["MONITOR"]:
+        from app.monitoring.log import MonitorSettings, PredictionLog
+
+        app.extensions["prediction_log"] = PredictionLog(app.extensions["db_engine"], MonitorSettings.from_config(app.config))
     app.extensions["model_registry"] = ModelRegistry(open_store(app.config), served_model_names(app.config),
                                                      runtime_options(app.config))
 
@@ -122,7 +126,9 @@ def register_error_handlers(app: Flask) -> None:
 
 
 def register_commands(app: Flask) -> None:
-    """`flask train|evaluate|feedback|models|db|score`; the pull worker is `python -m app.worker` (no app, no database)."""
+    """`flask train|evaluate|feedback|models|db|monitor|score`; the pull worker is `python -m app.worker` (no app,
+    no database)."""
+    from app.monitoring.cli import monitor_cli
     from app.training.cli import db_cli, evaluate_cli, feedback_cli, models_cli, score_command, train_cli
 
     app.cli.add_command(train_cli)
@@ -130,4 +136,5 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(feedback_cli)
     app.cli.add_command(models_cli)
     app.cli.add_command(db_cli)
+    app.cli.add_command(monitor_cli)
     app.cli.add_command(score_command)

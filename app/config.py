@@ -78,6 +78,19 @@ class DefaultConfig:
     PYTHON_MODEL_TIMEOUT_SECONDS = 30
     # ONNX Runtime intra-op threads per worker (1 per worker is fastest with one worker per core).
     ONNX_THREADS = 1
+    # The prediction log (app/monitoring/log.py): a record of every inference (model, version, time,
+    # latency, request id, client key id, a summary of the input and the answer) for drift and live
+    # accuracy; MONITOR_SAMPLE_RATE of the requests, through a queue of MONITOR_QUEUE_SIZE inferences
+    # (full: records dropped and counted, never requests); kept MONITOR_RETENTION_SECONDS and at most
+    # MONITOR_MAX_ROWS_PER_MODEL rows a model. The inputs themselves only for the models named in
+    # MONITOR_PAYLOADS ("review_sentiment:0.1": a tenth of its requests), cut at MONITOR_PAYLOAD_MAX_BYTES.
+    MONITOR = True
+    MONITOR_SAMPLE_RATE = 1.0
+    MONITOR_QUEUE_SIZE = 2000
+    MONITOR_PAYLOADS = ""
+    MONITOR_PAYLOAD_MAX_BYTES = 65536
+    MONITOR_RETENTION_SECONDS = 604800
+    MONITOR_MAX_ROWS_PER_MODEL = 100_000
     # Job queue: lease length (renewed by heartbeats), attempts before a job fails,
     # how long finished jobs keep their payload and result, and the long-poll cap.
     JOB_LEASE_SECONDS = 60
@@ -144,12 +157,13 @@ POSITIVE_INTEGERS = ("MAX_CONTENT_LENGTH", "MAX_TEXT_CHARS", "MAX_BATCH_TEXT_CHA
                      "MAX_BATCH_IMAGE_PIXELS", "MAX_INFLIGHT",
                      "ONNX_THREADS", "JOB_LEASE_SECONDS", "JOB_MAX_ATTEMPTS", "JOB_RETENTION_SECONDS", "MAX_BATCH",
                      "JOB_QUEUED_SECONDS", "MAX_QUEUED_JOBS_PER_CLIENT", "MAX_QUEUED_JOB_BYTES_PER_CLIENT",
-                     "MAX_QUEUED_JOBS", "MAX_QUEUED_JOB_BYTES", "MODEL_CACHE_MAX_BYTES", "DATABASE_POOL_SIZE")
-NON_NEGATIVE_NUMBERS = ("PYTHON_MODEL_TIMEOUT_SECONDS", "DATABASE_WAIT_SECONDS", "DATABASE_TIMEOUT_SECONDS", "MODEL_POLL_SECONDS", "PROXY_HOPS", "MAX_QUEUED", "REQUEST_DEADLINE_SECONDS", "SHED_DELAY_SECONDS", "JOB_MAX_WAIT_SECONDS", "JOB_ACK_SECONDS")
+                     "MAX_QUEUED_JOBS", "MAX_QUEUED_JOB_BYTES", "MODEL_CACHE_MAX_BYTES", "DATABASE_POOL_SIZE",
+                     "MONITOR_QUEUE_SIZE", "MONITOR_PAYLOAD_MAX_BYTES", "MONITOR_MAX_ROWS_PER_MODEL")
+NON_NEGATIVE_NUMBERS = ("PYTHON_MODEL_TIMEOUT_SECONDS", "DATABASE_WAIT_SECONDS", "DATABASE_TIMEOUT_SECONDS", "MODEL_POLL_SECONDS", "PROXY_HOPS", "MAX_QUEUED", "REQUEST_DEADLINE_SECONDS", "SHED_DELAY_SECONDS", "JOB_MAX_WAIT_SECONDS", "JOB_ACK_SECONDS", "MONITOR_SAMPLE_RATE", "MONITOR_RETENTION_SECONDS")
 # Secrets and lists are taken as written: "12345678" is a token, not a number, and "null" is not "off".
-STRINGS = ("MODEL_STORE", "MODEL_CACHE", "WORKER_TOKEN", "WORKER_TOKEN_FILE", "API_KEYS", "MODELS", "CORS_ORIGINS", "RATELIMIT_DEFAULT", "COMPAT_MODEL",
+STRINGS = ("MONITOR_PAYLOADS", "MODEL_STORE", "MODEL_CACHE", "WORKER_TOKEN", "WORKER_TOKEN_FILE", "API_KEYS", "MODELS", "CORS_ORIGINS", "RATELIMIT_DEFAULT", "COMPAT_MODEL",
            "WORKER_MODELS")
-BOOLEANS = ("OPEN_WORKER_ENDPOINTS", "AUTO_MIGRATE")
+BOOLEANS = ("OPEN_WORKER_ENDPOINTS", "AUTO_MIGRATE", "MONITOR")
 
 
 class SettingsError(ValueError):
@@ -213,6 +227,16 @@ def validate_settings(config) -> None:
         if not isinstance(config[name], bool):
             problems.append(f"{ENV_PREFIX}_{name}={config[name]!r} must be true or false")
     problems += batching_problems(config["BATCHING"])
+    if isinstance(config["MONITOR_SAMPLE_RATE"], (int, float)) and config["MONITOR_SAMPLE_RATE"] > 1:
+        problems.append(f"{ENV_PREFIX}_MONITOR_SAMPLE_RATE={config['MONITOR_SAMPLE_RATE']!r} must be a share from 0 to 1")
+    for part in str(config["MONITOR_PAYLOADS"] or "").split(","):
+        name, _, share = part.strip().partition(":")
+        try:
+            ok = not part.strip() or (name.strip() and 0 <= float(share or 1) <= 1)
+        except ValueError:
+            ok = False
+        if not ok:
+            problems.append(f"{ENV_PREFIX}_MONITOR_PAYLOADS: {part.strip()!r} must be MODEL or MODEL:SHARE (0 to 1)")
     store = config["MODEL_STORE"]
     if isinstance(store, str) and "://" in store and not store.startswith(("s3://", "s3a://", "gs://", "gcs://", "file://")):
         problems.append(f"{ENV_PREFIX}_MODEL_STORE={store!r} must be a folder, file://, s3:// or gs:// URL")

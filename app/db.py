@@ -68,6 +68,30 @@ jobs = sa.Table(
 )
 
 
+# What each model was asked and answered (app/monitoring/log.py): a summary of every input (the
+# features drift is measured on) and of every output, written off the request path; the input itself
+# only where payload capture is switched on for the model.
+predictions = sa.Table(
+    "predictions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("model", sa.String(64), nullable=False),
+    sa.Column("version", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("latency_ms", sa.Float, nullable=False),
+    sa.Column("protocol", sa.String(8), nullable=False),
+    sa.Column("request_id", sa.String(64), nullable=True),
+    sa.Column("client", sa.String(64), nullable=True),
+    sa.Column("input_digest", sa.String(64), nullable=True),
+    sa.Column("features", sa.Text, nullable=False),
+    sa.Column("label", sa.String(128), nullable=True),
+    sa.Column("score", sa.Float, nullable=True),
+    sa.Column("payload", sa.LargeBinary, nullable=True),
+    sa.Index("ix_predictions_model_created", "model", "created_at"),
+    sa.Index("ix_predictions_digest", "model", "input_digest"),
+)
+
+
 def enable_wal(cursor, attempts: int = 100) -> None:
     """Switch a SQLite file to WAL once; workers starting together retry instead of failing.
 
@@ -165,7 +189,7 @@ class DatabaseUnavailable(Exception):
 
 # Endpoints that read or write the database; everything else (inference included) never touches it.
 DATABASE_BLUEPRINTS = ("jobs", "compat")
-DATABASE_ENDPOINTS = ("review.feedback",)
+DATABASE_ENDPOINTS = ("review.feedback", "models.monitoring")
 
 
 def init_app(app: Flask) -> None:

@@ -57,6 +57,14 @@ MODEL_STORE_REFUSALS = Counter("modelserve_model_store_refusals_total",
 
 JOB_LEASE_EXPIRIES = Counter("modelserve_job_lease_expiries_total",
                              "Leases that ran out before their worker reported (job requeued or failed)")
+PREDICTIONS_DROPPED = Counter("modelserve_prediction_log_dropped_total",
+                              "Prediction records not logged (the log's queue was full, or its database failed); "
+                              "the requests were answered", ["model"])
+DRIFT_SCORE = Gauge("modelserve_drift_score", "Largest population stability index of a model version's inputs and "
+                    "predictions against its reference, over the last monitoring window", ["model", "version"],
+                    multiprocess_mode="mostrecent")
+DRIFTED = Gauge("modelserve_drifted", "1 while a model version's live inputs or predictions have drifted from its "
+                "reference (a PSI over the threshold), else 0", ["model", "version"], multiprocess_mode="mostrecent")
 JOB_LEASES_UNACKNOWLEDGED = Counter("modelserve_job_leases_unacknowledged_total",
                                     "Leases handed out that no worker acknowledged in time (job requeued, uncounted)")
 JOB_SECONDS = Histogram("modelserve_job_duration_seconds", "Jobs from submission to their final outcome",
@@ -82,6 +90,13 @@ def current_request_id() -> str:
     from flask import has_request_context
 
     return g.get("request_id", "-") if has_request_context() else "-"
+
+
+def current_client() -> str | None:
+    """The API key id of the request being served in this thread, when it presented a valid one (never the key)."""
+    from flask import has_request_context
+
+    return g.get("client") if has_request_context() else None
 
 
 def new_request_id() -> str:

@@ -100,6 +100,7 @@ def wrk_cases(ids: dict) -> list[tuple[str, str, str, bytes | None, str, dict]]:
     cell_v, review_v, svc_v = cell.version, find_manifest(MODELS, "review_sentiment").version, \
         find_manifest(MODELS, "linear_svc").version
     plot = next(name for name in sorted(cell.artifacts) if name.endswith(".png"))
+    example = next((ROOT / "examples" / "cells").glob("*/*.png"))
     v2_image, v2_headers = v2_binary_image(image)
     review_form = ("review=" + REVIEW.replace(" ", "+")).encode()
     get = [
@@ -120,6 +121,9 @@ def wrk_cases(ids: dict) -> list[tuple[str, str, str, bytes | None, str, dict]]:
         ("/classify", "/classify"), ("/review", "/review"), ("/predict", "/predict"),
         ("/models", "/models"), ("/models/<name>", "/models/malaria_cell"),
         ("/models/<name>/versions/<version>", f"/models/linear_svc/versions/{svc_v}"),
+        ("/models/<name>/monitoring", "/models/review_sentiment/monitoring?last=200"),
+        ("/models/<name>/versions/<version>/monitoring", f"/models/malaria_cell/versions/{cell_v}/monitoring?last=200"),
+        ("/ui/examples/cells/<label>/<filename>", f"/ui/examples/cells/{example.parent.name}/{example.name}"),
         ("/jobs/<job_id>", f"/jobs/{ids['job']}"), ("/jobs/<job_id>/result", f"/jobs/{ids['job']}/result"),
     ]
     cases = [(route, "GET", path, None, "", {}) for route, path in get]

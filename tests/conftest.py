@@ -253,6 +253,7 @@ def database_url(request, tmp_path) -> str:
     with engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM jobs"))
         conn.execute(sa.text("DELETE FROM review_feedback"))
+        conn.execute(sa.text("DELETE FROM predictions"))
     engine.dispose()
     return url
 

@@ -92,7 +92,7 @@ def classify_cell():
     """
     model = registry().get(CELL_MODEL)
     explain = request.args.get("explain", "false").lower() in ("1", "true", "yes")
-    prediction = model.run([image_from_request()], explain=explain)[0]
+    prediction = model.run([image_from_request()], explain=explain, protocol="rest")[0]
     extra = {key: prediction[key] for key in ("warning", "heatmap_png_base64", "heatmap_method") if key in prediction}
     return {"label": prediction["label"], "probabilities": prediction["probabilities"], **extra,
             "model": model.reference()}

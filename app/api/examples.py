@@ -58,6 +58,8 @@ def calls(versions: dict[str, str]):
     yield "models_predict", "POST", "/models/logistic_regression/predict", {"json": {"instances": ["Great cast, great story."]}}
     yield "models_predict_version", "POST", f"/models/logistic_regression/versions/{logistic_v}/predict", {
         "json": {"instances": ["Great cast, great story.", "A waste of two hours."]}}
+    yield "models_monitoring", "GET", "/models/logistic_regression/monitoring?last=100", {}
+    yield "models_monitoring_version", "GET", f"/models/logistic_regression/versions/{logistic_v}/monitoring", {}
     infer = {"json": {"inputs": [{"name": "review", "datatype": "BYTES", "shape": [1], "data": [REVIEW]}]}}
     yield "v2_server_metadata", "GET", "/v2", {}
     yield "v2_server_live", "GET", "/v2/health/live", {}

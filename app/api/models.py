@@ -1,12 +1,15 @@
-"""Every registered model with no per-model code: GET /models, GET /models/NAME, POST /models/NAME/predict."""
+"""Every registered model with no per-model code: GET /models, GET /models/NAME, POST /models/NAME/predict,
+GET /models/NAME/monitoring."""
 from __future__ import annotations
 
-from flask import Blueprint, request
+import datetime as dt
+
+from flask import Blueprint, current_app, request
 
 from app.admission import admitted
 from app.api import registry
 from app.codecs.instances import instances_to_inputs
-from app.errors import BadRequest, UnsupportedMediaType
+from app.errors import BadRequest, ServiceUnavailable, UnsupportedMediaType
 
 bp = Blueprint("models", __name__, url_prefix="/models")
 
@@ -99,3 +102,40 @@ def predict(name: str, version: str | None = None):
         raise BadRequest('body must be a JSON object {"instances": [...]}')
     rows = model.postprocess(model.infer(instances_to_inputs(model, body["instances"])))
     return {"predictions": rows, "model": model.reference()}
+
+
+@bp.get("/<name>/monitoring")
+@bp.get("/<name>/versions/<version>/monitoring")
+def monitoring(name: str, version: str | None = None):
+    """How the model (version) does in production: requests, latency, drift, live accuracy.
+    ---
+    get:
+      summary: Monitoring of a model in production
+      description: The last `last` logged requests (default 1,000), or those since `since`; drift is the population
+        stability index of each input feature and of the predictions against the version's reference profile
+        (drifted above 0.2); accuracy joins user feedback with the logged answers.
+      tags: [models]
+      parameters:
+        - {in: query, name: last, schema: {type: integer, minimum: 1, maximum: 100000}}
+        - {in: query, name: since, schema: {type: string, format: date-time}}
+      responses:
+        200:
+          description: the monitoring summary
+          content: {application/json: {schema: {type: object, additionalProperties: true}}}
+    """
+    from app.monitoring.report import monitoring_report
+
+    log = current_app.extensions.get("prediction_log")
+    if log is None:
+        raise ServiceUnavailable("the prediction log is off (MODELSERVE_MONITOR=false)")
+    model = registry().get(name, version)
+    last, since = request.args.get("last"), request.args.get("since")
+    if last is not None and not (last.isdigit() and 1 <= int(last) <= 100_000):
+        raise BadRequest("'last' must be a whole number from 1 to 100000")
+    try:
+        moment = dt.datetime.fromisoformat(since) if since else None
+    except ValueError:
+        raise BadRequest("'since' must be an ISO 8601 time, e.g. 2026-12-01T00:00:00+00:00") from None
+    if moment is not None and moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return monitoring_report(log, model, int(last) if last else None, moment)

@@ -99,7 +99,7 @@ def predict():
     if name not in models:
         raise ModelNotFound(f"unknown model {name!r}", available=sorted(models))
     model = models[name]
-    return sentiment_body(model, model.run([review])[0])
+    return sentiment_body(model, model.run([review], protocol="rest")[0])
 
 
 def sentiment_body(model, prediction: dict) -> dict:

@@ -74,7 +74,7 @@ def classify_review():
     """
     review = string_field(request_fields(), "review")
     model = registry().get(REVIEW_MODEL)
-    return sentiment_body(model, model.run([review])[0])
+    return sentiment_body(model, model.run([review], protocol="rest")[0])
 
 
 @bp.post("/feedback")

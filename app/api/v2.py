@@ -273,7 +273,7 @@ def model_infer(name: str, version: str | None = None):
         raise PayloadTooLarge(str(exc)) from exc
     except ProtocolError as exc:
         raise BadRequest(str(exc)) from exc
-    outputs = output_tensors(model, model.infer(inputs))
+    outputs = output_tensors(model, model.infer(inputs, protocol="v2"))
     if infer.requested_outputs is not None:
         known = {t.name: t for t in outputs}
         unknown = [n for n in infer.requested_outputs if n not in known]

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import re
+import time
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -474,10 +475,18 @@ class Model:
 
     # --- what callers use ----------------------------------------------------------------------
 
-    def infer(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
-        """decode() then predict(), with latency, item count and in-flight metrics."""
-        batch = self.decode(inputs)
-        return self.predict_tracked(batch)
+    def infer(self, inputs: Mapping[str, Any], protocol: str = "rest") -> dict[str, Any]:
+        """decode() then predict(), with latency, item count and in-flight metrics, and a prediction log record."""
+        return self.predict_served(self.decode(inputs), protocol)
+
+    def predict_served(self, batch, protocol: str) -> dict[str, Any]:
+        """predict_tracked() for a request, recorded in the serving app's prediction log (off the request path)."""
+        from app.monitoring.log import record_inference
+
+        started = time.perf_counter()
+        outputs = self.predict_tracked(batch)
+        record_inference(self, batch, outputs, time.perf_counter() - started, protocol)
+        return outputs
 
     def predict_tracked(self, batch) -> dict[str, Any]:
         """predict() through the model's batcher: one at a time, merged with requests that queue meanwhile."""
@@ -507,13 +516,14 @@ class Model:
             batch = next(iter(batch.values()))
         return len(batch)
 
-    def run(self, items: Sequence, explain: bool = False) -> list[dict]:
-        """Plain predictions for items of a single-input model: what the simple views call; with ``explain``,
-        each answer also holds the runtime's explanation where it has one."""
+    def run(self, items: Sequence, explain: bool = False, protocol: str | None = None) -> list[dict]:
+        """Plain predictions for items of a single-input model: what the simple views call (with the
+        ``protocol`` their prediction log records name) and batch scoring (unlogged); with ``explain``, each
+        answer also holds the runtime's explanation where it has one."""
         if len(self.inputs) != 1:
             raise BadRequest(f"model {self.name!r} takes several inputs {[s.name for s in self.inputs]}")
         batch = self.decode({self.inputs[0].name: list(items)})
-        outputs = self.predict_tracked(batch)
+        outputs = self.predict_served(batch, protocol) if protocol else self.predict_tracked(batch)
         rows = self.postprocess(outputs)
         for row, extra in zip(rows, (self.explain(batch, outputs) or []) if explain else []):
             row.update(extra)

@@ -52,3 +52,14 @@ def publish_version(staging: Path, manifest: dict, libraries: list[str]) -> Path
     final = staging.parent / str(manifest["version"])
     staging.rename(final)
     return final
+
+
+def add_artifact(version_dir: Path, filename: str, metrics: dict | None = None) -> None:
+    """Record a file written into a published version's folder as one of its hashed artifacts (and, given,
+    figures about it under the manifest's metrics), rewriting manifest.json in place."""
+    path = version_dir / MANIFEST_NAME
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    manifest["artifacts"][filename] = {"sha256": sha256_of(version_dir / filename),
+                                       "bytes": (version_dir / filename).stat().st_size}
+    manifest.setdefault("metrics", {}).update(metrics or {})
+    path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 from app.config import PROJECT_ROOT
 from app.preprocessing.cell_check import CellCheck, cell_features
 from app.preprocessing.image import prepare_image
-from app.models.base import sha256_of
+from app.training.artifacts import add_artifact
 from app.training.malaria_cv import load_cells, patient_folds, read_rows
 
 RESULTS = PROJECT_ROOT / "evaluation" / "malaria_cell_check.json"
@@ -112,9 +112,8 @@ def ship(version_dir: Path, figures: dict) -> None:
     manifest_path = version_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     manifest["config"]["cell_check"] = CHECK_FILE
-    manifest["artifacts"][CHECK_FILE] = {"sha256": sha256_of(version_dir / CHECK_FILE),
-                                         "bytes": (version_dir / CHECK_FILE).stat().st_size}
-    manifest["metrics"]["cell_check"] = {k: figures[k] for k in ("method", "false_alarms", "detection_rate")}
-    manifest["metrics"]["cell_check"]["false_alarms"] = {
-        k: v for k, v in figures["false_alarms"].items() if k != "folds"}
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    stated = {k: figures[k] for k in ("method", "detection_rate")}
+    stated["false_alarms"] = {k: v for k, v in figures["false_alarms"].items() if k != "folds"}
+    add_artifact(version_dir, CHECK_FILE, {"cell_check": {"method": stated["method"], "false_alarms": stated["false_alarms"],
+                                                          "detection_rate": stated["detection_rate"]}})

@@ -1,0 +1,238 @@
+"""The prediction log: a record of every inference, written off the request path.
+
+``record`` is all a request pays: it puts (model, decoded batch, outputs, latency, request id,
+client) on a bounded in-memory queue and returns. A writer thread summarizes each item
+(app/monitoring/profile.py), writes the rows to the database in batches, and keeps the table
+within its retention (age and rows per model). When the queue is full, or the database fails,
+records are dropped and counted (``modelserve_prediction_log_dropped_total``), never the request.
+The input itself is kept only for the models named in MONITOR_PAYLOADS, for a sampled share of
+their requests, up to MONITOR_PAYLOAD_MAX_BYTES each.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from app.db import predictions
+from app.monitoring.profile import REFERENCE_FILE, Reference, answers, image_features, number_features, text_features
+from app.observability import PREDICTIONS_DROPPED, current_client, current_request_id
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MonitorSettings:
+    """How much is logged and kept."""
+
+    sample_rate: float = 1.0
+    queue_size: int = 2000
+    payloads: dict[str, float] = field(default_factory=dict)  # model -> share of its requests whose input is kept
+    payload_max_bytes: int = 65536
+    retention_seconds: float = 7 * 86400
+    max_rows_per_model: int = 100_000
+
+    @classmethod
+    def from_config(cls, config) -> "MonitorSettings":
+        """From the MONITOR_* settings (MONITOR_PAYLOADS: "model:share,model:share")."""
+        payloads = {}
+        for part in str(config.get("MONITOR_PAYLOADS") or "").split(","):
+            if part.strip():
+                name, _, share = part.strip().partition(":")
+                payloads[name.strip()] = float(share or 1.0)
+        return cls(float(config["MONITOR_SAMPLE_RATE"]), int(config["MONITOR_QUEUE_SIZE"]), payloads,
+                   int(config["MONITOR_PAYLOAD_MAX_BYTES"]), float(config["MONITOR_RETENTION_SECONDS"]),
+                   int(config["MONITOR_MAX_ROWS_PER_MODEL"]))
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def aware(moment: dt.datetime) -> dt.datetime:
+    """A stored time as UTC (SQLite gives them back without their zone)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
+def reference_of(model) -> Reference | None:
+    """A model version's reference profile, when its manifest lists one (read once per model object)."""
+    cached = getattr(model, "_monitor_reference", False)
+    if cached is not False:
+        return cached
+    reference = None
+    if REFERENCE_FILE in model.manifest.artifacts:
+        try:
+            reference = Reference.read(model.manifest.artifact_path(REFERENCE_FILE))
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("model %s v%s: unreadable %s (%s); no drift for it", model.name, model.version,
+                        REFERENCE_FILE, exc)
+    model._monitor_reference = reference
+    return reference
+
+
+def summarize(model, batch, reference: Reference | None) -> list[dict[str, float]] | None:
+    """The features of each item of a decoded batch (None for a model of several inputs, or a batch of a form
+    the monitor does not know)."""
+    if len(model.inputs) != 1 or not isinstance(batch, Mapping) or model.inputs[0].name not in batch:
+        return None
+    spec, column = model.inputs[0], batch[model.inputs[0].name]
+    if spec.datatype == "BYTES" and spec.content == "image" or getattr(column, "ndim", 0) == 4:
+        return image_features(column, getattr(model, "cell_check", None))
+    if spec.datatype == "BYTES":
+        return text_features(column, reference.vocabulary_set() if reference else None)
+    return number_features(column)
+
+
+def input_of(model, batch, index: int) -> bytes | None:
+    """An item's input as bytes, for its digest and payload capture: texts only (an image is held decoded
+    here; its file is not)."""
+    column = batch.get(model.inputs[0].name) if isinstance(batch, Mapping) and len(model.inputs) == 1 else None
+    if isinstance(column, list) and index < len(column) and isinstance(column[index], str):
+        return column[index].encode("utf-8", "surrogatepass")
+    return None
+
+
+class PredictionLog:
+    """A bounded queue of inference records and the thread that writes them."""
+
+    def __init__(self, engine: sa.Engine, settings: MonitorSettings):
+        self.engine, self.settings = engine, settings
+        self.queue: queue.Queue = queue.Queue(maxsize=settings.queue_size)
+        self._writer: threading.Thread | None = None
+        self._start = threading.Lock()
+        self._last_retention = 0.0
+
+    # -- the request path ----------------------------------------------------------------------
+
+    def record(self, model, batch, outputs: dict, seconds: float, protocol: str) -> None:
+        """Queue one inference (a batch of items); never raises, never waits."""
+        try:
+            if self.settings.sample_rate < 1.0 and random.random() >= self.settings.sample_rate:
+                return
+            self._ensure_writer()
+            self.queue.put_nowait((model, batch, outputs, seconds, protocol, current_request_id(), current_client(),
+                                   now()))
+        except queue.Full:
+            PREDICTIONS_DROPPED.labels(model.name).inc(model.batch_length(batch))
+        except Exception:  # a log that fails must not fail the answer
+            log.exception("prediction log: could not queue a record of %s", model.name)
+            PREDICTIONS_DROPPED.labels(model.name).inc()
+
+    def _ensure_writer(self) -> None:
+        if self._writer is None or not self._writer.is_alive():
+            with self._start:
+                if self._writer is None or not self._writer.is_alive():
+                    self._writer = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+                    self._writer.start()
+
+    # -- the writer ----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            entries = [self.queue.get()]
+            deadline = time.monotonic() + 0.2
+            while len(entries) < 256 and (left := deadline - time.monotonic()) > 0:
+                try:
+                    entries.append(self.queue.get(timeout=left))
+                except queue.Empty:
+                    break
+            try:
+                self.write(entries)
+            finally:
+                for _ in entries:
+                    self.queue.task_done()
+
+    def write(self, entries: list[tuple]) -> None:
+        """Summarize and insert the entries' rows in one transaction; on a database error, count them dropped."""
+        rows = [row for entry in entries for row in self.rows(*entry)]
+        try:
+            with self.engine.begin() as conn:
+                if rows:
+                    conn.execute(predictions.insert(), rows)
+                if time.monotonic() - self._last_retention > 60:
+                    self._last_retention = time.monotonic()
+                    self.enforce_retention(conn)
+        except Exception as exc:
+            log.warning("prediction log: %d records dropped, the database failed: %s", len(rows), exc)
+            for row in rows:
+                PREDICTIONS_DROPPED.labels(row["model"]).inc()
+
+    def rows(self, model, batch, outputs, seconds, protocol, request_id, client, when) -> list[dict]:
+        """The table rows of one queued inference."""
+        try:
+            features = summarize(model, batch, reference_of(model))
+            count = model.batch_length(batch)
+            labels, scores = answers(outputs, count)
+        except Exception:
+            log.exception("prediction log: could not summarize a record of %s", model.name)
+            PREDICTIONS_DROPPED.labels(model.name).inc()
+            return []
+        share = self.settings.payloads.get(model.name, 0.0)
+        rows = []
+        for i in range(count):
+            data = input_of(model, batch, i)
+            keep = data is not None and share > 0 and random.random() < share
+            rows.append({
+                "model": model.name, "version": str(model.version), "created_at": when,
+                "latency_ms": seconds * 1000.0, "protocol": protocol, "request_id": request_id, "client": client,
+                "input_digest": hashlib.sha256(data).hexdigest() if data is not None else None,
+                "features": json.dumps(features[i] if features else {}), "label": labels[i], "score": scores[i],
+                "payload": data[:self.settings.payload_max_bytes] if keep else None,
+            })
+        return rows
+
+    def enforce_retention(self, conn) -> int:
+        """Delete rows older than the retention, and the oldest rows of a model beyond its row limit."""
+        cutoff = now() - dt.timedelta(seconds=self.settings.retention_seconds)
+        deleted = conn.execute(sa.delete(predictions).where(predictions.c.created_at < cutoff)).rowcount
+        for (name,) in conn.execute(sa.select(predictions.c.model).distinct()).all():
+            keep_from = conn.execute(
+                sa.select(predictions.c.id).where(predictions.c.model == name).order_by(predictions.c.id.desc())
+                .offset(self.settings.max_rows_per_model).limit(1)).scalar()
+            if keep_from is not None:
+                deleted += conn.execute(sa.delete(predictions).where(predictions.c.model == name,
+                                                                     predictions.c.id <= keep_from)).rowcount
+        return deleted
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until every queued record is written (tests, and a clean stop)."""
+        deadline = time.monotonic() + timeout
+        while self.queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def window(self, model: str, version: str | None = None, last: int | None = None,
+               since: dt.datetime | None = None) -> list[dict[str, Any]]:
+        """The logged rows of a model (one version, or all), newest first: the last ``last``, or since ``since``."""
+        query = sa.select(predictions.c.version, predictions.c.created_at, predictions.c.latency_ms,
+                          predictions.c.features, predictions.c.label, predictions.c.score,
+                          predictions.c.input_digest).where(predictions.c.model == model)
+        if version is not None:
+            query = query.where(predictions.c.version == str(version))
+        if since is not None:
+            query = query.where(predictions.c.created_at >= since)
+        query = query.order_by(predictions.c.id.desc()).limit(last or self.settings.max_rows_per_model)
+        with self.engine.connect() as conn:
+            return [{**row._mapping, "created_at": aware(row.created_at), "features": json.loads(row.features)}
+                    for row in conn.execute(query)]
+
+
+def record_inference(model, batch, outputs: dict, seconds: float, protocol: str) -> None:
+    """Give an inference to the serving app's prediction log, where there is one (requests of a server;
+    not batch scoring, pipelines or pull workers, which run without the app)."""
+    from flask import current_app, has_app_context
+
+    prediction_log = current_app.extensions.get("prediction_log") if has_app_context() else None
+    if prediction_log is not None:
+        prediction_log.record(model, batch, outputs, seconds, protocol)

@@ -1,0 +1,99 @@
+"""The prediction log's cost and the drift computation's speed, in one run.
+
+Usage: python benchmarks/monitoring.py [--seconds 15] [--rounds 3] [--out benchmarks/results/monitoring.md]
+
+1. Throughput of POST /review (gunicorn as `make serve` runs it, wrk c=8, one real review) with the
+   log on (every request, MONITOR_SAMPLE_RATE 1.0) and off (MODELSERVE_MONITOR=false), alternating,
+   `rounds` times each; the ratio of the medians is the overhead.
+2. Seconds to compute drift (every feature and the predictions, PSI against review_sentiment's
+   reference) for a window of 10,000 logged records, read from the database, and for the records alone.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.loadgen import publish, wrk  # noqa: E402
+from benchmarks.serverctl import ROOT, gunicorn_server  # noqa: E402
+
+REVIEW = "A thoughtful, well acted film with a script that never talks down to its audience. Loved it!"
+
+
+def throughput(monitor: bool, seconds: float) -> float:
+    """Successful req/s of /review with the log on or off."""
+    with gunicorn_server({"MODELSERVE_MONITOR": "true" if monitor else "false"}) as (base, _, _):
+        wrk(base + "/review", 8, 2, "POST", ("review=" + REVIEW.replace(" ", "+")).encode(),
+            "application/x-www-form-urlencoded")  # warm-up
+        return wrk(base + "/review", 8, seconds, "POST", ("review=" + REVIEW.replace(" ", "+")).encode(),
+                   "application/x-www-form-urlencoded")["ok_rps"]
+
+
+def drift_seconds(records: int = 10_000) -> tuple[float, float]:
+    """(seconds for the report over ``records`` logged records, read included; seconds for drift alone)."""
+    import csv
+    import gzip
+    import random
+
+    from app import create_app
+    from app.monitoring.log import reference_of
+    from app.monitoring.report import monitoring_report
+
+    with gzip.open(ROOT.parent / "shared" / "data" / "imdb" / "test.csv.gz", "rt", encoding="utf-8") as handle:
+        texts = [row["text"] for row in csv.DictReader(handle)]
+    with tempfile.TemporaryDirectory() as work:
+        app = create_app({"DATABASE_URL": f"sqlite:///{work}/m.db", "MONITOR_QUEUE_SIZE": records + 10,
+                          "MODELS": "review_sentiment"})
+        registry = app.extensions["model_registry"]
+        registry.load_all()
+        model, log = registry.get("review_sentiment"), app.extensions["prediction_log"]
+        sample = random.Random(0).sample(texts, records)
+        for start in range(0, records, 32):
+            batch = model.decode({"review": sample[start:start + 32]})
+            log.record(model, batch, model.predict(batch), 0.001, "rest")
+        log.flush(120)
+        started = time.perf_counter()
+        report = monitoring_report(log, model, last=records)
+        whole = time.perf_counter() - started
+        assert report["requests"] == records
+        rows = log.window(model.name, model.version, last=records)
+        started = time.perf_counter()
+        reference_of(model).drift([r["features"] for r in rows], [r["label"] for r in rows], [r["score"] for r in rows])
+        alone = time.perf_counter() - started
+        app.extensions["db_engine"].dispose()
+    return whole, alone
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--records", type=int, default=10_000)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    on, off = [], []
+    for _ in range(args.rounds):
+        off.append(throughput(False, args.seconds))
+        on.append(throughput(True, args.seconds))
+    whole, alone = drift_seconds(args.records)
+    ratio = statistics.median(on) / statistics.median(off)
+    lines = [f"One run on this machine ({os.cpu_count()} cores), {dt.date.today()}.", "",
+             "| POST /review, wrk c=8 | req/s per round | median |", "| --- | --- | --- |",
+             f"| prediction log off | {', '.join(f'{v:.0f}' for v in off)} | {statistics.median(off):.0f} |",
+             f"| prediction log on (every request) | {', '.join(f'{v:.0f}' for v in on)} | {statistics.median(on):.0f} |",
+             "", f"Log on / off: {ratio:.3f} ({(1 - ratio):+.1%} overhead).", "",
+             f"| drift over {args.records:,} logged records | seconds |", "| --- | --- |",
+             f"| the whole report (read from the database, drift, latency, live accuracy) | {whole:.3f} |",
+             f"| drift alone (every feature and the predictions) | {alone:.3f} |", "",
+             "Command: `python benchmarks/monitoring.py --out benchmarks/results/monitoring.md`"]
+    publish(lines, args.out)
+
+
+if __name__ == "__main__":
+    main()
