@@ -163,3 +163,34 @@ def test_compat_payload_in_query_string(jobs_client):
 def test_compat_errors_are_400(jobs_client, path, body, fragment):
     response = jobs_client.post(path, data=body, content_type="application/x-www-form-urlencoded")
     assert response.status_code == 400 and fragment in response.json["error"]
+
+
+def test_a_worker_whose_server_is_away_at_the_acknowledgement_asks_again(monkeypatch):
+    """The acknowledgement is retried while the server is unreachable (a restart), not raised out of the
+    worker's loop (which would end the worker)."""
+    import base64
+    import urllib.error
+
+    from app.jobs import worker as worker_module
+    from app.models.registry import ModelRegistry
+    from tests.conftest import SAVED_MODELS
+
+    monkeypatch.setattr(worker_module, "backoff", lambda attempt, **_: 0.01)
+    calls = []
+
+    class Away:
+        base_url = "http://server"
+
+        def post(self, path, body):
+            calls.append(path)
+            if len(calls) <= 2:
+                raise urllib.error.URLError("connection refused")
+            return 200, {}
+
+    registry = ModelRegistry(SAVED_MODELS, {"review_sentiment"})
+    registry.load_all()
+    leased = {"lease_id": "l" * 32, "job": {"id": "j" * 32, "model": "review_sentiment", "content_type": "text/plain",
+                                            "payload_base64": base64.b64encode(b"A fine film.").decode()}}
+    outcome = worker_module.process_one(Away(), registry, leased, heartbeat_every=60)
+    assert outcome == "result"
+    assert calls[:3] == [f"/jobs/{'j' * 32}/heartbeat"] * 3 and calls[-1] == f"/jobs/{'j' * 32}/result"

@@ -96,8 +96,9 @@ def process_one(server: Server, registry: ModelRegistry, leased: dict, heartbeat
     """Run one leased job and post its outcome; returns the final status word."""
     job, lease_id = leased["job"], leased["lease_id"]
     # Acknowledge at once: until then the server keeps the job only briefly (a lease answered on a dropped
-    # connection must not hold the job), so a lease that is already gone is not worked on.
-    status, body = server.post(f"/jobs/{job['id']}/heartbeat", {"lease_id": lease_id})
+    # connection must not hold the job), so a lease that is already gone is not worked on. A server that is
+    # away (restarting) is asked again until it answers; by then the lease may have gone back to the queue.
+    status, body = post_until_answered(server, f"/jobs/{job['id']}/heartbeat", {"lease_id": lease_id}, stop)
     if status != 200:
         log.warning("could not acknowledge the lease of job %s: %s", job["id"], (body or {}).get("error"))
         return "lost"
