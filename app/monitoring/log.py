@@ -29,6 +29,8 @@ from app.monitoring.profile import REFERENCE_FILE, Reference, answers, image_fea
 from app.observability import PREDICTIONS_DROPPED, current_client, current_request_id
 
 log = logging.getLogger(__name__)
+COLUMNS = ("model", "version", "created_at", "latency_ms", "protocol", "request_id", "client", "input_digest",
+           "features", "label", "score", "payload")
 
 
 @dataclass
@@ -57,6 +59,11 @@ class MonitorSettings:
 
 def now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
+
+
+def stored_time(moment: dt.datetime) -> str:
+    """A UTC time as SQLAlchemy stores it in SQLite (text that sorts in time order), for the driver's own insert."""
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def aware(moment: dt.datetime) -> dt.datetime:
@@ -158,7 +165,12 @@ class PredictionLog:
         try:
             with self.engine.begin() as conn:
                 if rows:
-                    conn.execute(predictions.insert(), rows)
+                    # The driver's executemany with plain tuples: a fraction of the cost of SQLAlchemy's per-row
+                    # parameter processing, which this thread would take from the requests' CPU.
+                    sqlite = conn.dialect.name == "sqlite"
+                    conn.exec_driver_sql(self.insert_sql(conn), [
+                        tuple(stored_time(row[c]) if sqlite and c == "created_at" else row[c] for c in COLUMNS)
+                        for row in rows])
                 if time.monotonic() - self._last_retention > 60:
                     self._last_retention = time.monotonic()
                     self.enforce_retention(conn)
@@ -190,6 +202,11 @@ class PredictionLog:
                 "payload": data[:self.settings.payload_max_bytes] if keep else None,
             })
         return rows
+
+    def insert_sql(self, conn) -> str:
+        """INSERT INTO predictions (...) VALUES (...) in the driver's parameter style."""
+        marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        return f"INSERT INTO predictions ({', '.join(COLUMNS)}) VALUES ({', '.join([marker] * len(COLUMNS))})"
 
     def enforce_retention(self, conn) -> int:
         """Delete rows older than the retention, and the oldest rows of a model beyond its row limit."""
