@@ -68,7 +68,7 @@ def report_command(name, version, last, since, html_file, as_json):
     Example: modelserve monitor report review_sentiment --last 5000 --html report.html
     """
     from app.monitoring.log import reference_of
-    from app.monitoring.report import html_report, monitoring_report, table
+    from app.monitoring.report import html_report, monitoring_report, table, window_rows
 
     log = current_app.extensions.get("prediction_log")
     if log is None:
@@ -82,9 +82,10 @@ def report_command(name, version, last, since, html_file, as_json):
     registry = current_app.extensions["model_registry"]
     registry.load_all()
     model = registry.get(name, version)
-    report = monitoring_report(log, model, last, moment)
+    log.flush(1.0)
+    rows = window_rows(log, model, last, moment)
+    report = monitoring_report(log, model, last, moment, rows=rows, flush=False)
     click.echo(json.dumps(report, indent=1, default=str) if as_json else "\n".join(table(report)))
     if html_file:
-        rows = log.window(model.name, model.version, last=last or (None if moment else 1000), since=moment)
         html_file.write_text(html_report(report, reference_of(model), rows), encoding="utf-8")
         click.echo(f"wrote {html_file}")

@@ -24,12 +24,20 @@ def percentile(values: list[float], share: float) -> float | None:
     return round(float(np.percentile(values, share)), 3) if values else None
 
 
-def monitoring_report(log: PredictionLog, model, last: int | None = None,
-                      since: dt.datetime | None = None) -> dict[str, Any]:
+def window_rows(log: PredictionLog, model, last: int | None = None, since: dt.datetime | None = None) -> list[dict]:
+    """A version's logged requests in a window: the last ``last``, else those since ``since``, else the last 1000."""
+    return log.window(model.name, model.version, last=last or (None if since else 1000), since=since)
+
+
+def monitoring_report(log: PredictionLog, model, last: int | None = None, since: dt.datetime | None = None,
+                      rows: list[dict] | None = None, flush: bool = True) -> dict[str, Any]:
     """The monitoring summary of one served model version over a window of its logged requests (those this
-    process has queued are written first, so that a report follows the requests just answered)."""
-    log.flush(1.0)
-    rows = log.window(model.name, model.version, last=last or (None if since else 1000), since=since)
+    process has queued are written first, unless ``flush`` is off, so that a report follows the requests just
+    answered); ``rows``: the window, where the caller has read it already."""
+    if flush:
+        log.flush(1.0)
+    if rows is None:
+        rows = window_rows(log, model, last, since)
     latencies = [row["latency_ms"] for row in rows]
     report: dict[str, Any] = {
         "model": model.name, "version": str(model.version), "requests": len(rows),

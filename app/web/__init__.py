@@ -116,22 +116,24 @@ def models_page():
     models = sorted(reg.all_models(), key=card_order)
     plots = {f"{m.name}/{m.version}": plots_of(m) for m in models}
     tags = {f"{m.name}/{m.version}": reg.version_tags(m.name, m.version) for m in models}
+    log = current_app.extensions.get("prediction_log")
+    if log is not None:
+        log.flush(1.0)  # once for the page: every card then follows the requests just answered
     return render_template("models.html", models=models, plots=plots, tags=tags, refused=reg.refused,
-                           monitoring={f"{m.name}/{m.version}": monitoring_summary(m) for m in models})
+                           monitoring={f"{m.name}/{m.version}": monitoring_summary(log, m) for m in models})
 
 
-def monitoring_summary(model) -> dict | None:
+def monitoring_summary(log, model) -> dict | None:
     """The model card's line on production: requests logged, drift, live accuracy (None when the log is off or
     the database does not answer: the page still shows the rest)."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from app.monitoring.report import monitoring_report
 
-    log = current_app.extensions.get("prediction_log")
     if log is None:
         return None
     try:
-        return monitoring_report(log, model, last=1000)
+        return monitoring_report(log, model, last=1000, flush=False)
     except SQLAlchemyError:
         return None
 
