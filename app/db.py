@@ -80,7 +80,9 @@ predictions = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("latency_ms", sa.Float, nullable=False),
     sa.Column("protocol", sa.String(8), nullable=False),
-    sa.Column("request_id", sa.String(64), nullable=True),
+    sa.Column("request_id", sa.String(128), nullable=True),
+    # The item's place in its request's batch (what feedback by request id names).
+    sa.Column("item", sa.Integer, nullable=False, server_default="0"),
     sa.Column("client", sa.String(64), nullable=True),
     sa.Column("input_digest", sa.String(64), nullable=True),
     sa.Column("features", sa.Text, nullable=False),
@@ -89,6 +91,23 @@ predictions = sa.Table(
     sa.Column("payload", sa.LargeBinary, nullable=True),
     sa.Index("ix_predictions_model_created", "model", "created_at"),
     sa.Index("ix_predictions_digest", "model", "input_digest"),
+    sa.Index("ix_predictions_request", "model", "request_id"),
+)
+
+
+# The true label of an answer, named by its request id (and item), sent by whoever learned it
+# (POST /models/NAME/feedback); joined with the logged answer for live accuracy.
+prediction_feedback = sa.Table(
+    "prediction_feedback",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("model", sa.String(64), nullable=False),
+    sa.Column("request_id", sa.String(128), nullable=False),
+    sa.Column("item", sa.Integer, nullable=False),
+    sa.Column("label", sa.String(128), nullable=False),
+    sa.Column("client", sa.String(64), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Index("ux_prediction_feedback_answer", "model", "request_id", "item", unique=True),
 )
 
 
@@ -189,7 +208,7 @@ class DatabaseUnavailable(Exception):
 
 # Endpoints that read or write the database; everything else (inference included) never touches it.
 DATABASE_BLUEPRINTS = ("jobs", "compat")
-DATABASE_ENDPOINTS = ("review.feedback", "models.monitoring")
+DATABASE_ENDPOINTS = ("review.feedback", "models.monitoring", "models.feedback")
 
 
 def init_app(app: Flask) -> None:

@@ -53,6 +53,13 @@ class Unprocessable(APIError):
     status = 422
 
 
+class Conflict(APIError):
+    """The request conflicts with the state it would change (a stale lease, a finished job, an answer
+    already labelled otherwise)."""
+
+    status = 409
+
+
 class ModelNotFound(NotFound):
     """No model with that name (or version) is registered."""
 

@@ -254,6 +254,7 @@ def database_url(request, tmp_path) -> str:
         conn.execute(sa.text("DELETE FROM jobs"))
         conn.execute(sa.text("DELETE FROM review_feedback"))
         conn.execute(sa.text("DELETE FROM predictions"))
+        conn.execute(sa.text("DELETE FROM prediction_feedback"))
     engine.dispose()
     return url
 

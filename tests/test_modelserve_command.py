@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -72,7 +73,9 @@ def test_worker_help_is_the_worker_s(tmp_path):
 
 
 @pytest.mark.live
-def test_serve_starts_the_production_server(tmp_path):
+@contextmanager
+def served(tmp_path):
+    """`modelserve serve` (one worker) on a free port with its own database: (base URL, the process)."""
     port = free_port()
     server = subprocess.Popen([str(DEV_BIN / "modelserve"), "serve", "--port", str(port), "--workers", "1"],
                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -87,10 +90,32 @@ def test_serve_starts_the_production_server(tmp_path):
             except OSError:
                 assert server.poll() is None and time.monotonic() < deadline, server.stdout.read()
                 time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}", server
     finally:
         server.send_signal(signal.SIGTERM)
-        log = server.communicate(timeout=60)[0]
-    assert server.returncode == 0 and "Booting worker" in log, log
+        server.log = server.communicate(timeout=60)[0]
+
+
+def test_serve_starts_the_production_server(tmp_path):
+    with served(tmp_path) as (_, server):
+        pass
+    assert server.returncode == 0 and "Booting worker" in server.log, server.log
+
+
+def test_the_monitoring_docs_feedback_block_runs_as_printed(tmp_path):
+    """docs/models.md's answer-then-label block, run by bash against a served app (on its own port)."""
+    text = (PROJECT_ROOT / "docs" / "models.md").read_text()
+    block = next(b for b in re.findall(r"```sh\n(.*?)```", text, re.S) if "/feedback" in b)
+    with served(tmp_path) as (base, _):
+        done = subprocess.run(["bash", "-e", "-c", block.replace("localhost:8000", base)], capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        answer, stored = map(json.loads, done.stdout.replace("}{", "}\n{").splitlines())
+        with urllib.request.urlopen(f"{base}/models/logistic_regression/monitoring") as response:
+            accuracy = json.load(response)["accuracy"]
+    assert answer["predictions"][0]["label"] == "negative"
+    assert stored["stored"] is True and stored["answered"]["correct"] is True
+    assert accuracy["labelled"] == 1 and accuracy["accuracy"] == 1.0
 
 
 def readme_blocks() -> tuple[str, str]:

@@ -191,3 +191,152 @@ def test_batch_scoring_is_not_logged_and_a_logged_request_is(monitored, tmp_path
         protocols = sorted(r[0] for r in conn.exec_driver_sql("SELECT protocol FROM predictions").all())
     assert protocols == ["rest", "v2"]
     assert json.loads(json.dumps(log.window("review_sentiment")[0]["features"]))["words"] == 3.0
+
+
+def test_feedback_by_request_id_gives_live_accuracy_per_version(monitored):
+    app, log = monitored
+    client = app.test_client()
+    texts = ["A wonderful, moving film.", "Dull, slow and far too long.", "Great cast, great story."]
+    answer = client.post("/models/logistic_regression/predict", json={"instances": texts})
+    request_id, labels = answer.headers["X-Request-ID"], [row["label"] for row in answer.json["predictions"]]
+    truths = labels[:2] + ["negative" if labels[2] == "positive" else "positive"]  # the third answer was wrong
+
+    def send(item, label, rid=request_id, name="logistic_regression"):
+        return client.post(f"/models/{name}/feedback", json={"request_id": rid, "item": item, "label": label})
+
+    for item, truth in enumerate(truths):  # sent at once: the records may still be queued, and are waited for
+        stored = send(item, truth)
+        assert stored.status_code == 201, stored.json
+        assert stored.json["answered"] == {"version": answer.json["model"]["version"], "label": labels[item],
+                                           "correct": item < 2}
+    again = send(0, truths[0])
+    assert again.status_code == 200 and again.json["stored"] is False
+    assert send(0, "negative" if truths[0] == "positive" else "positive").status_code == 409
+    assert send(0, truths[0], rid="no-such-request").status_code == 404
+    assert send(3, truths[0]).status_code == 404  # the request had three items
+    assert send(0, truths[0], name="review_sentiment").status_code == 404  # another model's answer
+    assert send(0, "maybe").status_code == 400 and "positive" in send(0, "maybe").json["error"]
+    assert send(-1, "positive").status_code == 400 and send("one", "positive").status_code == 400
+    assert client.post("/models/logistic_regression/feedback", json={"label": "positive"}).status_code == 400
+    assert client.post("/models/nope/feedback", json={"request_id": request_id, "label": "x"}).status_code == 404
+
+    accuracy = client.get("/models/logistic_regression/monitoring").json["accuracy"]
+    assert accuracy["labelled"] == 3 and accuracy["accuracy"] == round(2 / 3, 4)
+
+
+def test_a_job_answer_is_logged_under_its_job_id_and_can_be_labelled(database_url):
+    from app.jobs.execute import execute
+    from tests.conftest import PROJECT_ROOT
+
+    app = create_app({"TESTING": True, "DATABASE_URL": database_url, "WORKER_TOKEN": "t"})
+    client, log, worker = app.test_client(), app.extensions["prediction_log"], {"Authorization": "Bearer t"}
+    cell = next((PROJECT_ROOT / "examples" / "cells" / "Parasitized").iterdir()).read_bytes()
+    job_id = client.post("/jobs", data={"model": "malaria_cell", "image": (io.BytesIO(cell), "cell.png")},
+                         content_type="multipart/form-data").json["id"]
+    leased = client.post("/jobs/lease", json={"worker": "w", "wait": 0}, headers=worker).json
+    model = app.extensions["model_registry"].get("malaria_cell")
+    result = execute(model, cell)  # what the built-in worker posts
+    posted = client.post(f"/jobs/{job_id}/result", json={"lease_id": leased["lease_id"], "result": result},
+                         headers=worker)
+    assert posted.status_code == 200 and posted.json["recorded"]
+    log.flush()
+    with log.engine.connect() as conn:
+        row = conn.exec_driver_sql("SELECT protocol, request_id, label, version FROM predictions").one()
+    assert tuple(row) == ("job", job_id, result["label"], str(model.version))
+    features = log.window("malaria_cell")[0]["features"]
+    assert set(features) >= {"red", "cell_distance"} and 0 < features["red"] < 1, features
+    labelled = client.post("/models/malaria_cell/feedback", json={"request_id": job_id, "label": "Parasitized"})
+    assert labelled.status_code == 201 and labelled.json["answered"]["label"] == result["label"]
+    assert client.get("/models/malaria_cell/monitoring").json["accuracy"]["labelled"] == 1
+    app.extensions["db_engine"].dispose()
+
+
+def test_payloads_are_kept_only_for_the_models_named_and_cut_at_the_cap(database_url):
+    from tests.conftest import PROJECT_ROOT
+
+    app = create_app({"TESTING": True, "DATABASE_URL": database_url, "MONITOR_PAYLOADS": "malaria_cell:1.0",
+                      "MONITOR_PAYLOAD_MAX_BYTES": 1000})
+    client, log = app.test_client(), app.extensions["prediction_log"]
+    cell = next((PROJECT_ROOT / "examples" / "cells" / "Uninfected").iterdir()).read_bytes()
+    assert len(cell) > 1000
+    assert client.post("/classify", data={"image": (io.BytesIO(cell), "c.png")}).status_code == 200
+    assert client.post("/review", data={"review": "A fine film."}).status_code == 200
+    log.flush()
+    with log.engine.connect() as conn:
+        kept = dict(conn.exec_driver_sql("SELECT model, payload FROM predictions").all())
+    assert bytes(kept["malaria_cell"]) == cell[:1000] and kept["review_sentiment"] is None
+    app.extensions["db_engine"].dispose()
+
+    app = create_app({"TESTING": True, "DATABASE_URL": database_url, "MONITOR_PAYLOADS": "review_sentiment:1.0"})
+    app.test_client().post("/v2/models/review_sentiment/infer", json={"inputs": [
+        {"name": "review", "datatype": "BYTES", "shape": [2], "data": ["Lovely.", "Awful."]}]})
+    app.extensions["prediction_log"].flush()
+    with app.extensions["db_engine"].connect() as conn:
+        kept = [bytes(r[0]) for r in conn.exec_driver_sql(
+            "SELECT payload FROM predictions WHERE protocol = 'v2' ORDER BY item").all()]
+    assert kept == [b"Lovely.", b"Awful."]
+    app.extensions["db_engine"].dispose()
+
+
+def test_models_add_writes_a_hashed_reference_that_drift_is_measured_against(tmp_path):
+    """`models add --reference` profiles held-out rows into the version; the served version then sees rows like
+    them as undrifted and rows with one feature shifted as drifted on that feature. Bad data publishes nothing."""
+    from sklearn.datasets import load_wine
+
+    from app.models.base import sha256_of
+    from tests.test_model_store import wine_model
+
+    features, _ = load_wine(return_X_y=True)
+    rows = features[random.Random(0).sample(range(len(features)), len(features))]
+    held_out = tmp_path / "held_out.csv"
+    held_out.write_text("\n".join([",".join(f"f{i}" for i in range(13))] + [",".join(map(str, r)) for r in rows[:120]]))
+    models = tmp_path / "models"
+    models.mkdir()
+    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / 'm.db'}", "MODEL_DIR": str(models)})
+    runner = app.test_cli_runner()
+    empty = tmp_path / "empty.csv"
+    empty.write_text(",".join(f"f{i}" for i in range(13)) + "\n")
+    refused = runner.invoke(args=["models", "add", "wine", str(wine_model(tmp_path / "wine.skops")),
+                                  "--reference", str(empty)])
+    assert refused.exit_code != 0 and "--reference" in refused.output and not (models / "wine" / "1").exists()
+    added = runner.invoke(args=["models", "add", "wine", str(tmp_path / "wine.skops"), "--reference", str(held_out)])
+    assert added.exit_code == 0, added.output
+    assert "reference profile: from held_out.csv" in added.output
+    manifest = json.loads((models / "wine" / "1" / "manifest.json").read_text())
+    assert manifest["artifacts"]["reference.json"]["sha256"] == sha256_of(models / "wine" / "1" / "reference.json")
+    assert json.loads((models / "wine" / "1" / "reference.json").read_text())["examples"] == 120
+
+    client, log = app.test_client(), app.extensions["prediction_log"]
+
+    def send(instances):
+        for start in range(0, len(instances), 32):
+            assert client.post("/models/wine/predict", json={"instances": instances[start:start + 32]}).status_code == 200
+        log.flush()
+
+    like = rows.tolist() * 2  # the held-out rows again, and the rows the reference never saw
+    send(like)
+    report = client.get(f"/models/wine/monitoring?last={len(like)}").json
+    assert report["requests"] == len(like) and report["drift"]["drifted"] is False, report["drift"]
+    shifted = [[v * 3 if i == 9 else v for i, v in enumerate(r)] for r in rows.tolist()] * 2  # colour intensity
+    send(shifted)
+    drift = client.get(f"/models/wine/monitoring?last={len(shifted)}").json["drift"]
+    assert drift["drifted"] and drift["features"]["x9"]["drifted"]
+    assert not any(f["drifted"] for name, f in drift["features"].items() if name != "x9"), drift["features"]
+    app.extensions["db_engine"].dispose()
+
+
+def test_the_writer_keeps_the_drift_gauges_current_without_a_report(monitored):
+    from app.observability import DRIFT_SCORE
+
+    app, log = monitored
+    log.settings.gauge_seconds = 0
+    version = str(app.extensions["model_registry"].get("linear_svc").version)
+    if ("linear_svc", version) in {tuple(labels) for labels in DRIFT_SCORE._metrics}:
+        DRIFT_SCORE.remove("linear_svc", version)  # set by an earlier test in this process
+    client = app.test_client()
+    for text in ("A fine film.", "Dull and long.", "Loved every minute."):
+        assert client.post("/predict", json={"review": text, "model": "linear_svc"}).status_code == 200
+    log.flush()
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert f'modelserve_drift_score{{model="linear_svc",version="{version}"}}' in metrics
+    assert f'modelserve_drifted{{model="linear_svc",version="{version}"}}' in metrics

@@ -31,6 +31,15 @@ def test_train_review_reproduces_committed_model(tmp_path, shared_data):
     np.testing.assert_allclose(fresh[-1].coef_, saved[-1].coef_, rtol=1e-6, atol=1e-9)
     assert new["artifacts"]["stopwords.pkl"] == committed["artifacts"]["stopwords.pkl"]
 
+    # Its reference profile (what drift is measured against) is written with it, over the held-out test split:
+    # the committed version's, from the same data.
+    fresh_reference = json.loads((new_dir / "reference.json").read_text())
+    committed_reference = json.loads((committed_dir / "reference.json").read_text())
+    assert "reference.json" in new["artifacts"]
+    for part in ("source", "examples", "features", "vocabulary", "labels"):
+        assert fresh_reference[part] == committed_reference[part], part
+    np.testing.assert_allclose(fresh_reference["score"]["shares"], committed_reference["score"]["shares"], atol=1e-4)
+
 
 def test_the_cell_check_is_refitted_to_the_committed_figures(tmp_path, shared_data):
     """`flask train malaria-cell-check` on a copy of the model folder gives the committed check and figures."""

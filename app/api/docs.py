@@ -48,6 +48,15 @@ COMPONENT_SCHEMAS = {
                        "version": {"type": "string", "description": "the model version whose answer this corrects "
                                                                    "(default: the version serving now)"}},
     },
+    "AnswerFeedback": {
+        "type": "object",
+        "properties": {"id": {"type": "integer"}, "stored": {"type": "boolean"}, "request_id": {"type": "string"},
+                       "item": {"type": "integer"}, "label": {"type": "string"},
+                       "answered": {"type": "object", "description": "the logged answer: its version, its label, "
+                                                                     "and whether it was correct",
+                                    "properties": {"version": {"type": "string"}, "label": {"type": "string"},
+                                                   "correct": {"type": "boolean"}}}},
+    },
     "PredictInput": {
         "type": "object",
         "required": ["review"],

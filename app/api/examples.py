@@ -19,6 +19,7 @@ from pathlib import Path
 EXAMPLES_FILE = Path(__file__).with_name("openapi_examples.json")
 TOKEN = "example-worker-token"
 REVIEW = "A moving, beautifully acted film. I loved it :)"
+ANSWERED_REQUEST = "7d3c0e9a2b1f4c5d8e6f0a1b2c3d4e5f"  # the request id an answer's feedback names
 # Operations whose answers are not JSON or plain text (pages, images, metrics, this description).
 NO_EXAMPLE = {"web_home", "web_classify_page", "web_jobs_page", "web_models_page", "web_model_plot_version", "web_example_cell",
               "web_review_page", "docs_docs_page", "docs_openapi_json", "metrics"}
@@ -57,7 +58,10 @@ def calls(versions: dict[str, str]):
     yield "models_describe_model_version", "GET", f"/models/review_sentiment/versions/{review_v}", {}
     yield "models_predict", "POST", "/models/logistic_regression/predict", {"json": {"instances": ["Great cast, great story."]}}
     yield "models_predict_version", "POST", f"/models/logistic_regression/versions/{logistic_v}/predict", {
-        "json": {"instances": ["Great cast, great story.", "A waste of two hours."]}}
+        "json": {"instances": ["Great cast, great story.", "A waste of two hours."]},
+        "headers": {"X-Request-ID": ANSWERED_REQUEST}}
+    yield "models_feedback", "POST", "/models/logistic_regression/feedback", {
+        "json": {"request_id": ANSWERED_REQUEST, "item": 1, "label": "negative"}}
     yield "models_monitoring", "GET", "/models/logistic_regression/monitoring?last=100", {}
     yield "models_monitoring_version", "GET", f"/models/logistic_regression/versions/{logistic_v}/monitoring", {}
     infer = {"json": {"inputs": [{"name": "review", "datatype": "BYTES", "shape": [1], "data": [REVIEW]}]}}
@@ -159,6 +163,7 @@ def run_examples() -> dict:
                 request_example = options.get("json") or ({k: "(file)" for k in files} if files else None)
                 examples[operation] = {"request": request_example, "status": response.status_code,
                                        "content_type": response.mimetype, "response": body}
+        app.extensions["prediction_log"].flush()
         app.extensions["db_engine"].dispose()
     return examples
 

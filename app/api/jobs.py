@@ -11,7 +11,7 @@ from app.api import registry
 from app.api.inputs import checked_text, content_type_field, idempotency_key, optional_json_object, request_fields
 from app.auth import api_keys, client_label, require_worker
 from app.codecs.base64_text import decode_base64
-from app.errors import APIError, BadRequest, ModelNotFound, ModelNotReady, NotFound, Unprocessable
+from app.errors import APIError, BadRequest, Conflict, ModelNotFound, ModelNotReady, NotFound, Unprocessable
 from app.jobs.execute import validate_payload
 from app.jobs.store import FINISHED, IdempotencyConflict, JobNotFound, LeaseConflict, QueueLimitReached, QueueLimits
 from app.models.base import MODEL_NAME
@@ -19,12 +19,6 @@ from app.models.base import MODEL_NAME
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 
 JOB_ID = re.compile(r"[0-9a-f]{32}")  # job and lease ids: uuid4().hex
-
-
-class Conflict(APIError):
-    """The request conflicts with the job's state (stale lease, finished job)."""
-
-    status = 409
 
 
 def store():
@@ -401,7 +395,28 @@ def post_result(job_id: str):
     lease_id = lease_id_of(body)
     result, content_type = result_from_body(body)
     job, recorded = under_lease(job_id, store().complete, lease_id, result, content_type)
+    if recorded:
+        log_answer(job)
     return {"recorded": recorded, "job": job_view(job)}
+
+
+def log_answer(job: dict) -> None:
+    """A succeeded job's answer into the prediction log (protocol "job", its request id the job's id), when
+    the result names the served model version that gave it, as the built-in worker's results do."""
+    prediction_log = current_app.extensions.get("prediction_log")
+    if prediction_log is None or not is_json_type(job["result_content_type"]) or job["payload"] is None:
+        return
+    try:
+        result = json_result(job["result"])
+        named = result["model"]
+        model = registry().get(named["name"], str(named["version"]))
+        rows = result["predictions"] if "predictions" in result else [result]
+        if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+            return
+    except (APIError, KeyError, TypeError, ValueError):
+        return  # a worker of its own, answering in its own shape: nothing the log could read
+    seconds = (job["finished_at"] - (job["started_at"] or job["created_at"])).total_seconds()
+    prediction_log.record_job(model, job["payload"], rows, seconds, job["id"], job["client"])
 
 
 @bp.post("/<job_id>/failure")

@@ -1,5 +1,5 @@
 """Every registered model with no per-model code: GET /models, GET /models/NAME, POST /models/NAME/predict,
-GET /models/NAME/monitoring."""
+GET /models/NAME/monitoring, POST /models/NAME/feedback."""
 from __future__ import annotations
 
 import datetime as dt
@@ -8,8 +8,11 @@ from flask import Blueprint, current_app, request
 
 from app.admission import admitted
 from app.api import registry
+from app.api.inputs import request_fields
+from app.auth import client_label
 from app.codecs.instances import instances_to_inputs
-from app.errors import BadRequest, ServiceUnavailable, UnsupportedMediaType
+from app.db import get_engine
+from app.errors import BadRequest, Conflict, NotFound, ServiceUnavailable, UnsupportedMediaType
 
 bp = Blueprint("models", __name__, url_prefix="/models")
 
@@ -125,9 +128,7 @@ def monitoring(name: str, version: str | None = None):
     """
     from app.monitoring.report import monitoring_report
 
-    log = current_app.extensions.get("prediction_log")
-    if log is None:
-        raise ServiceUnavailable("the prediction log is off (MODELSERVE_MONITOR=false)")
+    log = prediction_log()
     model = registry().get(name, version)
     last, since = request.args.get("last"), request.args.get("since")
     if last is not None and not (last.isdigit() and 1 <= int(last) <= 100_000):
@@ -139,3 +140,72 @@ def monitoring(name: str, version: str | None = None):
     if moment is not None and moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.timezone.utc)
     return monitoring_report(log, model, int(last) if last else None, moment)
+
+
+def prediction_log():
+    """The app's prediction log; 503 when it is off."""
+    log = current_app.extensions.get("prediction_log")
+    if log is None:
+        raise ServiceUnavailable("the prediction log is off (MODELSERVE_MONITOR=false)")
+    return log
+
+
+@bp.post("/<name>/feedback")
+def feedback(name: str):
+    """The true label of an earlier answer, named by the request id it came with (its X-Request-ID header;
+    a job's id for a job's answer) and its item in that request (default 0).
+    ---
+    post:
+      summary: Send the true label of an answer (live accuracy)
+      description: Joined with the logged answer, this gives each version's accuracy on real traffic
+        (GET /models/NAME/monitoring). One label per answer; the same again is a 200, another label a 409.
+      tags: [models]
+      requestBody:
+        required: true
+        content:
+          application/json:
+            schema:
+              type: object
+              required: [request_id, label]
+              properties:
+                request_id: {type: string, description: "the X-Request-ID of the answer's response, or the job id"}
+                item: {type: integer, minimum: 0, default: 0, description: the item's place in that request}
+                label: {type: string, description: the true label}
+      responses:
+        201:
+          description: stored
+          content: {application/json: {schema: {$ref: "#/components/schemas/AnswerFeedback"}}}
+        200:
+          description: the same label was stored for this answer before; not stored again
+          content: {application/json: {schema: {$ref: "#/components/schemas/AnswerFeedback"}}}
+    """
+    from app.monitoring.feedback import AnswerLabelledOtherwise, logged_answer, store_feedback
+
+    log = prediction_log()
+    model = registry().get(name)
+    fields = request_fields()
+    request_id, item, label = fields.get("request_id"), fields.get("item", 0), fields.get("label")
+    if not isinstance(request_id, str) or not 1 <= len(request_id) <= 128:
+        raise BadRequest("field 'request_id' must be the request id of an answer (1 to 128 characters)")
+    if isinstance(item, str) and item.isdigit():
+        item = int(item)
+    if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item < 1_000_000:
+        raise BadRequest("field 'item' must be a whole number from 0 (the item's place in its request)")
+    if not model.labels:
+        raise BadRequest(f"model {name!r} answers no labels: its answers cannot be labelled")
+    if label not in model.labels:
+        raise BadRequest(f"field 'label' must be one of {list(model.labels)}")
+    answered = logged_answer(get_engine(), name, request_id, item)
+    if answered is None and log.queue.unfinished_tasks:  # answered a moment ago: its record may still be queued
+        log.flush(1.0)
+        answered = logged_answer(get_engine(), name, request_id, item)
+    if answered is None:
+        raise NotFound(f"no logged answer of {name!r} to item {item} of request {request_id!r} (answers are "
+                       "logged within a second, and only those the sample rate keeps)")
+    try:
+        row_id, created = store_feedback(get_engine(), name, request_id, item, label, client_label())
+    except AnswerLabelledOtherwise as exc:
+        raise Conflict(str(exc)) from None
+    body = {"id": row_id, "stored": created, "request_id": request_id, "item": item, "label": label,
+            "answered": {**answered, "correct": answered["label"] == label}}
+    return body, 201 if created else 200

@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from app.models.base import MANIFEST_NAME, MODEL_NAME, NUMPY_TYPES, Limits, Manifest, ManifestError, TensorSpec
-from app.models.registry import build_model
-from app.training.artifacts import write_manifest
+from app.models.artifacts import loaded_version, write_manifest
 
 ONNX_TYPES = {
     "tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(float16)": "FP16", "tensor(int64)": "INT64",
@@ -40,6 +39,8 @@ class AddOptions:
     trust: list[str] = field(default_factory=list)
     # onnx-image settings; None: serve the ONNX graph's tensors as they are.
     image: dict | None = None
+    # Held-out data (a table, or a folder of images) to write the reference profile drift is measured against.
+    reference: Path | None = None
 
 
 def add_model(store, name: str, source: Path, options: AddOptions) -> tuple[str, dict, list[dict]]:
@@ -59,7 +60,7 @@ def add_model(store, name: str, source: Path, options: AddOptions) -> tuple[str,
         manifest.update({"name": name, "version": version})
         if options.description:
             manifest["description"] = options.description
-        rows = smoke_test(write_manifest(staging, manifest, libraries))
+        rows = smoke_test(write_manifest(staging, manifest, libraries), options.reference)
         written = json.loads((staging / MANIFEST_NAME).read_text())
         where = store.publish(staging, name, str(version))
     except Exception as exc:  # leave nothing behind; a failed load or prediction is said as such
@@ -70,14 +71,25 @@ def add_model(store, name: str, source: Path, options: AddOptions) -> tuple[str,
     return where, written, rows
 
 
-def smoke_test(manifest_path: Path) -> list[dict]:
-    """Load the staged version as the server would and predict one example input."""
-    model = build_model(Manifest.read(manifest_path), {"limits": Limits()})
+def smoke_test(manifest_path: Path, reference: Path | None = None) -> list[dict]:
+    """Load the staged version as the server would and predict one example input; with ``reference`` (held-out
+    data), write its reference profile (what drift is measured against) into the version."""
+    with loaded_version(manifest_path.parent) as model:
+        rows = model.postprocess(model.predict(model.decode(model.example_inputs())))
+        if reference is not None:
+            reference_profile(model, reference).add_to(manifest_path.parent)
+    return rows
+
+
+def reference_profile(model, data: Path):
+    """The version's reference profile over DATA; an AddError when DATA gives no item it can use."""
+    from app.batch.core import ScoringError
+    from app.monitoring.report import reference_from_data
+
     try:
-        model.load()
-        return model.postprocess(model.predict(model.decode(model.example_inputs())))
-    finally:
-        getattr(model, "close", lambda: None)()  # a user model's process
+        return reference_from_data(model, data)
+    except (ScoringError, OSError, ValueError, KeyError) as exc:
+        raise AddError(f"--reference {data}: {exc}") from exc
 
 
 def describe(source: Path, staging: Path, options: AddOptions) -> tuple[dict, list[str]]:

@@ -477,15 +477,17 @@ class Model:
 
     def infer(self, inputs: Mapping[str, Any], protocol: str = "rest") -> dict[str, Any]:
         """decode() then predict(), with latency, item count and in-flight metrics, and a prediction log record."""
-        return self.predict_served(self.decode(inputs), protocol)
+        raw = inputs.get(self.inputs[0].name) if len(self.inputs) == 1 else None
+        return self.predict_served(self.decode(inputs), protocol, raw)
 
-    def predict_served(self, batch, protocol: str) -> dict[str, Any]:
-        """predict_tracked() for a request, recorded in the serving app's prediction log (off the request path)."""
+    def predict_served(self, batch, protocol: str, raw: Sequence | None = None) -> dict[str, Any]:
+        """predict_tracked() for a request, recorded in the serving app's prediction log (off the request path;
+        ``raw``, the items as sent, for the models whose inputs are captured)."""
         from app.monitoring.log import record_inference
 
         started = time.perf_counter()
         outputs = self.predict_tracked(batch)
-        record_inference(self, batch, outputs, time.perf_counter() - started, protocol)
+        record_inference(self, batch, outputs, time.perf_counter() - started, protocol, raw)
         return outputs
 
     def predict_tracked(self, batch) -> dict[str, Any]:
@@ -523,7 +525,7 @@ class Model:
         if len(self.inputs) != 1:
             raise BadRequest(f"model {self.name!r} takes several inputs {[s.name for s in self.inputs]}")
         batch = self.decode({self.inputs[0].name: list(items)})
-        outputs = self.predict_served(batch, protocol) if protocol else self.predict_tracked(batch)
+        outputs = self.predict_served(batch, protocol, items) if protocol else self.predict_tracked(batch)
         rows = self.postprocess(outputs)
         for row, extra in zip(rows, (self.explain(batch, outputs) or []) if explain else []):
             row.update(extra)

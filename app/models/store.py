@@ -163,7 +163,7 @@ class LocalStore:
 
     def staging(self, name: str, version: int | str) -> Path:
         """An empty hidden folder beside the model's versions to write a new one into."""
-        from app.training.artifacts import staging_dir
+        from app.models.artifacts import staging_dir
 
         return staging_dir(self.root / name, int(version))
 

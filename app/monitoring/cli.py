@@ -26,30 +26,19 @@ def reference_command(name, data, version, columns, vocabulary, limit):
 
     Example: modelserve monitor reference review_sentiment imdb-test.csv.gz --vocabulary imdb-train.csv.gz
     """
-    from itertools import islice
-
-    from app.batch.core import input_kind
-    from app.batch.files import BadItem
-    from app.batch.local import read_items
+    from app.batch.core import ScoringError
     from app.monitoring.profile import REFERENCE_FILE
-    from app.monitoring.report import build_reference, text_vocabulary
-    from app.training.artifacts import add_artifact
+    from app.monitoring.report import reference_from_data
 
     registry = current_app.extensions["model_registry"]
     registry.load_all()
     model = registry.get(name, version)
-    items = [item for _, item in islice(read_items(model, data, list(columns) or None, None), limit)
-             if not isinstance(item, BadItem)]
-    words = None
-    if input_kind(model) == "text":
-        texts = items if vocabulary is None else [
-            item for _, item in read_items(model, vocabulary, list(columns) or None, None) if isinstance(item, str)]
-        words = text_vocabulary(texts)
-    source = f"{data.name}: {len(items)} items" + (f"; vocabulary from {vocabulary.name}" if vocabulary else "")
-    reference = build_reference(model, items, source, words)
+    try:
+        reference = reference_from_data(model, data, list(columns) or None, vocabulary, limit)
+    except (ScoringError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
     folder = model.manifest.directory
-    reference.save(folder / REFERENCE_FILE)
-    add_artifact(folder, REFERENCE_FILE)
+    reference.add_to(folder)
     click.echo(f"wrote {folder / REFERENCE_FILE}: {reference.examples} items, features "
                f"{', '.join(reference.features)}; labels {reference.labels}")
 

@@ -18,18 +18,19 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
 from app.db import predictions
-from app.monitoring.profile import REFERENCE_FILE, Reference, answers, image_features, number_features, text_features
+from app.jobs.execute import job_inputs
+from app.monitoring.profile import REFERENCE_FILE, Reference, answer_columns, answers, image_features, number_features, text_features
 from app.observability import PREDICTIONS_DROPPED, current_client, current_request_id
 
 log = logging.getLogger(__name__)
-COLUMNS = ("model", "version", "created_at", "latency_ms", "protocol", "request_id", "client", "input_digest",
+COLUMNS = ("model", "version", "created_at", "latency_ms", "protocol", "request_id", "item", "client", "input_digest",
            "features", "label", "score", "payload")
 
 
@@ -43,6 +44,9 @@ class MonitorSettings:
     payload_max_bytes: int = 65536
     retention_seconds: float = 7 * 86400
     max_rows_per_model: int = 100_000
+    # How often the writer refreshes the drift gauges of the versions it logged, so that an alert sees
+    # drift without anyone asking for a report.
+    gauge_seconds: float = 60.0
 
     @classmethod
     def from_config(cls, config) -> "MonitorSettings":
@@ -101,12 +105,27 @@ def summarize(model, batch, reference: Reference | None) -> list[dict[str, float
 
 
 def input_of(model, batch, index: int) -> bytes | None:
-    """An item's input as bytes, for its digest and payload capture: texts only (an image is held decoded
-    here; its file is not)."""
+    """A text item as bytes, for its digest (what review feedback is joined on)."""
     column = batch.get(model.inputs[0].name) if isinstance(batch, Mapping) and len(model.inputs) == 1 else None
     if isinstance(column, list) and index < len(column) and isinstance(column[index], str):
         return column[index].encode("utf-8", "surrogatepass")
     return None
+
+
+def as_bytes(item) -> bytes:
+    """A raw input as stored: a file's bytes, a text in UTF-8, anything else as JSON."""
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return bytes(item)
+    if isinstance(item, str):
+        return item.encode("utf-8", "surrogatepass")
+    return json.dumps(item, default=str).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class JobPayload:
+    """A job's payload in the queue, decoded by the writer (the request that posts the result never decodes it)."""
+
+    payload: bytes
 
 
 class PredictionLog:
@@ -118,22 +137,40 @@ class PredictionLog:
         self._writer: threading.Thread | None = None
         self._start = threading.Lock()
         self._last_retention = 0.0
+        self._last_gauges = time.monotonic()
+        self._logged: dict[tuple[str, str], Any] = {}  # versions logged since the gauges were refreshed
 
     # -- the request path ----------------------------------------------------------------------
 
-    def record(self, model, batch, outputs: dict, seconds: float, protocol: str) -> None:
-        """Queue one inference (a batch of items); never raises, never waits."""
+    def record(self, model, batch, outputs: dict, seconds: float, protocol: str, raw: Sequence | None = None,
+               request_id: str | None = None, client: str | None = None) -> None:
+        """Queue one inference (a batch of items; ``raw``: the items as the request sent them, for payload
+        capture); never raises, never waits."""
         try:
             if self.settings.sample_rate < 1.0 and random.random() >= self.settings.sample_rate:
                 return
             self._ensure_writer()
-            self.queue.put_nowait((model, batch, outputs, seconds, protocol, current_request_id(), current_client(),
-                                   now()))
+            self.queue.put_nowait((model, batch, outputs, seconds, protocol, request_id or current_request_id(),
+                                   client or current_client(), now(), self.captured(model.name, raw)))
         except queue.Full:
-            PREDICTIONS_DROPPED.labels(model.name).inc(model.batch_length(batch))
+            PREDICTIONS_DROPPED.labels(model.name).inc(model.batch_length(batch) if batch is not None else 1)
         except Exception:  # a log that fails must not fail the answer
             log.exception("prediction log: could not queue a record of %s", model.name)
             PREDICTIONS_DROPPED.labels(model.name).inc()
+
+    def record_job(self, model, payload: bytes, rows: list[dict], seconds: float, job_id: str,
+                   client: str | None) -> None:
+        """Queue a job's answer (posted by a worker): its payload is decoded by the writer, off the request path."""
+        self.record(model, JobPayload(payload), answer_columns(rows), seconds, "job", [payload], job_id, client)
+
+    def captured(self, name: str, raw: Sequence | None) -> list[bytes | None] | None:
+        """The inputs kept of a request: a sampled share of a capturing model's items, cut to the size cap
+        (taken now, so that the queue never holds a whole upload)."""
+        share = self.settings.payloads.get(name, 0.0)
+        if not share or raw is None:
+            return None
+        return [as_bytes(item)[:self.settings.payload_max_bytes] if random.random() < share else None
+                for item in raw]
 
     def _ensure_writer(self) -> None:
         if self._writer is None or not self._writer.is_alive():
@@ -155,6 +192,7 @@ class PredictionLog:
                     break
             try:
                 self.write(entries)
+                self.refresh_gauges([entry[0] for entry in entries])
             finally:
                 for _ in entries:
                     self.queue.task_done()
@@ -179,9 +217,11 @@ class PredictionLog:
             for row in rows:
                 PREDICTIONS_DROPPED.labels(row["model"]).inc()
 
-    def rows(self, model, batch, outputs, seconds, protocol, request_id, client, when) -> list[dict]:
+    def rows(self, model, batch, outputs, seconds, protocol, request_id, client, when, payloads) -> list[dict]:
         """The table rows of one queued inference."""
         try:
+            if isinstance(batch, JobPayload):
+                batch = model.decode(job_inputs(model, batch.payload)[0])
             features = summarize(model, batch, reference_of(model))
             count = model.batch_length(batch)
             labels, scores = answers(outputs, count)
@@ -189,19 +229,34 @@ class PredictionLog:
             log.exception("prediction log: could not summarize a record of %s", model.name)
             PREDICTIONS_DROPPED.labels(model.name).inc()
             return []
-        share = self.settings.payloads.get(model.name, 0.0)
         rows = []
         for i in range(count):
             data = input_of(model, batch, i)
-            keep = data is not None and share > 0 and random.random() < share
             rows.append({
                 "model": model.name, "version": str(model.version), "created_at": when,
-                "latency_ms": seconds * 1000.0, "protocol": protocol, "request_id": request_id, "client": client,
-                "input_digest": hashlib.sha256(data).hexdigest() if data is not None else None,
+                "latency_ms": seconds * 1000.0, "protocol": protocol, "request_id": request_id, "item": i,
+                "client": client, "input_digest": hashlib.sha256(data).hexdigest() if data is not None else None,
                 "features": json.dumps(features[i] if features else {}), "label": labels[i], "score": scores[i],
-                "payload": data[:self.settings.payload_max_bytes] if keep else None,
+                "payload": payloads[i] if payloads and i < len(payloads) else None,
             })
         return rows
+
+    def refresh_gauges(self, models: list) -> None:
+        """Every ``gauge_seconds``, recompute the drift of the versions logged since (their default window),
+        which sets their Prometheus gauges; a failure is logged and waits for the next turn."""
+        from app.monitoring.report import monitoring_report
+
+        for model in models:
+            self._logged[(model.name, str(model.version))] = model
+        if time.monotonic() - self._last_gauges < self.settings.gauge_seconds:
+            return
+        self._last_gauges = time.monotonic()
+        for model in self._logged.values():
+            try:
+                monitoring_report(self, model, flush=False)
+            except Exception as exc:
+                log.warning("prediction log: drift of %s v%s not refreshed: %s", model.name, model.version, exc)
+        self._logged.clear()
 
     def insert_sql(self, conn) -> str:
         """INSERT INTO predictions (...) VALUES (...) in the driver's parameter style."""
@@ -245,11 +300,11 @@ class PredictionLog:
                     for row in conn.execute(query)]
 
 
-def record_inference(model, batch, outputs: dict, seconds: float, protocol: str) -> None:
+def record_inference(model, batch, outputs: dict, seconds: float, protocol: str, raw: Sequence | None = None) -> None:
     """Give an inference to the serving app's prediction log, where there is one (requests of a server;
     not batch scoring, pipelines or pull workers, which run without the app)."""
     from flask import current_app, has_app_context
 
     prediction_log = current_app.extensions.get("prediction_log") if has_app_context() else None
     if prediction_log is not None:
-        prediction_log.record(model, batch, outputs, seconds, protocol)
+        prediction_log.record(model, batch, outputs, seconds, protocol, raw)

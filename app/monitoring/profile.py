@@ -16,7 +16,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -78,6 +78,20 @@ def answers(outputs: dict, count: int) -> tuple[list[str | None], list[float | N
         return labels, np.asarray(outputs["decision_score"], dtype=np.float64).reshape(-1).tolist()
     scores = [None] * count
     return labels, scores
+
+
+def answer_columns(rows: Sequence[Mapping]) -> dict[str, list]:
+    """Answered rows (a job's result) as the output columns ``answers`` reads: labels, and each row's
+    probabilities or decision scores (a {label: value} map or a list), or its single decision score."""
+    columns: dict[str, list] = {"label": [row.get("label") for row in rows]}
+    for name in ("probabilities", "decision_scores"):
+        values = [row.get(name) for row in rows]
+        if rows and all(isinstance(v, (dict, list)) and v for v in values):
+            columns[name] = [list(v.values()) if isinstance(v, dict) else v for v in values]
+            return columns
+    if rows and all(isinstance(row.get("decision_score"), (int, float)) for row in rows):
+        columns["decision_score"] = [row["decision_score"] for row in rows]
+    return columns
 
 
 @dataclass
@@ -180,6 +194,13 @@ class Reference:
                 "labels": self.labels,
                 "score": {"edges": self.score.edges, "shares": self.score.shares} if self.score else None,
                 "vocabulary": self.vocabulary}
+
+    def add_to(self, folder: Path) -> None:
+        """Save it into a version's folder as one of the manifest's hashed artifacts."""
+        from app.models.artifacts import add_artifact
+
+        self.save(folder / REFERENCE_FILE)
+        add_artifact(folder, REFERENCE_FILE)
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_dict()) + "\n", encoding="utf-8")

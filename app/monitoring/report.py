@@ -6,12 +6,14 @@ import datetime as dt
 import hashlib
 import html
 import math
+from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 import sqlalchemy as sa
 
 from app.db import predictions, review_feedback
+from app.monitoring.feedback import labelled_answers
 from app.monitoring.log import PredictionLog, reference_of, summarize
 from app.monitoring.profile import BINS, Reference, answers, label_shares, shares, top_words
 from app.observability import DRIFT_SCORE, DRIFTED
@@ -79,27 +81,36 @@ def wilson(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def live_accuracy(engine: sa.Engine, model: str, version: str, limit: int = 10_000) -> dict[str, Any] | None:
-    """Accuracy on real traffic: feedback rows (the true label of a review a user sent) joined with the logged
-    answer the version gave to the same text (by digest); None when no feedback matches a logged answer."""
+    """Accuracy on real traffic: the true labels sent for the version's logged answers, by request id
+    (POST /models/NAME/feedback) and, for reviews, by text (POST /review/feedback, matched by digest);
+    None when no feedback matches a logged answer."""
+    matched = [truth == answered for truth, answered in labelled_answers(engine, model, version, limit)]
+    matched += reviews_matched(engine, model, version, limit)
+    if not matched:
+        return None
+    low, high = wilson(sum(matched), len(matched))
+    return {"accuracy": round(sum(matched) / len(matched), 4), "labelled": len(matched),
+            "interval_95": [round(low, 4), round(high, 4)],
+            "measured": "true labels sent as feedback (by request id, or a review's text) joined with the answers "
+                        "this version logged"}
+
+
+def reviews_matched(engine: sa.Engine, model: str, version: str, limit: int) -> list[bool]:
+    """Whether the version's logged answer to each review sent with its true label was right (joined by the
+    text's digest)."""
     with engine.connect() as conn:
         feedback = conn.execute(
             sa.select(review_feedback.c.review, review_feedback.c.label)
             .where(review_feedback.c.model == model, review_feedback.c.answered_by_version == version)
             .order_by(review_feedback.c.id.desc()).limit(limit)).all()
         if not feedback:
-            return None
+            return []
         truth = {hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(): label for text, label in feedback}
         answered = dict(conn.execute(
             sa.select(predictions.c.input_digest, predictions.c.label)
             .where(predictions.c.model == model, predictions.c.version == version,
                    predictions.c.input_digest.in_(list(truth)))).all())
-    matched = [truth[digest] == label for digest, label in answered.items()]
-    if not matched:
-        return None
-    low, high = wilson(sum(matched), len(matched))
-    return {"accuracy": round(sum(matched) / len(matched), 4), "labelled": len(matched),
-            "interval_95": [round(low, 4), round(high, 4)],
-            "measured": "user feedback (the true label of a review) joined with the answer this version logged for it"}
+    return [truth[digest] == label for digest, label in answered.items()]
 
 
 def build_reference(model, items: Iterable, source: str, vocabulary: list[str] | None = None,
@@ -125,6 +136,30 @@ def build_reference(model, items: Iterable, source: str, vocabulary: list[str] |
     if chunk:
         flush()
     return Reference.build(source, features, labels, scores, vocabulary)
+
+
+def reference_from_data(model, data: Path, columns: list[str] | None = None, vocabulary: Path | None = None,
+                        limit: int | None = None) -> Reference:
+    """The reference profile of a loaded version over held-out DATA (a CSV/Parquet table or a folder of images,
+    read as batch scoring reads them); a text model's unknown words are counted against VOCABULARY's texts
+    (default: DATA's). ValueError when DATA holds no item the model takes."""
+    from itertools import islice
+
+    from app.batch.core import input_kind
+    from app.batch.files import BadItem
+    from app.batch.local import read_items
+
+    items = [item for _, item in islice(read_items(model, data, columns, None), limit)
+             if not isinstance(item, BadItem)]
+    if not items:
+        raise ValueError(f"{data} holds no item model {model.name!r} takes")
+    words = None
+    if input_kind(model) == "text":
+        texts = items if vocabulary is None else [
+            item for _, item in read_items(model, vocabulary, columns, None) if isinstance(item, str)]
+        words = text_vocabulary(texts)
+    source = f"{data.name}: {len(items)} items" + (f"; vocabulary from {vocabulary.name}" if vocabulary else "")
+    return build_reference(model, items, source, words)
 
 
 def text_vocabulary(texts: Iterable[str]) -> list[str]:

@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 from app.config import PROJECT_ROOT
 from app.preprocessing.cell_check import CellCheck, cell_features
 from app.preprocessing.image import prepare_image
-from app.training.artifacts import add_artifact
+from app.models.artifacts import add_artifact
 from app.training.malaria_cv import load_cells, patient_folds, read_rows
 
 RESULTS = PROJECT_ROOT / "evaluation" / "malaria_cell_check.json"

@@ -455,8 +455,11 @@ def number_list(text: str | None, what: str) -> list[float] | None:
 @click.option("--std", default=None, help="Image model: per-channel std divided by, e.g. 0.229,0.224,0.225")
 @click.option("--layout", type=click.Choice(["NHWC", "NCHW"]), default=None, help="Image model (default: from the graph).")
 @click.option("--logits", is_flag=True, help="Image model: the graph outputs logits (softmax is applied).")
+@click.option("--reference", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Held-out data (a CSV/Parquet table, or a folder of images): the reference profile drift is "
+                   "measured against is written from it.")
 def add_model_command(name, path, version, labels, description, python_class, trust, image, input_size, resize,
-                      resample, scale, mean, std, layout, logits):
+                      resample, scale, mean, std, layout, logits, reference):
     """Serve a model file (.onnx, .skops, .joblib) or a folder with a Python class as NAME.
 
     Copies it into MODEL_DIR/NAME/VERSION/, infers its inputs and outputs, writes the
@@ -473,7 +476,8 @@ def add_model_command(name, path, version, labels, description, python_class, tr
                           "std": number_list(std, "--std") or [1.0, 1.0, 1.0], "layout": layout,
                           "output_kind": "logits" if logits else "probabilities"}
     options = AddOptions(version=version, labels=[x.strip() for x in labels.split(",") if x.strip()],
-                         description=description, python_class=python_class, trust=list(trust), image=image_settings)
+                         description=description, python_class=python_class, trust=list(trust), image=image_settings,
+                         reference=reference)
     try:
         folder, manifest, rows = add_model(model_store(), name, path, options)
     except (AddError, StoreUnavailable) as exc:
@@ -483,6 +487,10 @@ def add_model_command(name, path, version, labels, description, python_class, tr
     click.echo("outputs: " + ", ".join(f"{s['name']} {s['datatype']} {s['shape']}" for s in manifest["outputs"]))
     click.echo(f"answers: {answer_summary(manifest)}")
     click.echo(f"smoke prediction: {json.dumps(rows[0])}")
+    if "reference.json" in manifest["artifacts"]:
+        click.echo(f"reference profile: from {reference.name} (drift: modelserve monitor report {name})")
+    else:
+        click.echo(f"reference profile: none (drift needs one: modelserve monitor reference {name} HELD-OUT-DATA)")
     click.echo(f"serve it: {how_servers_follow()}")
 
 

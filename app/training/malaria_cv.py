@@ -308,7 +308,7 @@ def cross_validated_metrics(summary: dict) -> dict:
 def train_final(data_dir: Path, model_dir: Path, variant: Variant, seed: int = 0) -> Path:
     """The served model: the variant's recipe trained on every patient, with its cross-validated figures."""
 
-    from app.training.artifacts import next_version, publish_version, staging_dir
+    from app.models.artifacts import next_version, publish_version, staging_dir
     from app.training.malaria import (
         LABELS, LIBRARIES, MODEL_NAME, ONNX_FILE, count_macs, export_onnx, train_keras_model,
     )

@@ -182,7 +182,7 @@ def publish_int8(data_dir: Path, model_dir: Path, seed: int = 0) -> Path:
     cells of every patient, as the folds were on their training patients; its
     cross-validated variant must have been checked with ``cross_validate_int8`` and kept.
     """
-    from app.training.artifacts import next_version, publish_version, staging_dir
+    from app.models.artifacts import next_version, publish_version, staging_dir
     from app.training.malaria import LABELS, LIBRARIES, MODEL_NAME, ONNX_FILE
     from app.training.malaria_cv import cross_validated_metrics, pooled_curves, summarize
     from app.training.plots import save_evaluation_plots

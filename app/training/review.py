@@ -20,7 +20,7 @@ from tqdm import tqdm
 from app.models.text import ESTIMATOR_FILE, STOPWORDS_FILE, SklearnTextModel
 from app.preprocessing.text import (VECTORIZER_SETTINGS, LogCountRatioScaler, SeenFeatures, build_vectorizer,
                                     save_stopwords)
-from app.training.artifacts import next_version, publish_version, staging_dir
+from app.models.artifacts import next_version, publish_version, staging_dir
 from app.training.cards import CARDS
 from app.training.data import read_imdb_split
 
@@ -153,15 +153,26 @@ def save_plot(directory: Path, name: str, version: int, metrics: dict, curves: d
     )
 
 
-def publish_text_model(model_dir: Path, manifest: dict, estimator, stopwords: list[str], curves: dict) -> Path:
-    """Write estimator, stopword pickle, plot and manifest as the next version of manifest['name']."""
+def imdb_reference(data_dir: Path):
+    """A text model's reference profile (what drift is measured against): its answers and the reviews'
+    features over the IMDb test split, unknown words counted against the train split."""
+    from app.monitoring.report import reference_from_data
+
+    imdb = Path(data_dir) / "imdb"
+    return lambda model: reference_from_data(model, imdb / "test.csv.gz", ["text"], imdb / "train.csv.gz")
+
+
+def publish_text_model(model_dir: Path, manifest: dict, estimator, stopwords: list[str], curves: dict,
+                       data_dir: Path) -> Path:
+    """Write estimator, stopword pickle, plot, reference profile and manifest as the next version of
+    manifest['name']."""
     root = Path(model_dir) / manifest["name"]
     version = next_version(root)
     staging = staging_dir(root, version)
     joblib.dump(estimator, staging / ESTIMATOR_FILE, compress=3)
     save_stopwords(stopwords, staging / STOPWORDS_FILE)
     save_plot(staging, manifest["name"], version, manifest["metrics"], curves)
-    return publish_version(staging, {**manifest, "version": version}, LIBRARIES)
+    return publish_version(staging, {**manifest, "version": version}, LIBRARIES, imdb_reference(data_dir))
 
 
 def load_hashed_imdb(data_dir: Path) -> tuple[list[str], object, np.ndarray, object, np.ndarray]:
@@ -191,7 +202,7 @@ def train_review_model(data_dir: Path, model_dir: Path, seed: int = 0) -> Path:
         "model_selection": {"method": "5-fold stratified cross-validation on the train split",
                             "cv_accuracy": cv_table(search)},
     }
-    return publish_text_model(model_dir, manifest, search.best_estimator_, stopwords, curves)
+    return publish_text_model(model_dir, manifest, search.best_estimator_, stopwords, curves, data_dir)
 
 
 def evaluate_text_model(model: SklearnTextModel, data_dir: Path) -> dict:
@@ -218,11 +229,13 @@ def learn_from_feedback(model: SklearnTextModel, texts: list[str], labels: list[
         **model.manifest.get("training", {}),
         "online_update": {"from_version": model.version, "feedback_examples": len(texts), "method": "SGDClassifier.partial_fit"},
     }
+    reference = None
     if data_dir is not None and (Path(data_dir) / "imdb" / "test.csv.gz").exists():
         test_texts, y_test = read_imdb_split(Path(data_dir) / "imdb", "test")
         metrics, curves = measure(model.estimator, hash_texts(model.vectorizer, test_texts, "hashing test"), y_test)
         save_plot(staging, model.name, version, metrics, curves)
         manifest["metrics"] = metrics
+        reference = imdb_reference(data_dir)
     else:
         manifest["metrics"] = {"note": f"not re-measured after the online update (no test data); version {model.version} measured {model.manifest.metrics.get('accuracy')}"}
-    return publish_version(staging, manifest, LIBRARIES)
+    return publish_version(staging, manifest, LIBRARIES, reference)

@@ -84,5 +84,5 @@ def train_trio(data_dir: Path, model_dir: Path, seed: int = 0, only: set[str] | 
                 "cv_accuracy": cv_table(search),
             },
         }
-        written.append(publish_text_model(model_dir, manifest, model, stopwords, curves))
+        written.append(publish_text_model(model_dir, manifest, model, stopwords, curves, data_dir))
     return written

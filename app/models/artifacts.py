@@ -4,9 +4,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from app.models.base import MANIFEST_NAME, installed_versions, sha256_of
+from app.models.base import MANIFEST_NAME, Limits, Manifest, installed_versions, sha256_of
 
 
 def next_version(model_root: Path) -> int:
@@ -42,13 +44,31 @@ def write_manifest(staging: Path, manifest: dict, libraries: list[str]) -> Path:
     return path
 
 
-def publish_version(staging: Path, manifest: dict, libraries: list[str]) -> Path:
-    """Hash every file in staging, write manifest.json, and rename the folder into place.
+@contextmanager
+def loaded_version(folder: Path) -> Iterator:
+    """The version in ``folder`` (staged or published) loaded as the server loads it."""
+    from app.models.registry import build_model
+
+    model = build_model(Manifest.read(folder / MANIFEST_NAME), {"limits": Limits()})
+    model.load()
+    try:
+        yield model
+    finally:
+        getattr(model, "close", lambda: None)()  # a user model's process
+
+
+def publish_version(staging: Path, manifest: dict, libraries: list[str], reference: Callable | None = None) -> Path:
+    """Hash every file in staging, write manifest.json, and rename the folder into place; with ``reference``
+    (the loaded version -> its reference profile over held-out data), the profile drift is measured against
+    is written and hashed first.
 
     The rename is atomic, so a server scanning the model folder never sees a
     half-written version.
     """
     write_manifest(staging, manifest, libraries)
+    if reference is not None:
+        with loaded_version(staging) as model:
+            reference(model).add_to(staging)
     final = staging.parent / str(manifest["version"])
     staging.rename(final)
     return final
