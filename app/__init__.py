@@ -92,12 +92,15 @@ def register_extensions(app: Flask) -> None:
         queued_seconds=app.config["JOB_QUEUED_SECONDS"],
         ack_seconds=app.config["JOB_ACK_SECONDS"],
     )
+    prediction_log = None
     if app.config["MONITOR"]:
         from app.monitoring.log import MonitorSettings, PredictionLog
 
-        app.extensions["prediction_log"] = PredictionLog(app.extensions["db_engine"], MonitorSettings.from_config(app.config))
+        prediction_log = PredictionLog(app.extensions["db_engine"], MonitorSettings.from_config(app.config),
+                                       observability.request_facts)
+        app.extensions["prediction_log"] = prediction_log
     app.extensions["model_registry"] = ModelRegistry(open_store(app.config), served_model_names(app.config),
-                                                     runtime_options(app.config))
+                                                     runtime_options(app.config), prediction_log)
 
 
 # The API's blueprints, in the order they are registered.

@@ -19,7 +19,7 @@ import threading
 import time
 from contextlib import contextmanager
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, current_app, g, has_request_context, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess,
 )
@@ -97,6 +97,14 @@ def current_client() -> str | None:
     from flask import has_request_context
 
     return g.get("client") if has_request_context() else None
+
+
+def request_facts() -> tuple[str | None, str | None]:
+    """(request id, client key id) of the request this thread serves, for the prediction log; (None, None)
+    outside a request."""
+    if not has_request_context():
+        return None, None
+    return g.get("request_id"), g.get("client")
 
 
 def new_request_id() -> str:

@@ -1,10 +1,12 @@
 """The prediction log's cost and the drift computation's speed, in one run.
 
-Usage: python benchmarks/monitoring.py [--seconds 15] [--rounds 3] [--out benchmarks/results/monitoring.md]
+Usage: python benchmarks/monitoring.py [--seconds 15] [--rounds 5] [--out benchmarks/results/monitoring.md]
 
 1. Throughput of POST /review (gunicorn as `make serve` runs it, wrk c=8, one real review) with the
    log on (every request, MONITOR_SAMPLE_RATE 1.0) and off (MODELSERVE_MONITOR=false), alternating,
-   `rounds` times each; the ratio of the medians is the overhead.
+   `rounds` times each; the ratio of the medians is the overhead. The server's CPU time per request
+   (master and workers, the log's writer included) is measured in the same runs: on a shared 2-core
+   machine, where wrk takes a core too, it says the cost with less noise than req/s.
 2. Seconds to compute drift (every feature and the predictions, PSI against review_sentiment's
    reference) for a window of 10,000 logged records, read from the database, and for the records alone.
 """
@@ -26,13 +28,25 @@ from benchmarks.serverctl import ROOT, gunicorn_server  # noqa: E402
 REVIEW = "A thoughtful, well acted film with a script that never talks down to its audience. Loved it!"
 
 
-def throughput(monitor: bool, seconds: float) -> float:
-    """Successful req/s of /review with the log on or off."""
-    with gunicorn_server({"MODELSERVE_MONITOR": "true" if monitor else "false"}) as (base, _, _):
-        wrk(base + "/review", 8, 2, "POST", ("review=" + REVIEW.replace(" ", "+")).encode(),
-            "application/x-www-form-urlencoded")  # warm-up
-        return wrk(base + "/review", 8, seconds, "POST", ("review=" + REVIEW.replace(" ", "+")).encode(),
-                   "application/x-www-form-urlencoded")["ok_rps"]
+def server_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) of the server's master and workers so far."""
+    import psutil
+
+    processes = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    return sum(sum(p.cpu_times()[:2]) for p in processes)
+
+
+def throughput(monitor: bool, seconds: float) -> tuple[float, float]:
+    """(successful req/s of /review, the server's CPU milliseconds per request) with the log on or off; with
+    it on, the writer's work on the records queued during the run is counted too."""
+    body = ("review=" + REVIEW.replace(" ", "+")).encode()
+    with gunicorn_server({"MODELSERVE_MONITOR": "true" if monitor else "false"}) as (base, pid, _):
+        wrk(base + "/review", 8, 2, "POST", body, "application/x-www-form-urlencoded")  # warm-up
+        time.sleep(1.0)
+        cpu = server_cpu_seconds(pid)
+        run = wrk(base + "/review", 8, seconds, "POST", body, "application/x-www-form-urlencoded")
+        time.sleep(1.0)  # the writer's last batches
+        return run["ok_rps"], (server_cpu_seconds(pid) - cpu) * 1000 / run["requests"]
 
 
 def drift_seconds(records: int = 10_000) -> tuple[float, float]:
@@ -73,21 +87,27 @@ def drift_seconds(records: int = 10_000) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=15)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    on, off = [], []
+    runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
     for _ in range(args.rounds):
-        off.append(throughput(False, args.seconds))
-        on.append(throughput(True, args.seconds))
+        for monitor in (False, True):
+            runs[monitor].append(throughput(monitor, args.seconds))
     whole, alone = drift_seconds(args.records)
-    ratio = statistics.median(on) / statistics.median(off)
-    lines = [f"One run on this machine ({os.cpu_count()} cores), {dt.date.today()}.", "",
-             "| POST /review, wrk c=8 | req/s per round | median |", "| --- | --- | --- |",
-             f"| prediction log off | {', '.join(f'{v:.0f}' for v in off)} | {statistics.median(off):.0f} |",
-             f"| prediction log on (every request) | {', '.join(f'{v:.0f}' for v in on)} | {statistics.median(on):.0f} |",
-             "", f"Log on / off: {ratio:.3f} ({(1 - ratio):+.1%} overhead).", "",
+    rps = {m: [r for r, _ in runs[m]] for m in runs}
+    cpu = {m: [c for _, c in runs[m]] for m in runs}
+    ratio = statistics.median(rps[True]) / statistics.median(rps[False])
+    cpu_ratio = statistics.median(cpu[True]) / statistics.median(cpu[False])
+    lines = [f"One run on this machine ({os.cpu_count()} cores), {dt.date.today()}: rounds alternate off and on.", "",
+             "| POST /review, wrk c=8 | req/s per round | median req/s | server CPU ms per request, per round "
+             "| median |", "| --- | --- | --- | --- | --- |"]
+    for monitor, name in ((False, "prediction log off"), (True, "prediction log on (every request)")):
+        lines.append(f"| {name} | {', '.join(f'{v:.0f}' for v in rps[monitor])} | {statistics.median(rps[monitor]):.0f} "
+                     f"| {', '.join(f'{v:.3f}' for v in cpu[monitor])} | {statistics.median(cpu[monitor]):.3f} |")
+    lines += ["", f"Throughput, log on / off: {ratio:.3f} ({(1 - ratio):+.1%}). Server CPU per request, on / off: "
+              f"{cpu_ratio:.3f} ({cpu_ratio - 1:+.1%}; the writer's work included).", "",
              f"| drift over {args.records:,} logged records | seconds |", "| --- | --- |",
              f"| the whole report (read from the database, drift, latency, live accuracy) | {whole:.3f} |",
              f"| drift alone (every feature and the predictions) | {alone:.3f} |", "",

@@ -316,6 +316,8 @@ def committed_models_loaded_once():
         if cache_key not in cache:
             cache[cache_key] = original(self, manifest, key)
         self.load_seconds.setdefault(key, 0.0)
+        if cache[cache_key] is not None:  # answers go to the prediction log of the app that loaded it last
+            cache[cache_key].prediction_log = self.prediction_log
         return cache[cache_key]
 
     ModelRegistry._load_one = load_one

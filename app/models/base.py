@@ -480,14 +480,16 @@ class Model:
         raw = inputs.get(self.inputs[0].name) if len(self.inputs) == 1 else None
         return self.predict_served(self.decode(inputs), protocol, raw)
 
-    def predict_served(self, batch, protocol: str, raw: Sequence | None = None) -> dict[str, Any]:
-        """predict_tracked() for a request, recorded in the serving app's prediction log (off the request path;
-        ``raw``, the items as sent, for the models whose inputs are captured)."""
-        from app.monitoring.log import record_inference
+    # Where the registry that loaded this version records its answers (app/monitoring/log.py); None: nowhere.
+    prediction_log = None
 
+    def predict_served(self, batch, protocol: str, raw: Sequence | None = None) -> dict[str, Any]:
+        """predict_tracked() for a request, recorded in the prediction log (off the request path; ``raw``, the
+        items as sent, for the models whose inputs are captured)."""
         started = time.perf_counter()
         outputs = self.predict_tracked(batch)
-        record_inference(self, batch, outputs, time.perf_counter() - started, protocol, raw)
+        if self.prediction_log is not None:
+            self.prediction_log.record(self, batch, outputs, time.perf_counter() - started, protocol, raw)
         return outputs
 
     def predict_tracked(self, batch) -> dict[str, Any]:

@@ -89,15 +89,16 @@ def without_paths(text: str) -> str:
 class ModelRegistry:
     """Per-app (per-worker) table of loaded models: name -> version -> Model."""
 
-    def __init__(self, store, only: set[str] | None = None, options: dict | None = None):
-        """Store where to look (a store, or a local folder's path) and the runtime options; nothing is
-        read until load_all()."""
+    def __init__(self, store, only: set[str] | None = None, options: dict | None = None, prediction_log=None):
+        """Store where to look (a store, or a local folder's path), the runtime options, and the prediction
+        log the served answers are recorded in (none: not recorded); nothing is read until load_all()."""
         self.store = LocalStore(store) if isinstance(store, (str, Path)) else store
         self.model_dir = self.store.root  # the folder the models are loaded from (a shared store's cache)
         self.folder = LocalStore(self.model_dir)
         self.store_refused: dict[str, str] = {}  # versions a shared store holds that failed verification
         self.only = only or None
         self.options = dict(options or {})
+        self.prediction_log = prediction_log
         self._models: dict[str, dict[str, Model]] = {}
         self.refused: dict[str, str] = {}  # "name/version" -> reason
         self.load_seconds: dict[str, float] = {}
@@ -161,6 +162,7 @@ class ModelRegistry:
         started = time.perf_counter()
         try:
             model = build_model(manifest, self.options)
+            model.prediction_log = self.prediction_log
             model.load()
         except ManifestError as exc:
             reason = f"verification failed: {exc}"

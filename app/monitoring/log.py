@@ -18,7 +18,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,9 +27,11 @@ import sqlalchemy as sa
 from app.db import predictions
 from app.jobs.execute import job_inputs
 from app.monitoring.profile import REFERENCE_FILE, Reference, answer_columns, answers, image_features, number_features, text_features
-from app.observability import PREDICTIONS_DROPPED, current_client, current_request_id
+from app.observability import PREDICTIONS_DROPPED
 
 log = logging.getLogger(__name__)
+GATHER_SECONDS = 0.2  # how long the writer lets records gather before it writes them
+BATCH_RECORDS = 2000  # the most queued inferences written in one transaction
 COLUMNS = ("model", "version", "created_at", "latency_ms", "protocol", "request_id", "item", "client", "input_digest",
            "features", "label", "score", "payload")
 
@@ -65,9 +67,22 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def stored_time(moment: dt.datetime) -> str:
-    """A UTC time as SQLAlchemy stores it in SQLite (text that sorts in time order), for the driver's own insert."""
-    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+def utc_time(seconds: float) -> dt.datetime:
+    """A time.time() reading as an aware UTC datetime."""
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
+
+
+_second: tuple[int, str] = (-1, "")  # the last whole second stored_time formatted, and its text
+
+
+def stored_time(seconds: float) -> str:
+    """A time.time() reading as SQLAlchemy stores a UTC time in SQLite (text that sorts in time order), for the
+    driver's own insert; the text of the whole second is reused while it lasts."""
+    global _second
+    whole, last = int(seconds), _second
+    if last[0] != whole:
+        last = _second = (whole, time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(whole)))
+    return f"{last[1]}.{int((seconds - whole) * 1e6):06d}"
 
 
 def aware(moment: dt.datetime) -> dt.datetime:
@@ -104,12 +119,31 @@ def summarize(model, batch, reference: Reference | None) -> list[dict[str, float
     return number_features(column)
 
 
-def input_of(model, batch, index: int) -> bytes | None:
-    """A text item as bytes, for its digest (what review feedback is joined on)."""
+def text_column(model, batch) -> list | None:
+    """The texts of a decoded batch of a one-input model (what their digests are taken of), else None."""
     column = batch.get(model.inputs[0].name) if isinstance(batch, Mapping) and len(model.inputs) == 1 else None
-    if isinstance(column, list) and index < len(column) and isinstance(column[index], str):
-        return column[index].encode("utf-8", "surrogatepass")
-    return None
+    return column if isinstance(column, list) else None
+
+
+def digest(text) -> str | None:
+    """The SHA-256 of a text (what review feedback is joined on); None for anything else."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest() if isinstance(text, str) else None
+
+
+def model_groups(entries: list[tuple]) -> list[list[tuple]]:
+    """Queued inferences grouped by the model version that answered them, in their order within a group."""
+    groups: dict[int, list[tuple]] = {}
+    for entry in entries:
+        groups.setdefault(id(entry[0]), []).append(entry)
+    return list(groups.values())
+
+
+def merged_outputs(outputs: list[dict], counts: list[int]) -> dict:
+    """One inference's output columns from several (the columns every one of them has)."""
+    if len(outputs) == 1:
+        return outputs[0]
+    names = set(outputs[0]).intersection(*outputs[1:])
+    return {name: [value for part in outputs for value in list(part[name])] for name in names}
 
 
 def as_bytes(item) -> bytes:
@@ -131,8 +165,10 @@ class JobPayload:
 class PredictionLog:
     """A bounded queue of inference records and the thread that writes them."""
 
-    def __init__(self, engine: sa.Engine, settings: MonitorSettings):
-        self.engine, self.settings = engine, settings
+    def __init__(self, engine: sa.Engine, settings: MonitorSettings,
+                 request_facts: Callable[[], tuple[str | None, str | None]] = lambda: (None, None)):
+        """Write to ``engine``; ``request_facts`` gives the request id and client of the request being served."""
+        self.engine, self.settings, self.request_facts = engine, settings, request_facts
         self.queue: queue.Queue = queue.Queue(maxsize=settings.queue_size)
         self._writer: threading.Thread | None = None
         self._start = threading.Lock()
@@ -150,8 +186,10 @@ class PredictionLog:
             if self.settings.sample_rate < 1.0 and random.random() >= self.settings.sample_rate:
                 return
             self._ensure_writer()
-            self.queue.put_nowait((model, batch, outputs, seconds, protocol, request_id or current_request_id(),
-                                   client or current_client(), now(), self.captured(model.name, raw)))
+            if request_id is None:
+                request_id, client = self.request_facts()
+            self.queue.put_nowait((model, batch, outputs, seconds, protocol, request_id, client, time.time(),
+                                   self.captured(model.name, raw)))
         except queue.Full:
             PREDICTIONS_DROPPED.labels(model.name).inc(model.batch_length(batch) if batch is not None else 1)
         except Exception:  # a log that fails must not fail the answer
@@ -183,11 +221,15 @@ class PredictionLog:
 
     def _run(self) -> None:
         while True:
-            entries = [self.queue.get()]
-            deadline = time.monotonic() + 0.2
-            while len(entries) < 256 and (left := deadline - time.monotonic()) > 0:
+            entries = [self.queue.get()]  # idle: wait for the first record
+            if self.queue.qsize() < BATCH_RECORDS:
+                # Then sleep while the batch gathers, and take it at once: waiting on the queue for each record
+                # would wake this thread (and hand it the GIL) once per request, which costs the requests more
+                # than writing their records does.
+                time.sleep(GATHER_SECONDS)
+            while len(entries) < BATCH_RECORDS:
                 try:
-                    entries.append(self.queue.get(timeout=left))
+                    entries.append(self.queue.get_nowait())
                 except queue.Empty:
                     break
             try:
@@ -199,46 +241,48 @@ class PredictionLog:
 
     def write(self, entries: list[tuple]) -> None:
         """Summarize and insert the entries' rows in one transaction; on a database error, count them dropped."""
-        rows = [row for entry in entries for row in self.rows(*entry)]
+        rows = [row for group in model_groups(entries) for row in self.rows(group)]
         try:
             with self.engine.begin() as conn:
                 if rows:
                     # The driver's executemany with plain tuples: a fraction of the cost of SQLAlchemy's per-row
                     # parameter processing, which this thread would take from the requests' CPU.
-                    sqlite = conn.dialect.name == "sqlite"
-                    conn.exec_driver_sql(self.insert_sql(conn), [
-                        tuple(stored_time(row[c]) if sqlite and c == "created_at" else row[c] for c in COLUMNS)
-                        for row in rows])
+                    conn.exec_driver_sql(self.insert_sql(conn), rows)
                 if time.monotonic() - self._last_retention > 60:
                     self._last_retention = time.monotonic()
                     self.enforce_retention(conn)
         except Exception as exc:
             log.warning("prediction log: %d records dropped, the database failed: %s", len(rows), exc)
             for row in rows:
-                PREDICTIONS_DROPPED.labels(row["model"]).inc()
+                PREDICTIONS_DROPPED.labels(row[0]).inc()
 
-    def rows(self, model, batch, outputs, seconds, protocol, request_id, client, when, payloads) -> list[dict]:
-        """The table rows of one queued inference."""
+    def rows(self, entries: list[tuple]) -> list[tuple]:
+        """The table rows (tuples in COLUMNS order) of queued inferences of one model version: their batches
+        summarized together, so that the cost per record stays small."""
+        model = entries[0][0]
         try:
-            if isinstance(batch, JobPayload):
-                batch = model.decode(job_inputs(model, batch.payload)[0])
+            batches = [model.decode(job_inputs(model, e[1].payload)[0]) if isinstance(e[1], JobPayload) else e[1]
+                       for e in entries]
+            counts = [model.batch_length(batch) for batch in batches]
+            batch = batches[0] if len(batches) == 1 else model.concat_batches(batches)
             features = summarize(model, batch, reference_of(model))
-            count = model.batch_length(batch)
-            labels, scores = answers(outputs, count)
+            labels, scores = answers(merged_outputs([e[2] for e in entries], counts), sum(counts))
         except Exception:
+            if len(entries) > 1:  # one odd record must not cost the others theirs
+                return [row for entry in entries for row in self.rows([entry])]
             log.exception("prediction log: could not summarize a record of %s", model.name)
             PREDICTIONS_DROPPED.labels(model.name).inc()
             return []
-        rows = []
-        for i in range(count):
-            data = input_of(model, batch, i)
-            rows.append({
-                "model": model.name, "version": str(model.version), "created_at": when,
-                "latency_ms": seconds * 1000.0, "protocol": protocol, "request_id": request_id, "item": i,
-                "client": client, "input_digest": hashlib.sha256(data).hexdigest() if data is not None else None,
-                "features": json.dumps(features[i] if features else {}), "label": labels[i], "score": scores[i],
-                "payload": payloads[i] if payloads and i < len(payloads) else None,
-            })
+        rows, position, version, texts = [], 0, str(model.version), text_column(model, batch)
+        stamp = stored_time if self.engine.dialect.name == "sqlite" else utc_time
+        for (_, _, _, seconds, protocol, request_id, client, when, payloads), count in zip(entries, counts):
+            created = stamp(when)
+            for i in range(count):
+                rows.append((model.name, version, created, seconds * 1000.0, protocol, request_id, i, client,
+                             digest(texts[position]) if texts is not None else None,
+                             json.dumps(features[position]) if features else "{}", labels[position], scores[position],
+                             payloads[i] if payloads and i < len(payloads) else None))
+                position += 1
         return rows
 
     def refresh_gauges(self, models: list) -> None:
@@ -298,13 +342,3 @@ class PredictionLog:
         with self.engine.connect() as conn:
             return [{**row._mapping, "created_at": aware(row.created_at), "features": json.loads(row.features)}
                     for row in conn.execute(query)]
-
-
-def record_inference(model, batch, outputs: dict, seconds: float, protocol: str, raw: Sequence | None = None) -> None:
-    """Give an inference to the serving app's prediction log, where there is one (requests of a server;
-    not batch scoring, pipelines or pull workers, which run without the app)."""
-    from flask import current_app, has_app_context
-
-    prediction_log = current_app.extensions.get("prediction_log") if has_app_context() else None
-    if prediction_log is not None:
-        prediction_log.record(model, batch, outputs, seconds, protocol, raw)
