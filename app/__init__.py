@@ -6,9 +6,18 @@ __version__ = "1.1.0"
 import logging
 
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 
-from app.codecs.strict_json import StrictJSONProvider
+from app.codecs.strict_json import strict_loads
 from app.config import load_settings, served_model_names
+
+
+class StrictJSONProvider(DefaultJSONProvider):
+    """Flask's JSON provider with strict parsing of request bodies (app/codecs/strict_json.py)."""
+
+    def loads(self, s: str | bytes, **kwargs):
+        """Parse strictly (keyword arguments are not used by Flask's request parsing)."""
+        return strict_loads(s)
 
 
 class ModelServeFlask(Flask):
@@ -103,13 +112,15 @@ def register_extensions(app: Flask) -> None:
                                                      runtime_options(app.config), prediction_log)
 
 
+# The modules whose commands the app registers (each has an init_app that adds its own).
+COMMAND_MODULES = ("app.training.cli", "app.feedback", "app.models.cli", "app.monitoring.cli", "app.batch.cli")
 # The API's blueprints, in the order they are registered.
 BLUEPRINT_MODULES = ("app.api.health", "app.api.review", "app.api.classify", "app.api.v2", "app.api.predict",
                      "app.api.models", "app.api.docs", "app.api.jobs", "app.api.compat", "app.web")
 # What a serving worker imports of this package: gunicorn's master imports these before it forks
 # (gunicorn.conf.py), so the workers share them. The ONNX runtime (app.models.onnx) is not among them:
 # ONNX Runtime is imported in each worker only.
-SERVING_MODULES = BLUEPRINT_MODULES + ("app.errors", "app.training.cli", "app.models.registry", "app.models.text",
+SERVING_MODULES = BLUEPRINT_MODULES + COMMAND_MODULES + ("app.error_handlers", "app.models.registry", "app.models.text",
                                        "app.models.sklearn", "app.preprocessing.image")
 
 
@@ -123,21 +134,15 @@ def register_blueprints(app: Flask) -> None:
 
 def register_error_handlers(app: Flask) -> None:
     """One JSON error handler for everything."""
-    from app.errors import register_error_handlers as register
+    from app.error_handlers import register_error_handlers as register
 
     register(app)
 
 
 def register_commands(app: Flask) -> None:
-    """`flask train|evaluate|feedback|models|db|monitor|score`; the pull worker is `python -m app.worker` (no app,
-    no database)."""
-    from app.monitoring.cli import monitor_cli
-    from app.training.cli import db_cli, evaluate_cli, feedback_cli, models_cli, score_command, train_cli
+    """Each room's commands (`modelserve train|evaluate|feedback|models|monitor|score`; `db` comes with the
+    database); the pull worker is `modelserve worker` (no app, no database)."""
+    import importlib
 
-    app.cli.add_command(train_cli)
-    app.cli.add_command(evaluate_cli)
-    app.cli.add_command(feedback_cli)
-    app.cli.add_command(models_cli)
-    app.cli.add_command(db_cli)
-    app.cli.add_command(monitor_cli)
-    app.cli.add_command(score_command)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).init_app(app)

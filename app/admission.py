@@ -45,8 +45,7 @@ class Overloaded(APIError):
 
     def __init__(self, message: str, retry_after: int, **extra):
         """Keep the Retry-After seconds for the response header."""
-        super().__init__(message, retry_after_seconds=retry_after, **extra)
-        self.headers = {"Retry-After": str(retry_after)}
+        super().__init__(message, retry_after=retry_after, retry_after_seconds=retry_after, **extra)
 
 
 class AdmissionGate:

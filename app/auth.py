@@ -47,8 +47,7 @@ class Unauthorized(APIError):
 
     def __init__(self, message: str, scheme: str = "Bearer"):
         """A 401 that names the scheme to use (RFC 9110 asks for WWW-Authenticate)."""
-        super().__init__(message)
-        self.headers = {"WWW-Authenticate": f'{scheme} realm="modelserve"'}
+        super().__init__(message, headers={"WWW-Authenticate": f'{scheme} realm="modelserve"'})
 
 
 def presented_token() -> str:

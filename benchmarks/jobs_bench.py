@@ -33,7 +33,7 @@ def run(database_url: str, jobs: int, workers: int) -> dict:
     """Timed submit and drain phases against one store."""
     import sqlalchemy as sa
 
-    from app.db import make_engine
+    from app.database import make_engine
     from app.jobs.store import JobStore
     from app.jobs.worker import Server, run_worker
     from app.migrations import upgrade_database

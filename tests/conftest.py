@@ -223,7 +223,7 @@ def postgres_url_or_fail() -> str:
     """The test PostgreSQL URL; the suite fails (not skips) when it cannot be reached."""
     import sqlalchemy as sa
 
-    from app.db import make_engine
+    from app.database import make_engine
 
     engine = make_engine(POSTGRES_URL)
     try:
@@ -245,7 +245,7 @@ def database_url(request, tmp_path) -> str:
     url = postgres_url_or_fail()
     import sqlalchemy as sa
 
-    from app.db import make_engine
+    from app.database import make_engine
     from app.migrations import upgrade_database
 
     engine = make_engine(url)

@@ -35,7 +35,7 @@ def test_reload_finds_the_one_running_server_of_this_checkout(tmp_path, monkeypa
     import time
 
     from app import config
-    from app.training.cli import running_server_pidfile
+    from app.models.cli import running_server_pidfile
 
     monkeypatch.setattr(config, "pidfile_folder", lambda: tmp_path)
     monkeypatch.delenv("GUNICORN_PIDFILE", raising=False)

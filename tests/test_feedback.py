@@ -3,7 +3,7 @@ import json
 
 import sqlalchemy as sa
 
-from app.db import review_feedback
+from app.database import review_feedback
 from tests.conftest import committed_version
 
 REVIEW = "An astonishing, wonderful, brilliant film with a superb cast."

@@ -261,7 +261,7 @@ def test_queued_jobs_expire(tmp_path, database_url):
 
     import sqlalchemy as sa
 
-    from app.db import jobs
+    from app.database import jobs
 
     app = make_app(tmp_path, database_url, WORKER_MODELS="m", JOB_QUEUED_SECONDS=60)
     client = app.test_client()

@@ -615,7 +615,8 @@ def test_a_model_bug_is_500_and_logged_with_the_model_and_request(tmp_path, capl
     finally:
         logger.removeHandler(caplog.handler)
     assert response.status_code == 500 and "own bug" not in response.get_data(as_text=True)
-    assert "model buggy v1 failed on request bug-request-1" in caplog.text
+    failed = [record for record in caplog.records if record.getMessage() == "model buggy v1 failed"]
+    assert [record.request_id for record in failed] == ["bug-request-1"]
 
 
 # -- 7. non-finite outputs are null on every protocol, and jobs finish ----------------------------------

@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from app.db import make_engine
+from app.database import make_engine
 from app.jobs.store import JobStore, LeaseConflict, utcnow
 from app.migrations import upgrade_database
 
@@ -187,7 +187,7 @@ def test_the_migrations_build_the_schema_the_code_declares_and_keep_logged_rows(
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    from app.db import make_engine, metadata
+    from app.database import make_engine, metadata
     from app.migrations import alembic_config
 
     engine = make_engine(database_url)

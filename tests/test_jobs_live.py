@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from app.config import PROJECT_ROOT
-from app.db import make_engine
+from app.database import make_engine
 from app.jobs.store import JobStore
 from app.jobs.worker import Server, run_worker
 from app.models.registry import ModelRegistry

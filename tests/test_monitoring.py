@@ -107,7 +107,7 @@ def test_a_full_queue_drops_and_counts_and_every_request_is_answered(database_ur
 
 
 def test_retention_keeps_the_newest_rows_and_drops_old_ones(database_url):
-    from app.db import make_engine, predictions
+    from app.database import make_engine, predictions
     from app.migrations import upgrade_database
 
     engine = make_engine(database_url)
@@ -326,7 +326,7 @@ def test_models_add_writes_a_hashed_reference_that_drift_is_measured_against(tmp
 
 
 def test_the_writer_keeps_the_drift_gauges_current_without_a_report(monitored):
-    from app.observability import DRIFT_SCORE
+    from app.metrics import DRIFT_SCORE
 
     app, log = monitored
     log.settings.gauge_seconds = 0

@@ -31,8 +31,7 @@ class QueueFull(APIError):
 
     def __init__(self, message: str, status: int, retry_after: int = 30):
         """A refusal with Retry-After."""
-        super().__init__(message, status=status)
-        self.headers = {"Retry-After": str(retry_after)}
+        super().__init__(message, status=status, retry_after=retry_after)
 
 
 def fetch_job(job_id: str) -> dict:

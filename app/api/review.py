@@ -1,9 +1,6 @@
 """Movie-review sentiment: POST /review, POST /review/feedback."""
 from __future__ import annotations
 
-import hashlib
-
-import sqlalchemy as sa
 from flask import Blueprint, url_for
 
 from app.admission import admitted
@@ -11,8 +8,8 @@ from app.api import registry
 from app.api.inputs import checked_text, idempotency_key, request_fields, string_field
 from app.api.predict import sentiment_body
 from app.auth import client_label
-from app.db import get_engine, insert_once, review_feedback
 from app.errors import BadRequest, Unprocessable
+from app.feedback import KeyReused, feedback_store
 
 bp = Blueprint("review", __name__, url_prefix="/review")
 
@@ -123,24 +120,9 @@ def feedback():
 
 
 def store_feedback(review: str, label: str, answered_by: str) -> tuple[int, bool]:
-    """Store one feedback row once: a client's repeat (same text and label, or same Idempotency-Key)
-    gives the earlier row's id. Returns (id, created)."""
+    """Store one feedback row once (a client's repeat gives the earlier row's id); returns (id, created)."""
     client = client_label()
-    row = {"review": review, "label": label, "model": REVIEW_MODEL, "client": client, "answered_by_version": answered_by,
-           "content_hash": hashlib.sha256("\0".join([client, REVIEW_MODEL, label, review]).encode()).hexdigest(),
-           "idempotency_key": idempotency_key(client)}
-    return insert_once(get_engine(), review_feedback, row, lambda: earlier_feedback(row))
-
-
-def earlier_feedback(row: dict) -> int | None:
-    """The id of a stored row this one repeats (422 when its Idempotency-Key named other feedback)."""
-    table = review_feedback
-    with get_engine().connect() as conn:
-        if row["idempotency_key"]:
-            found = conn.execute(sa.select(table.c.id, table.c.content_hash)
-                                 .where(table.c.idempotency_key == row["idempotency_key"])).first()
-            if found is not None:
-                if found.content_hash != row["content_hash"]:
-                    raise Unprocessable("this Idempotency-Key was already used for different feedback")
-                return found.id
-        return conn.execute(sa.select(table.c.id).where(table.c.content_hash == row["content_hash"])).scalar()
+    try:
+        return feedback_store().store(REVIEW_MODEL, review, label, answered_by, client, idempotency_key(client))
+    except KeyReused as exc:
+        raise Unprocessable(str(exc)) from None

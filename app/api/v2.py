@@ -154,7 +154,7 @@ def model_statistics(name: str | None = None, version: str | None = None):
                 required: [model_stats]
                 properties: {model_stats: {type: array, items: {type: object, additionalProperties: true}}}
     """
-    from app.observability import inference_statistics, metric_samples
+    from app.metrics import inference_statistics, metric_samples
 
     reg = registry()
     if name is None:

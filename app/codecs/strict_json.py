@@ -1,4 +1,5 @@
-"""Strict JSON for every request body: no NaN or Infinity, and a clear error for deep nesting.
+"""Strict JSON for every request body (the app's JSON provider parses with it): no NaN or Infinity, and a
+clear error for deep nesting.
 
 Python's json module accepts NaN, Infinity and -Infinity by default, which are not
 JSON (RFC 8259) and turn into numbers no later check expects (a long poll that
@@ -9,8 +10,6 @@ ValueErrors, which Flask's request.get_json answers with 400.
 from __future__ import annotations
 
 import json
-
-from flask.json.provider import DefaultJSONProvider
 
 
 def reject_constant(name: str):
@@ -24,11 +23,3 @@ def strict_loads(text: str | bytes):
         return json.loads(text, parse_constant=reject_constant)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
-
-
-class StrictJSONProvider(DefaultJSONProvider):
-    """Flask's JSON provider with strict parsing of request bodies."""
-
-    def loads(self, s: str | bytes, **kwargs):
-        """Parse strictly (keyword arguments are not used by Flask's request parsing)."""
-        return strict_loads(s)

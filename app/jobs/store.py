@@ -19,8 +19,8 @@ from typing import Callable
 
 import sqlalchemy as sa
 
-from app.db import insert_once, jobs
-from app.observability import JOB_LEASE_EXPIRIES, JOB_LEASES_UNACKNOWLEDGED, JOB_SECONDS
+from app.database import insert_once, jobs
+from app.metrics import JOB_LEASE_EXPIRIES, JOB_LEASES_UNACKNOWLEDGED, JOB_SECONDS
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED, EXPIRED = "queued", "running", "succeeded", "failed", "canceled", "expired"
 FINISHED = (SUCCEEDED, FAILED, CANCELED)

@@ -1,7 +1,7 @@
 """Alembic environment: runs with the engine the app passes in (no alembic.ini needed)."""
 from alembic import context
 
-from app.db import metadata
+from app.database import metadata
 
 engine = context.config.attributes["engine"]
 with engine.begin() as connection:

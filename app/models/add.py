@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.models.base import MANIFEST_NAME, MODEL_NAME, NUMPY_TYPES, Limits, Manifest, ManifestError, TensorSpec
+from app.models.base import MANIFEST_NAME, MODEL_NAME, NUMPY_TYPES, ManifestError, TensorSpec
 from app.models.artifacts import loaded_version, write_manifest
 
 ONNX_TYPES = {

@@ -32,7 +32,7 @@ import numpy as np
 from app.codecs.numbers import NUMPY_TYPES, ValueOutOfType, finite_or_none, fit_to_dtype
 from app.errors import APIError, BadRequest, PayloadTooLarge, Unprocessable
 from app.models.batching import Batcher, BatchingSettings, concat_batches, split_outputs
-from app.observability import current_request_id, track_inference
+from app.metrics import track_inference
 
 log = logging.getLogger(__name__)
 
@@ -510,7 +510,7 @@ class Model:
             except self.input_errors as exc:
                 raise rejected_input(self.name, self.version, f"{type(exc).__name__}: {exc}") from exc
             except Exception:
-                log.exception("model %s v%s failed on request %s", self.name, self.version, current_request_id())
+                log.exception("model %s v%s failed", self.name, self.version)  # the record holds the request id
                 raise
 
     @staticmethod

@@ -38,8 +38,7 @@ class ModelProcessFailed(ModelNotReady):
 
     def __init__(self, message: str):
         """A 503 with Retry-After: the next request gets a fresh process."""
-        super().__init__(message)
-        self.headers = {"Retry-After": "1"}
+        super().__init__(message, retry_after=1)
 
 
 class ModelLoadFailed(RuntimeError):

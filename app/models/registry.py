@@ -141,7 +141,7 @@ class ModelRegistry:
         if not self.store.remote:
             self.store.sync(self.only)  # notes what the folder looks like, for the watcher
             return
-        from app.observability import record_store_state
+        from app.metrics import record_store_state
 
         try:
             self.store_refused = self.store.sync(self.only)
@@ -170,7 +170,7 @@ class ModelRegistry:
             reason = f"load failed: {type(exc).__name__}: {exc}"
         else:
             self.load_seconds[key] = time.perf_counter() - started
-            from app.observability import record_model_load
+            from app.metrics import record_model_load
 
             record_model_load(manifest.name, manifest.version, self.load_seconds[key])
             self.refused.pop(key, None)

@@ -412,7 +412,7 @@ class RemoteStore:
 
     def _download(self, name: str, version: str, text: str, folder: Path) -> str | None:
         """Fetch a version's artifacts into ``folder`` and check them; the refusal reason, or None."""
-        from app.observability import record_store_refusal
+        from app.metrics import record_store_refusal
 
         try:
             manifest = Manifest.from_dict(folder / MANIFEST_NAME, json.loads(text))

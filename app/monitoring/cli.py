@@ -12,6 +12,11 @@ from flask.cli import AppGroup
 monitor_cli = AppGroup("monitor", help="A model's reference profile, and how it does in production.")
 
 
+def init_app(app) -> None:
+    """Register the commands."""
+    app.cli.add_command(monitor_cli)
+
+
 @monitor_cli.command("reference")
 @click.argument("name")
 @click.argument("data", type=click.Path(exists=True, path_type=Path))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from app.db import insert_once, prediction_feedback, predictions
+from app.database import insert_once, prediction_feedback, predictions
 
 
 class AnswerLabelledOtherwise(Exception):

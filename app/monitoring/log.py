@@ -24,10 +24,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from app.db import predictions
+from app.database import predictions
 from app.jobs.execute import job_inputs
 from app.monitoring.profile import REFERENCE_FILE, Reference, answer_columns, answers, image_features, number_features, text_features
-from app.observability import PREDICTIONS_DROPPED
+from app.metrics import PREDICTIONS_DROPPED
 
 log = logging.getLogger(__name__)
 GATHER_SECONDS = 0.2  # how long the writer lets records gather before it writes them

@@ -12,11 +12,11 @@ from typing import Any, Iterable
 import numpy as np
 import sqlalchemy as sa
 
-from app.db import predictions, review_feedback
+from app.database import predictions, review_feedback
 from app.monitoring.feedback import labelled_answers
 from app.monitoring.log import PredictionLog, reference_of, summarize
 from app.monitoring.profile import BINS, Reference, answers, label_shares, shares, top_words
-from app.observability import DRIFT_SCORE, DRIFTED
+from app.metrics import DRIFT_SCORE, DRIFTED
 
 # Below this many requests in a window, drift figures come with a warning.
 FEW = 200
