@@ -7,7 +7,7 @@ import scipy.sparse as sp
 
 from app.preprocessing.text import (
     VECTORIZER_SETTINGS, LogCountRatioScaler, ReviewAnalyzer, ReviewTokenizer, SeenFeatures, build_vectorizer, load_stopwords,
-    normalize_text, read_stopword_list, save_stopwords,
+    normalize_text, save_stopwords,
 )
 
 
@@ -50,7 +50,8 @@ def test_models_keep_the_vectorizer_settings_they_were_trained_with():
 
 
 def test_stopword_pickle_round_trip(tmp_path, shared_data):
-    words = read_stopword_list(shared_data / "stopwords" / "english.txt")
+    text = (shared_data / "stopwords" / "english.txt").read_text(encoding="utf-8")
+    words = [w.strip() for w in text.splitlines() if w.strip()]  # NLTK's one word a line
     assert len(words) == 179 and "not" in words
     save_stopwords(words, tmp_path / "stop.pkl")
     assert load_stopwords(tmp_path / "stop.pkl") == sorted(set(words))

@@ -109,11 +109,6 @@ def build_vectorizer(stopwords: Iterable[str], settings: dict | None = None) -> 
     return HashingVectorizer(dtype=np.float32, **words, **params)
 
 
-def read_stopword_list(path: Path) -> list[str]:
-    """Read a one-word-per-line stopword file (NLTK's format)."""
-    return [w.strip() for w in Path(path).read_text(encoding="utf-8").splitlines() if w.strip()]
-
-
 class _NoGlobalsUnpickler(pickle.Unpickler):
     """Unpickler that refuses every global, so a pickle can hold only plain data."""
 

@@ -1,4 +1,4 @@
-"""Multiply-add count read from an exported ONNX graph (an independent check of the manifest)."""
+"""Multiply-add count read from an exported ONNX graph: the tests' independent check of the manifest."""
 from __future__ import annotations
 
 from math import prod
