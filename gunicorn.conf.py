@@ -51,9 +51,8 @@ preload_app = False
 # scikit-learn estimators (on_starting below). No app, ONNX Runtime session, connection or
 # thread of the app exists before the fork. ONNX Runtime is not imported here: imported in
 # the master, workers sometimes died with "terminate called after throwing an instance of
-# 'std::system_error'" when they stopped (3 of 6 stops; none without it). Measured with 2
-# workers, PSS of the whole server: all five models 838 -> 559 MiB, the two flagship models
-# 571 -> 432 MiB; start to ready unchanged (2.1 s). MODELSERVE_PRELOAD=false turns it off.
+# 'std::system_error'" when they stopped. What it saves of the server's memory: benchmarks/README.md
+# (MODELSERVE_PRELOAD=false against the default). MODELSERVE_PRELOAD=false turns it off.
 PRELOADED_LIBRARIES = ("numpy", "scipy.sparse", "sklearn.pipeline", "sklearn.linear_model", "sklearn.svm",
                        "sklearn.tree", "sklearn.feature_extraction.text", "joblib", "PIL.Image",
                        "PIL.PngImagePlugin", "PIL.JpegImagePlugin", "flask", "werkzeug", "jinja2", "sqlalchemy",
@@ -149,8 +148,7 @@ def on_starting(server):
 def preread_models(server):
     """The fitted scikit-learn estimators of the models the workers will serve, read once here
     (app/models/shared.py), and this package's serving modules: the workers share their pages
-    instead of each holding a copy. Measured alone, with the two flagship models and 2 workers:
-    PSS of the whole server 473 -> 412 MiB; the modules, all five models: 305 -> 299 MiB."""
+    instead of each holding a copy (the memory it saves: benchmarks/README.md)."""
     from flask import Config
 
     from app import SERVING_MODULES

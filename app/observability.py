@@ -70,8 +70,8 @@ class LineFormatter(JsonFormatter):
 
     An access record holds exactly the fields access_log() gives it, all strings and numbers,
     so its line is one json.dumps of them, the same text python-json-logger writes (a test
-    checks it), at about half the cost (6.3 -> 3.5 us a line); every other record takes
-    python-json-logger's general path.
+    checks it), at a fraction of the cost of the general path, which every other record
+    takes.
     """
 
     _second: tuple[int, str] = (-1, "")  # the last second formatted, and its text

@@ -44,8 +44,8 @@ class SklearnTextModel(SklearnModel):
     def predict(self, batch: dict) -> dict:
         """Label each text; add probabilities or, failing those, the decision score."""
         # The features come from our own vectorizer (finite by construction) and the estimator's
-        # parameters were validated when it was fitted: skipping both checks saves about a third
-        # of a one-review prediction (1.19 -> 0.85 ms, benchmarks/results/profile-review-before.md).
+        # parameters were validated when it was fitted: skipping both checks saves a good part of
+        # a one-review prediction (measured in benchmarks/results/profile-review-before.md).
         with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
             features = self.vectorizer.transform(self.features(batch))
             if self._fast is None:

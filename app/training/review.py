@@ -114,8 +114,8 @@ def cv_table(search: GridSearchCV) -> dict[str, float]:
 
 
 # How the server merges concurrent requests for these models (app/models/batching.py): up to 32
-# reviews, waiting up to 2 ms only while other requests are on their way; measured in
-# benchmarks/results/batching.md (1.19x req/s at 8 connections, no cost at 1).
+# reviews, waiting up to 2 ms only while other requests are on their way (what it gains, and that it
+# costs a lone request nothing: benchmarks/results/batching.md).
 TEXT_BATCHING = {"max_batch_size": 32, "max_wait_ms": 2.0}
 
 
