@@ -20,25 +20,10 @@ from pathlib import Path
 
 from flask import Flask, current_app, g, request
 
+from app.endpoints import CLIENT, WORKER, access_of
 from app.errors import APIError
 
 log = logging.getLogger(__name__)
-
-# What anyone may read when client keys are on: liveness and readiness (readiness without the model
-# list and refusal reasons, which need a key: app/api/health.py), the API docs, and the pages that are
-# shells whose data comes from the guarded API, with their static files. The pages that list models,
-# versions, metrics or jobs, their plots, and /metrics (Prometheus sends the key as a bearer token)
-# need a key like the API.
-PUBLIC_BLUEPRINTS = ("docs",)
-PUBLIC_ENDPOINTS = ("health.live", "health.ready", "v2.server_live", "v2.server_ready", "web.home",
-                    "web.classify_page", "web.review_page", "web.favicon", "web.static")
-# Worker endpoints: the worker token guards them, not the client keys.
-# The V2 repository's load and unload change what every client is served: the worker token guards
-# them too, as the server's one operator credential.
-WORKER_ENDPOINTS = ("jobs.lease_job", "jobs.heartbeat", "jobs.post_result", "jobs.post_failure",
-                    "compat.get_next_task_v0", "compat.put_task_result_v0", "v2.repository_load",
-                    "v2.repository_unload")
-
 
 class Unauthorized(APIError):
     """Missing or wrong credentials."""
@@ -135,12 +120,10 @@ def require_worker() -> None:
 
 
 # -- client keys --------------------------------------------------------------------
-def needs_client_key(endpoint: str | None) -> bool:
-    """Whether a request routed to ``endpoint`` must carry a client key (when keys are configured)."""
-    if endpoint is None:  # no such route: the 404 says nothing a key would protect
-        return False
-    blueprint = endpoint.partition(".")[0] if "." in endpoint else ""
-    return not (blueprint in PUBLIC_BLUEPRINTS or endpoint in PUBLIC_ENDPOINTS or endpoint in WORKER_ENDPOINTS)
+def needs_client_key(endpoint: str | None, app: Flask | None = None) -> bool:
+    """Whether a request routed to ``endpoint`` must carry a client key (when keys are configured): what its
+    view declares (app/endpoints.py)."""
+    return access_of(endpoint, app) == CLIENT
 
 
 def client_id() -> str | None:
@@ -158,11 +141,15 @@ def client_label() -> str:
     return f"key:{client}" if client else f"ip:{request.remote_addr or '-'}"
 
 
-def check_client_key() -> None:
-    """Before every request: with keys configured, endpoints that need one get 401 without a valid key."""
-    if not api_keys() or not needs_client_key(request.endpoint) or request.method == "OPTIONS":
+def check_access() -> None:
+    """Before every request, by what its view declares: the worker token for worker views; with keys
+    configured, a valid key for the views that need one (401 otherwise)."""
+    if request.method == "OPTIONS":
         return
-    if client_id() is None:
+    access = access_of(request.endpoint)
+    if access == WORKER:
+        require_worker()
+    elif access == CLIENT and api_keys() and client_id() is None:
         raise Unauthorized("this endpoint needs an API key: 'X-API-Key: <key>' or 'Authorization: Bearer <key>'",
                            scheme="ApiKey")
 
@@ -171,4 +158,4 @@ def init_app(app: Flask) -> None:
     """Worker token and client keys now; the client key check before every request."""
     app.extensions["api_keys"] = [k.strip() for k in app.config["API_KEYS"].split(",") if k.strip()]
     init_worker_auth(app)
-    app.before_request(check_client_key)
+    app.before_request(check_access)

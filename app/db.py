@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import logging
 
-import sqlalchemy as sa
 import click
+import sqlalchemy as sa
 from flask import Flask, current_app, g, request
 from flask.cli import AppGroup
 
 from app.database import DatabaseBudget, DatabaseUnavailable, is_outage, make_engine
+from app.endpoints import needs_database
 
 log = logging.getLogger(__name__)
-
-# Endpoints that read or write the database; everything else (inference included) never touches it.
-DATABASE_BLUEPRINTS = ("jobs", "compat")
-DATABASE_ENDPOINTS = ("review.feedback", "models.monitoring", "models.feedback")
 
 
 def init_app(app: Flask) -> None:
@@ -64,9 +61,9 @@ def ensure_schema(app: Flask, migrate: bool | None = None) -> None:
 
 
 def uses_database() -> bool:
-    """Whether the current request is routed to a database endpoint."""
-    endpoint = request.endpoint or ""
-    return endpoint.partition(".")[0] in DATABASE_BLUEPRINTS or endpoint in DATABASE_ENDPOINTS
+    """Whether the current request is routed to a view that uses the database (app/endpoints.py); nothing else,
+    inference included, touches it."""
+    return needs_database(request.endpoint)
 
 
 def database_endpoints_need_schema() -> None:

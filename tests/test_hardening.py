@@ -398,9 +398,25 @@ def test_backoff_is_capped_and_jittered():
 
 # -- the credential battery: every operation, every credential variant, no 5xx ------------------------------------
 
-def test_every_operation_with_every_credential_variant(tmp_path, database_url, model_dir):
-    from app.auth import WORKER_ENDPOINTS, needs_client_key
+# Who may call what, as the views declare it (app/endpoints.py): the worker token guards the pull workers' calls
+# and the operator's load and unload; anyone may read liveness, readiness, the docs and the pages that hold
+# no data (with their static files); everything else needs a client key when keys are configured.
+WORKER_ONLY = {"jobs.lease_job", "jobs.heartbeat", "jobs.post_result", "jobs.post_failure", "compat.get_next_task_v0",
+               "compat.put_task_result_v0", "v2.repository_load", "v2.repository_unload"}
+PUBLIC = {"health.live", "health.ready", "v2.server_live", "v2.server_ready", "web.home", "web.classify_page",
+          "web.review_page", "web.favicon", "web.static", "docs.openapi_json", "docs.docs_page", "docs.swagger_asset"}
 
+
+def test_the_views_declare_who_may_call_them(app):
+    from app.endpoints import CLIENT, PUBLIC as ANYONE, WORKER, access_of
+
+    declared = {rule.endpoint: access_of(rule.endpoint, app) for rule in app.url_map.iter_rules()}
+    assert {e for e, access in declared.items() if access == WORKER} == WORKER_ONLY
+    assert {e for e, access in declared.items() if access == ANYONE} == PUBLIC
+    assert all(access == CLIENT for e, access in declared.items() if e not in WORKER_ONLY | PUBLIC)
+
+
+def test_every_operation_with_every_credential_variant(tmp_path, database_url, model_dir):
     # Its own model folder: the repository's unload, called with the worker token, changes it.
     app = make_app(tmp_path, database_url, API_KEYS="k1", WORKER_TOKEN=TOKEN, WORKER_MODELS="m",
                    MODEL_DIR=str(model_dir))
@@ -421,8 +437,8 @@ def test_every_operation_with_every_credential_variant(tmp_path, database_url, m
             for variant, headers in variants.items():
                 response = client.open(path, method=method, json={}, headers=headers)
                 assert response.status_code < 500, (method, path, variant, response.status_code)
-                worker = rule.endpoint in WORKER_ENDPOINTS
-                if (worker and variant not in ("worker",)) or (not worker and needs_client_key(rule.endpoint)
+                worker = rule.endpoint in WORKER_ONLY
+                if (worker and variant not in ("worker",)) or (not worker and rule.endpoint not in PUBLIC
                                                                and variant not in ("key", "key-as-bearer")):
                     assert response.status_code == 401, (method, path, variant, response.status_code)
                 checked += 1

@@ -12,10 +12,10 @@ import base64
 from flask import Blueprint, Response, current_app, request
 
 from app.api.jobs import JOB_ID, Conflict, enqueue, load_job, store
-from app.auth import require_worker
 from app.codecs.base64_text import decode_base64
 from app.errors import BadRequest, NotFound
 from app.jobs.store import JobNotFound, LeaseConflict
+from app.endpoints import for_workers, uses_database
 
 bp = Blueprint("compat", __name__, url_prefix="/api")
 
@@ -40,6 +40,7 @@ def plain(text: str, status: int = 200) -> Response:
 
 
 @bp.post("/predict_v0")
+@uses_database
 def predict_v0():
     """Queue a task: JSON {"payload": <base64>} (or ?payload=); answers the task id as text.
     ---
@@ -70,6 +71,8 @@ def predict_v0():
 
 
 @bp.post("/getnexttask_v0")
+@for_workers
+@uses_database
 def get_next_task_v0():
     """Lease the next compat task: answers "<task_id>|<base64 payload>", or empty text when none.
     ---
@@ -81,7 +84,6 @@ def get_next_task_v0():
           description: "'<task_id>|<base64 payload>', or empty when the queue is empty"
           content: {text/plain: {schema: {type: string}}}
     """
-    require_worker()
     # The original protocol has no heartbeat to acknowledge a lease with: it starts at once.
     lease = store().lease("compat-worker", [current_app.config["COMPAT_MODEL"]], 0, acknowledged=True)
     if lease is None:
@@ -93,6 +95,8 @@ def get_next_task_v0():
 
 
 @bp.post("/puttaskresult_v0")
+@for_workers
+@uses_database
 def put_task_result_v0():
     """Store a task's result: JSON {"task_id": ..., "result": <base64>}; answers the task id.
     ---
@@ -107,7 +111,6 @@ def put_task_result_v0():
           description: the task id
           content: {text/plain: {schema: {type: string}}}
     """
-    require_worker()
     body = json_body()
     task_id = body.get("task_id")
     if not isinstance(task_id, str):
@@ -131,6 +134,7 @@ def put_task_result_v0():
 
 
 @bp.post("/getresult_v0")
+@uses_database
 def get_result_v0():
     """A task's result as base64 text (empty while it is not done).
     ---

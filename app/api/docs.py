@@ -14,11 +14,13 @@ from swagger_ui_bundle import swagger_ui_path
 
 from app import __version__
 from app import auth
+
 from app.api.examples import load_examples
+from app.endpoints import WORKER, access_of, is_documented, public, undocumented
+
 
 bp = Blueprint("docs", __name__)
 
-UNDOCUMENTED_ENDPOINTS = {"docs.swagger_asset", "web.static", "web.favicon"}
 
 COMPONENT_SCHEMAS = {
     "Error": {
@@ -171,9 +173,9 @@ TAGS = [
 
 def operation_security(app: Flask, endpoint: str) -> list[dict]:
     """The credentials an operation needs on this server: the worker token, an API key, or none."""
-    if endpoint in auth.WORKER_ENDPOINTS:
+    if access_of(endpoint, app) == WORKER:
         return [] if app.config["OPEN_WORKER_ENDPOINTS"] and not app.config["WORKER_TOKEN"] else [{"workerToken": []}]
-    if auth.api_keys(app) and auth.needs_client_key(endpoint):
+    if auth.api_keys(app) and auth.needs_client_key(endpoint, app):
         return [{"apiKey": []}, {"apiKeyBearer": []}]
     return []
 
@@ -229,7 +231,7 @@ def build_spec(app: Flask) -> dict:
         spec.tag({"name": name, "description": description})
     examples = load_examples()
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
-        if rule.endpoint in UNDOCUMENTED_ENDPOINTS:
+        if not is_documented(rule.endpoint, app):
             continue
         view = app.view_functions[rule.endpoint]
         documented = yaml_utils.load_operations_from_docstring(view.__doc__ or "")
@@ -254,6 +256,7 @@ def build_spec(app: Flask) -> dict:
 
 
 @bp.get("/openapi.json")
+@public
 def openapi_json():
     """The OpenAPI 3 description of this API.
     ---
@@ -284,6 +287,7 @@ DOCS_PAGE = """<!doctype html>
 
 
 @bp.get("/docs")
+@public
 def docs_page():
     """Interactive API documentation (Swagger UI, served locally: no CDN).
     ---
@@ -301,6 +305,8 @@ def docs_page():
 
 
 @bp.get("/docs/assets/<path:filename>")
+@public
+@undocumented
 def swagger_asset(filename: str):
     """Swagger UI's static files, from the swagger-ui-bundle package."""
     return send_from_directory(swagger_ui_path, filename)

@@ -4,11 +4,13 @@ from __future__ import annotations
 from flask import Blueprint, current_app
 
 from app.auth import api_keys, client_id
+from app.endpoints import public
 
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/health/live")
+@public
 def live():
     """The process answers HTTP.
     ---
@@ -24,6 +26,7 @@ def live():
 
 
 @bp.get("/health/ready")
+@public
 def ready():
     """200 when this worker can serve at all; 503 while loading or with no model (shedding is only reported).
     ---

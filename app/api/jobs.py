@@ -9,12 +9,13 @@ from flask import Blueprint, Response, current_app, request, url_for
 
 from app.api import registry
 from app.api.inputs import checked_text, content_type_field, idempotency_key, optional_json_object, request_fields
-from app.auth import api_keys, client_label, require_worker
+from app.auth import api_keys, client_label
 from app.codecs.base64_text import decode_base64
 from app.errors import APIError, BadRequest, Conflict, ModelNotFound, ModelNotReady, NotFound, Unprocessable
 from app.jobs.execute import validate_payload
 from app.jobs.store import FINISHED, IdempotencyConflict, JobNotFound, LeaseConflict, QueueLimitReached, QueueLimits
 from app.models.base import MODEL_NAME
+from app.endpoints import for_workers, uses_database
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 
@@ -175,6 +176,7 @@ def check_payload(model_name: str, payload: bytes) -> None:
 
 
 @bp.post("")
+@uses_database
 def submit_job():
     """Queue a job; answers 202 with its id and where to poll.
     ---
@@ -218,6 +220,7 @@ def submit_job():
 
 
 @bp.get("/<job_id>")
+@uses_database
 def get_job(job_id: str):
     """Status of a job, with its result once it succeeded.
     ---
@@ -233,6 +236,7 @@ def get_job(job_id: str):
 
 
 @bp.get("/<job_id>/result")
+@uses_database
 def get_result(job_id: str):
     """The raw result bytes of a succeeded job, with their content type.
     ---
@@ -255,6 +259,7 @@ def get_result(job_id: str):
 
 
 @bp.delete("/<job_id>")
+@uses_database
 def cancel_job(job_id: str):
     """Cancel a queued or running job.
     ---
@@ -281,6 +286,8 @@ def lease_id_of(body: dict) -> str:
 
 
 @bp.post("/lease")
+@for_workers
+@uses_database
 def lease_job():
     """Give the oldest queued job to a worker (long-polls up to `wait` seconds); 204 when none.
     ---
@@ -309,7 +316,6 @@ def lease_job():
                   job: {type: object, additionalProperties: true}
         204: {description: no job within the wait}
     """
-    require_worker()
     body = optional_json_object()
     wait = body.get("wait", 0)
     if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait < float("inf"):
@@ -345,6 +351,8 @@ def under_lease(job_id: str, operation, *args):
 
 
 @bp.post("/<job_id>/heartbeat")
+@for_workers
+@uses_database
 def heartbeat(job_id: str):
     """Extend the lease of a running job.
     ---
@@ -359,13 +367,14 @@ def heartbeat(job_id: str):
           description: renewed
           content: {application/json: {schema: {type: object, properties: {lease_expires_at: {type: string}}}}}
     """
-    require_worker()
     lease_id = lease_id_of(optional_json_object())
     expires = under_lease(job_id, store().heartbeat, lease_id)
     return {"lease_expires_at": expires.isoformat()}
 
 
 @bp.post("/<job_id>/result")
+@for_workers
+@uses_database
 def post_result(job_id: str):
     """Record a job's result; a repeat from the same lease is accepted, a stale lease gets 409.
     ---
@@ -389,7 +398,6 @@ def post_result(job_id: str):
           description: recorded (recorded=false when it repeats an earlier post)
           content: {application/json: {schema: {type: object, properties: {recorded: {type: boolean}, job: {$ref: "#/components/schemas/Job"}}}}}
     """
-    require_worker()
     body = optional_json_object()
     lease_id = lease_id_of(body)
     result, content_type = result_from_body(body)
@@ -419,6 +427,8 @@ def log_answer(job: dict) -> None:
 
 
 @bp.post("/<job_id>/failure")
+@for_workers
+@uses_database
 def post_failure(job_id: str):
     """Report that a job failed; it is retried while attempts remain unless retry is false.
     ---
@@ -438,7 +448,6 @@ def post_failure(job_id: str):
           description: recorded
           content: {application/json: {schema: {type: object, properties: {recorded: {type: boolean}, job: {$ref: "#/components/schemas/Job"}}}}}
     """
-    require_worker()
     body = optional_json_object()
     lease_id = lease_id_of(body)
     reason = body.get("error")

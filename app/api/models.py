@@ -13,6 +13,7 @@ from app.auth import client_label
 from app.codecs.instances import instances_to_inputs
 from app.db import get_engine
 from app.errors import BadRequest, Conflict, NotFound, ServiceUnavailable, UnsupportedMediaType
+from app.endpoints import uses_database
 
 bp = Blueprint("models", __name__, url_prefix="/models")
 
@@ -109,6 +110,7 @@ def predict(name: str, version: str | None = None):
 
 @bp.get("/<name>/monitoring")
 @bp.get("/<name>/versions/<version>/monitoring")
+@uses_database
 def monitoring(name: str, version: str | None = None):
     """How the model (version) does in production: requests, latency, drift, live accuracy.
     ---
@@ -151,6 +153,7 @@ def prediction_log():
 
 
 @bp.post("/<name>/feedback")
+@uses_database
 def feedback(name: str):
     """The true label of an earlier answer, named by the request id it came with (its X-Request-ID header;
     a job's id for a job's answer) and its item in that request (default 0).

@@ -10,6 +10,7 @@ from app.api.predict import sentiment_body
 from app.auth import client_label
 from app.errors import BadRequest, Unprocessable
 from app.feedback import KeyReused, feedback_store
+from app.endpoints import uses_database
 
 bp = Blueprint("review", __name__, url_prefix="/review")
 
@@ -75,6 +76,7 @@ def classify_review():
 
 
 @bp.post("/feedback")
+@uses_database
 def feedback():
     """Store a review with its correct label, for `flask feedback learn`.
     ---

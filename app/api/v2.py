@@ -10,12 +10,12 @@ from app.admission import admitted
 from app.api import registry
 from app.api.health import readiness
 from app.api.inputs import optional_json_object
-from app.auth import require_worker
 from app.codecs.adapters import inputs_from_tensors, output_tensors
 from app.codecs.v2 import HEADER_LENGTH, ProtocolError, TooManyElements, decode_request, encode_response
 from app.errors import BadRequest, ModelNotFound, PayloadTooLarge, ServiceUnavailable
 from app.models.base import MODEL_NAME
 from app.models.store import UNLOADED_FILE, StoreUnavailable
+from app.endpoints import for_workers, public
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 
@@ -46,6 +46,7 @@ def server_metadata():
 
 
 @bp.get("/health/live")
+@public
 def server_live():
     """200 while the process answers.
     ---
@@ -61,6 +62,7 @@ def server_live():
 
 
 @bp.get("/health/ready")
+@public
 def server_ready():
     """200 when the server can take inference traffic (the rule of /health/ready); 503 otherwise.
     ---
@@ -206,7 +208,6 @@ def repository_index():
 def change_repository(name: str, unloaded: bool) -> dict:
     """Mark a model (un)loaded in the model store; this worker reloads at once, every other worker and
     instance within MODEL_POLL_SECONDS, each loading what changed beside what it serves."""
-    require_worker()
     reg = registry()
     store = reg.store
     try:
@@ -225,6 +226,7 @@ def change_repository(name: str, unloaded: bool) -> dict:
 
 @bp.post("/repository/models/<name>/load", endpoint="repository_load")
 @bp.post("/repository/models/<name>/unload", endpoint="repository_unload")
+@for_workers
 def repository_change(name: str):
     """Take a model out of service (unload) or serve it again (load): model repository extension, worker token.
     ---

@@ -11,6 +11,7 @@ from app.api import registry
 from app.api.classify import CELL_MODEL
 from app.api.review import REVIEW_MODEL
 from app.config import PROJECT_ROOT
+from app.endpoints import public, undocumented
 
 bp = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/static/web")
 # Plots are drawn for 100 CSS pixels per inch; a PNG stored at 200 dpi shows at half its
@@ -38,6 +39,7 @@ def plots_of(model) -> list[dict]:
 
 
 @bp.get("/")
+@public
 def home():
     """Home page with links to every page.
     ---
@@ -62,6 +64,7 @@ def example_cells() -> list[dict]:
 
 
 @bp.get("/ui/classify")
+@public
 def classify_page():
     """Upload a cell image and see the prediction with probabilities.
     ---
@@ -90,6 +93,7 @@ def example_cell(label: str, filename: str):
 
 
 @bp.get("/ui/review")
+@public
 def review_page():
     """Type a review, see its sentiment, send correct/incorrect feedback.
     ---
@@ -180,6 +184,8 @@ def model_plot(name: str, version: str, filename: str):
 
 
 @bp.get("/favicon.ico")
+@public
+@undocumented
 def favicon():
     """The icon browsers ask for on every page (a static file, so not in the API description)."""
     return send_from_directory(bp.static_folder, "favicon.svg", mimetype="image/svg+xml", max_age=86400)
