@@ -37,7 +37,7 @@ def words(text: str) -> list[str]:
     return WORD.findall(text.lower())
 
 
-def text_features(texts: Sequence[str], vocabulary: frozenset[str] | None) -> list[dict[str, float]]:
+def text_features(texts: Sequence[str], vocabulary: Mapping[str, None] | frozenset[str] | None) -> list[dict[str, float]]:
     """chars, words (spaces + 1) and, with a vocabulary, the share of the words of its first SHARE_CHARS
     characters outside it, per text."""
     rows = []
@@ -147,7 +147,7 @@ class Reference:
     features: dict[str, Distribution]
     labels: dict[str, float]
     score: Distribution | None
-    vocabulary: list[str] = field(default_factory=list)
+    vocabulary: Sequence[str] = field(default_factory=list)
 
     @classmethod
     def build(cls, source: str, feature_rows: list[dict[str, float]], labels: list[str | None],
@@ -159,12 +159,14 @@ class Reference:
                    {n: Distribution.of([row[n] for row in feature_rows if n in row]) for n in names},
                    label_shares(labels), Distribution.of(known) if known else None, vocabulary or [])
 
-    def vocabulary_set(self) -> frozenset[str] | None:
-        """The vocabulary as a set (None for a model that takes no text), made once."""
+    def vocabulary_set(self) -> dict[str, None] | None:
+        """The vocabulary for membership tests (None for a model that takes no text), made once. A dict of
+        strings, not a set: the garbage collector leaves it alone (a set of 20,000 words would be walked at
+        every full collection of the serving process)."""
         if not self.vocabulary:
             return None
         if getattr(self, "_vocabulary_set", None) is None:
-            self._vocabulary_set = frozenset(self.vocabulary)
+            self._vocabulary_set = dict.fromkeys(self.vocabulary)
         return self._vocabulary_set
 
     def drift(self, feature_rows: list[dict[str, float]], labels: list[str | None], scores: list[float | None],
@@ -193,7 +195,7 @@ class Reference:
                 "features": {n: {"edges": d.edges, "shares": d.shares} for n, d in self.features.items()},
                 "labels": self.labels,
                 "score": {"edges": self.score.edges, "shares": self.score.shares} if self.score else None,
-                "vocabulary": self.vocabulary}
+                "vocabulary": list(self.vocabulary)}
 
     def add_to(self, folder: Path) -> None:
         """Save it into a version's folder as one of the manifest's hashed artifacts."""
@@ -212,7 +214,7 @@ class Reference:
         return cls(data["source"], int(data["examples"]),
                    {n: Distribution(d["edges"], d["shares"]) for n, d in data["features"].items()},
                    data["labels"], Distribution(score["edges"], score["shares"]) if score else None,
-                   data.get("vocabulary") or [])
+                   tuple(data.get("vocabulary") or ()))  # a tuple of strings, which the collector untracks
 
 
 def top_words(texts: Sequence[str], size: int = VOCABULARY_SIZE) -> list[str]:
