@@ -7,7 +7,11 @@ Usage: python benchmarks/monitoring.py [--seconds 15] [--rounds 5] [--out benchm
    `rounds` times each; the ratio of the medians is the overhead. The server's CPU time per request
    (master and workers, the log's writer included) is measured in the same runs: on a shared 2-core
    machine, where wrk takes a core too, it says the cost with less noise than req/s.
-2. Seconds to compute drift (every feature and the predictions, PSI against review_sentiment's
+2. With --instructions: the CPU instructions per request, log on and off, counted by valgrind's callgrind
+   for the same requests in one process (an in-process app, the writer's work included; the periodic
+   retention and gauge refresh, which valgrind's slowness would run many times more often, are left out).
+   Counted, not timed, this figure does not drift with the machine's load.
+3. Seconds to compute drift (every feature and the predictions, PSI against review_sentiment's
    reference) for a window of 10,000 logged records, read from the database, and for the records alone.
 """
 from __future__ import annotations
@@ -47,6 +51,41 @@ def throughput(monitor: bool, seconds: float) -> tuple[float, float]:
         run = wrk(base + "/review", 8, seconds, "POST", body, "application/x-www-form-urlencoded")
         time.sleep(1.0)  # the writer's last batches
         return run["ok_rps"], (server_cpu_seconds(pid) - cpu) * 1000 / run["requests"]
+
+
+INSTRUCTIONS_SCRIPT = """
+import sys, tempfile
+from app import create_app
+work = tempfile.mkdtemp()
+app = create_app({"DATABASE_URL": f"sqlite:///{work}/m.db", "MODELS": "review_sentiment",
+                  "MONITOR": sys.argv[1] == "on", "LOG_LEVEL": "WARNING"})
+app.extensions["model_registry"].load_all()
+log = app.extensions.get("prediction_log")
+if log:
+    log.settings.gauge_seconds, log._last_retention = 1e12, 1e18
+client = app.test_client()
+for _ in range(int(sys.argv[2])):
+    client.post("/review", data={"review": sys.argv[3]})
+if log:
+    log.flush(600)
+"""
+
+
+def instructions(monitor: bool, requests: int) -> int:
+    """Instructions valgrind counts for an in-process app answering ``requests`` reviews (start included)."""
+    import re
+    import subprocess
+
+    done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, "-c",
+                           INSTRUCTIONS_SCRIPT, "on" if monitor else "off", str(requests), REVIEW],
+                          cwd=ROOT, capture_output=True, text=True, check=True,
+                          env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})  # no pool of BLAS threads spinning
+    return int(re.search(r"refs:\s+([\d,]+)", done.stderr).group(1).replace(",", ""))
+
+
+def instructions_per_request(monitor: bool, few: int = 200, many: int = 1200) -> float:
+    """Instructions per request: the difference of two runs, so that the start cancels out."""
+    return (instructions(monitor, many) - instructions(monitor, few)) / (many - few)
 
 
 def drift_seconds(records: int = 10_000) -> tuple[float, float]:
@@ -90,6 +129,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--instructions", action="store_true", help="also count instructions per request (valgrind)")
     args = parser.parse_args()
     runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
     for _ in range(args.rounds):
@@ -107,11 +147,18 @@ def main() -> None:
         lines.append(f"| {name} | {', '.join(f'{v:.0f}' for v in rps[monitor])} | {statistics.median(rps[monitor]):.0f} "
                      f"| {', '.join(f'{v:.3f}' for v in cpu[monitor])} | {statistics.median(cpu[monitor]):.3f} |")
     lines += ["", f"Throughput, log on / off: {ratio:.3f} ({(1 - ratio):+.1%}). Server CPU per request, on / off: "
-              f"{cpu_ratio:.3f} ({cpu_ratio - 1:+.1%}; the writer's work included).", "",
+              f"{cpu_ratio:.3f} ({cpu_ratio - 1:+.1%}; the writer's work included).", ""]
+    if args.instructions:
+        counted = {monitor: instructions_per_request(monitor) for monitor in (False, True)}
+        lines += ["| POST /review in process, valgrind callgrind | instructions per request |", "| --- | --- |",
+                  f"| prediction log off | {counted[False]:,.0f} |", f"| prediction log on | {counted[True]:,.0f} |", "",
+                  f"Instructions per request, on / off: {counted[True] / counted[False]:.3f} "
+                  f"({counted[True] / counted[False] - 1:+.1%}).", ""]
+    lines += [
              f"| drift over {args.records:,} logged records | seconds |", "| --- | --- |",
              f"| the whole report (read from the database, drift, latency, live accuracy) | {whole:.3f} |",
              f"| drift alone (every feature and the predictions) | {alone:.3f} |", "",
-             "Command: `python benchmarks/monitoring.py --out benchmarks/results/monitoring.md`"]
+             "Command: `python benchmarks/monitoring.py --instructions --out benchmarks/results/monitoring.md`"]
     publish(lines, args.out)
 
 
