@@ -15,28 +15,24 @@ CLIENT = "client"  # a client key, when keys are configured (every view not decl
 WORKER = "worker"  # the worker token: pull workers, and the operator's load and unload
 
 
-def public(view):
-    """Anyone may call it, with client keys configured too."""
-    view.access = PUBLIC
-    return view
+def declaring(what: str, **facts):
+    """A decorator that sets ``facts`` on a view (``what`` says what they mean)."""
+
+    def declare(view):
+        for name, value in facts.items():
+            setattr(view, name, value)
+        return view
+
+    declare.__doc__ = what
+    return declare
 
 
-def for_workers(view):
-    """The worker token guards it (not the client keys)."""
-    view.access = WORKER
-    return view
-
-
-def uses_database(view):
-    """It reads or writes the database: it answers 503 while the database is down, and sees to the schema."""
-    view.uses_database = True
-    return view
-
-
-def undocumented(view):
-    """Not an API operation (a static file, an icon): left out of the OpenAPI document."""
-    view.documented = False
-    return view
+public = declaring("Anyone may call it, with client keys configured too.", access=PUBLIC)
+for_workers = declaring("The worker token guards it (not the client keys).", access=WORKER)
+uses_database = declaring("It reads or writes the database: it answers 503 while the database is down, and sees "
+                          "to the schema.", uses_database=True)
+undocumented = declaring("Not an API operation (a static file, an icon): left out of the OpenAPI document.",
+                         documented=False)
 
 
 def view_of(endpoint: str | None, app: Flask | None = None):
