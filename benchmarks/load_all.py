@@ -66,19 +66,25 @@ class Client:
         url = urlparse(base)
         self.conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
 
-    def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, bytes, float]:
+    def call(self, method: str, path: str, body: dict | None = None,
+             extra_headers: dict | None = None) -> tuple[int, bytes, float]:
         """(status, body, seconds) of one JSON request."""
         started = time.perf_counter()
         data = json.dumps(body).encode() if body is not None else None
-        headers = {"Authorization": f"Bearer {WORKER_TOKEN}", **({"Content-Type": JSON} if data is not None else {})}
+        headers = {"Authorization": f"Bearer {WORKER_TOKEN}", **({"Content-Type": JSON} if data is not None else {}),
+                   **(extra_headers or {})}
         self.conn.request(method, path, data, headers)
         response = self.conn.getresponse()
         return response.status, response.read(), time.perf_counter() - started
 
 
+ANSWER_ID = "load-all-answer"  # the request id of the answer the feedback load labels
+
+
 def setup_ids(base: str) -> dict:
-    """A finished job and a finished compat task to read, made through the job protocol."""
+    """A finished job and a finished compat task to read, made through the job protocol, and an answer to label."""
     client = Client(base)
+    client.call("POST", "/models/decision_tree/predict", {"instances": [REVIEW]}, {"X-Request-ID": ANSWER_ID})
     _, body, _ = client.call("POST", "/jobs", {"model": "review_sentiment", "text": REVIEW})
     job_id = json.loads(body)["id"]
     _, body, _ = client.call("POST", "/jobs/lease", {"worker": "setup", "models": ["review_sentiment"]})
@@ -133,6 +139,8 @@ def wrk_cases(ids: dict) -> list[tuple[str, str, str, bytes | None, str, dict]]:
         ("/review", "POST", "/review", review_form, FORM, {}),
         ("/review/feedback", "POST", "/review/feedback", json.dumps({"review": REVIEW, "label": "positive"}).encode(),
          JSON, {}),
+        ("/models/<name>/feedback", "POST", "/models/decision_tree/feedback",
+         json.dumps({"request_id": ANSWER_ID, "label": "positive"}).encode(), JSON, {}),
         ("/predict", "POST", "/predict", json.dumps({"model": "linear_svc", "review": REVIEW}).encode(), JSON, {}),
         ("/v2/models/<name>/infer", "POST", "/v2/models/review_sentiment/infer", text_v2, JSON, {}),
         ("/v2/models/<name>/versions/<version>/infer", "POST", f"/v2/models/malaria_cell/versions/{cell_v}/infer",

@@ -100,22 +100,24 @@ def stdlib_listener():
 
 @contextlib.contextmanager
 def without(what: str):
-    """Our app with one group of features taken away for the block."""
-    from app import observability
+    """Our app with one group of features taken away for the block (the metrics wherever they are used: the
+    request hooks and the inference tracking)."""
+    from app import metrics, observability
 
     access = logging.getLogger("app.access")
-    saved = {name: getattr(observability, name) for name in METRICS}
+    saved = {(module, name): getattr(module, name) for module in (metrics, observability) for name in METRICS
+             if hasattr(module, name)}
     if what in ("log", "log+metrics"):
         access.disabled = True
     if what == "log+metrics":
-        for name in METRICS:
-            setattr(observability, name, NoMetric())
+        for module, name in saved:
+            setattr(module, name, NoMetric())
     try:
         yield
     finally:
         access.disabled = False
-        for name, value in saved.items():
-            setattr(observability, name, value)
+        for (module, name), value in saved.items():
+            setattr(module, name, value)
 
 
 @contextlib.contextmanager
