@@ -3,6 +3,7 @@ share (SQLite file by default, any SQLAlchemy URL otherwise). The app's side (an
 at start, the endpoints that need it) is app/db.py."""
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import sqlite3
 import time
@@ -12,6 +13,18 @@ from pathlib import Path
 import sqlalchemy as sa
 
 log = logging.getLogger(__name__)
+
+
+def utcnow() -> dt.datetime:
+    """Timezone-aware now (UTC)."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def aware(value: dt.datetime | None) -> dt.datetime | None:
+    """A stored time as UTC: SQLite returns naive datetimes, and they are UTC (so is a naive time a user gives)."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.timezone.utc)
+    return value
 
 metadata = sa.MetaData()
 

@@ -11,6 +11,7 @@ from app.api import registry
 from app.api.inputs import request_fields
 from app.auth import client_label
 from app.codecs.instances import instances_to_inputs
+from app.database import aware
 from app.db import get_engine
 from app.errors import BadRequest, Conflict, NotFound, ServiceUnavailable, UnsupportedMediaType
 from app.endpoints import uses_database
@@ -136,11 +137,9 @@ def monitoring(name: str, version: str | None = None):
     if last is not None and not (last.isdigit() and 1 <= int(last) <= 100_000):
         raise BadRequest("'last' must be a whole number from 1 to 100000")
     try:
-        moment = dt.datetime.fromisoformat(since) if since else None
+        moment = aware(dt.datetime.fromisoformat(since)) if since else None
     except ValueError:
         raise BadRequest("'since' must be an ISO 8601 time, e.g. 2026-12-01T00:00:00+00:00") from None
-    if moment is not None and moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
     return monitoring_report(log, model, int(last) if last else None, moment)
 
 

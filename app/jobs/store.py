@@ -19,7 +19,7 @@ from typing import Callable
 
 import sqlalchemy as sa
 
-from app.database import insert_once, jobs
+from app.database import aware, insert_once, jobs, utcnow
 from app.metrics import JOB_LEASE_EXPIRIES, JOB_LEASES_UNACKNOWLEDGED, JOB_SECONDS
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED, EXPIRED = "queued", "running", "succeeded", "failed", "canceled", "expired"
@@ -57,18 +57,6 @@ class QueueLimitReached(Exception):
         """The message, and whose bound it was."""
         super().__init__(message)
         self.whole = whole
-
-
-def utcnow() -> dt.datetime:
-    """Timezone-aware now (UTC)."""
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def _aware(value: dt.datetime | None) -> dt.datetime | None:
-    """SQLite returns naive datetimes; they are UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=dt.timezone.utc)
-    return value
 
 
 @dataclass
@@ -173,7 +161,7 @@ class JobStore:
         if time.monotonic() - self._last_sweep >= self.sweep_interval:
             self.expire_finished()
         row = self._row(job_id)
-        if row["status"] == RUNNING and _aware(row["lease_expires_at"]) < self.clock():
+        if row["status"] == RUNNING and aware(row["lease_expires_at"]) < self.clock():
             # Its worker is gone: show the job requeued (or failed) now, not when some worker next polls.
             with self.engine.begin() as conn:
                 self._requeue_expired(conn, self.clock())
@@ -186,7 +174,7 @@ class JobStore:
             row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().first()
         if row is None:
             raise JobNotFound(job_id)
-        return {k: _aware(v) if isinstance(v, dt.datetime) else v for k, v in row.items()}
+        return {k: aware(v) if isinstance(v, dt.datetime) else v for k, v in row.items()}
 
     def cancel(self, job_id: str) -> dict:
         """Cancel a queued or running job; finished jobs are left as they are."""

@@ -61,6 +61,7 @@ def report_command(name, version, last, since, html_file, as_json):
 
     Example: modelserve monitor report review_sentiment --last 5000 --html report.html
     """
+    from app.database import aware
     from app.monitoring.log import reference_of
     from app.monitoring.report import html_report, monitoring_report, table, window_rows
 
@@ -68,11 +69,9 @@ def report_command(name, version, last, since, html_file, as_json):
     if log is None:
         raise click.ClickException("the prediction log is off (MODELSERVE_MONITOR=false)")
     try:
-        moment = dt.datetime.fromisoformat(since) if since else None
+        moment = aware(dt.datetime.fromisoformat(since)) if since else None
     except ValueError:
         raise click.ClickException(f"--since {since!r} is not an ISO time") from None
-    if moment is not None and moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
     registry = current_app.extensions["model_registry"]
     registry.load_all()
     model = registry.get(name, version)

@@ -24,7 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from app.database import predictions
+from app.database import aware, predictions, utcnow
 from app.jobs.execute import job_inputs
 from app.monitoring.profile import REFERENCE_FILE, Reference, answer_columns, answers, image_features, number_features, text_features
 from app.metrics import PREDICTIONS_DROPPED
@@ -63,10 +63,6 @@ class MonitorSettings:
                    int(config["MONITOR_MAX_ROWS_PER_MODEL"]))
 
 
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
 def utc_time(seconds: float) -> dt.datetime:
     """A time.time() reading as an aware UTC datetime."""
     return dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
@@ -83,11 +79,6 @@ def stored_time(seconds: float) -> str:
     if last[0] != whole:
         last = _second = (whole, time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(whole)))
     return f"{last[1]}.{int((seconds - whole) * 1e6):06d}"
-
-
-def aware(moment: dt.datetime) -> dt.datetime:
-    """A stored time as UTC (SQLite gives them back without their zone)."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
 def reference_of(model) -> Reference | None:
@@ -309,7 +300,7 @@ class PredictionLog:
 
     def enforce_retention(self, conn) -> int:
         """Delete rows older than the retention, and the oldest rows of a model beyond its row limit."""
-        cutoff = now() - dt.timedelta(seconds=self.settings.retention_seconds)
+        cutoff = utcnow() - dt.timedelta(seconds=self.settings.retention_seconds)
         deleted = conn.execute(sa.delete(predictions).where(predictions.c.created_at < cutoff)).rowcount
         for (name,) in conn.execute(sa.select(predictions.c.model).distinct()).all():
             keep_from = conn.execute(
