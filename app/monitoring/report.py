@@ -3,7 +3,6 @@ for GET /models/NAME/monitoring, `modelserve monitor report` and the Models page
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import html
 import math
 from pathlib import Path
@@ -14,7 +13,7 @@ import sqlalchemy as sa
 
 from app.database import predictions, review_feedback
 from app.monitoring.feedback import labelled_answers
-from app.monitoring.log import PredictionLog, reference_of, summarize
+from app.monitoring.log import PredictionLog, digest, reference_of, summarize
 from app.monitoring.profile import BINS, Reference, answers, label_shares, shares, top_words
 from app.metrics import DRIFT_SCORE, DRIFTED
 
@@ -105,7 +104,7 @@ def reviews_matched(engine: sa.Engine, model: str, version: str, limit: int) -> 
             .order_by(review_feedback.c.id.desc()).limit(limit)).all()
         if not feedback:
             return []
-        truth = {hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(): label for text, label in feedback}
+        truth = {digest(text): label for text, label in feedback}
         answered = dict(conn.execute(
             sa.select(predictions.c.input_digest, predictions.c.label)
             .where(predictions.c.model == model, predictions.c.version == version,
