@@ -1,7 +1,8 @@
 """The one gunicorn configuration used by Procfile, app.yaml, Docker and `make serve`.
 
-Every value can be overridden from the environment (PORT, WEB_CONCURRENCY,
-GUNICORN_THREADS, GUNICORN_TIMEOUT).
+Its values come from the server's settings (app/config.py: PORT, WEB_CONCURRENCY, GUNICORN_THREADS,
+GUNICORN_TIMEOUT, ...), built and checked here once, so a setting that cannot work stops the master
+with its name before any worker starts.
 """
 import contextlib
 import gc
@@ -13,17 +14,19 @@ import tempfile
 
 from gunicorn import glogging, util
 
-from app.config import default_pidfile
+from app.config import load_settings
+
+settings = load_settings()
 
 # Prometheus multiprocess mode: each worker writes its metrics to files here and
 # /metrics aggregates them. Set before any worker imports prometheus_client.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), f"modelserve-metrics-{os.getpid()}"))
 
-bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
+bind = f"{settings.host}:{settings.port}"
 # One process per core: inference is CPU-bound and holds the GIL. With one ONNX Runtime
 # thread per worker, 2 workers served 343 /classify req/s against 238 for 2 ONNX threads
 # per worker (benchmarks/results/classify.md).
-workers = int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 2))
+workers = settings.web_concurrency
 # gthread: threads take the connections, and the admission gate (app/admission.py) decides
 # how many are let in per model (MAX_INFLIGHT, 8) and how many wait (MAX_QUEUED, 32); the rest get
 # 503 + Retry-After.
@@ -33,12 +36,12 @@ workers = int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 2))
 # the wait bounded at 32 and 128 (benchmarks/results/backpressure.md). Idle job long polls
 # (POST /jobs/lease with `wait`) also hold a thread each, which 40 leaves room for.
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "40"))
+threads = settings.gunicorn_threads
 # A worker that stops answering its master for this long is replaced. In gthread the
 # master's heartbeat comes from the worker's main loop, not from request threads, so the
 # 20 s job long poll does not count against it; the longest real inference (a 64-image
 # V2 batch) takes well under a second.
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+timeout = settings.gunicorn_timeout
 # On reload or shutdown, in-flight requests (long polls of up to 20 s included) may finish.
 graceful_timeout = 30
 keepalive = 5
@@ -60,8 +63,7 @@ PRELOADED_LIBRARIES = ("numpy", "scipy.sparse", "sklearn.pipeline", "sklearn.lin
                        "apispec_webframeworks.flask", "yaml", "swagger_ui_bundle", "prometheus_client",
                        "prometheus_client.multiprocess", "pythonjsonlogger.json", "logging.handlers",
                        "flask_limiter", "flask_cors")
-preloading = os.environ.get("MODELSERVE_PRELOAD", "true").strip('"').lower() != "false"
-if preloading:
+if settings.preload:
     for _module in PRELOADED_LIBRARIES:
         with contextlib.suppress(ImportError):
             importlib.import_module(_module)
@@ -70,17 +72,17 @@ if preloading:
 # and warms every model (about 2 s), so it should be rare: at the measured peak of about
 # 500 /review req/s per worker, 100,000 requests is over 3 minutes, and hours at normal
 # load. The 10 % jitter keeps the workers from restarting together.
-max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "100000"))
+max_requests = settings.gunicorn_max_requests
 max_requests_jitter = max_requests // 10
 # `flask models reload` finds the master here and sends it SIGHUP: gunicorn starts
 # new workers (which load every model version, the new ones included), then stops
 # the old ones gracefully, so in-flight requests finish and none is dropped.
 # The file lives in this checkout's instance/ folder (app/config.py default_pidfile), so that two checkouts
 # on one machine never signal each other's server.
-pidfile = os.environ.get("GUNICORN_PIDFILE") or str(default_pidfile(os.environ.get("PORT", "8000")))
+pidfile = str(settings.pidfile())
 # The app writes one JSON line per request (request id, route, status, duration), so
 # gunicorn's own access log would only repeat it; GUNICORN_ACCESSLOG=- turns it back on.
-accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
+accesslog = settings.gunicorn_accesslog or None
 errorlog = "-"
 
 
@@ -99,7 +101,7 @@ class Logger(glogging.Logger):
 logger_class = Logger
 # gunicorn's own lines (worker boots, timeouts, signals) in the app's JSON format, unless
 # MODELSERVE_LOG_FORMAT=text: one parser for every line a log collector sees.
-if os.environ.get("MODELSERVE_LOG_FORMAT", "json").strip('"') == "json":
+if settings.log_format == "json":
     logconfig_dict = {
         "version": 1,
         "disable_existing_loggers": False,
@@ -141,7 +143,7 @@ def on_starting(server):
     path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     shutil.rmtree(path, ignore_errors=True)
     os.makedirs(path, exist_ok=True)
-    if preloading:
+    if settings.preload:
         preread_models(server)
 
 
@@ -149,17 +151,12 @@ def preread_models(server):
     """The fitted scikit-learn estimators of the models the workers will serve, read once here
     (app/models/shared.py), and this package's serving modules: the workers share their pages
     instead of each holding a copy (the memory it saves: benchmarks/README.md)."""
-    from flask import Config
-
     from app import SERVING_MODULES
-    from app.config import PROJECT_ROOT, load_settings, served_model_names
     from app.models.shared import preread
     from app.models.store import served_folder
 
-    config = Config(str(PROJECT_ROOT))
-    load_settings(config)
     # With a shared store: what the cache held when the server started (a first start shares nothing).
-    read = preread(served_folder(config), served_model_names(config))
+    read = preread(served_folder(settings), settings.served_model_names())
     for module in SERVING_MODULES:  # this package's own modules too (not the app: each worker creates its own)
         importlib.import_module(module)
     server.log.info("read before forking, shared by the workers: %s", ", ".join(read) or "none")

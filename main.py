@@ -17,10 +17,10 @@ if "worker_token_file" in app.extensions:
                                        app.extensions["worker_token_file"])
 registry = app.extensions["model_registry"]
 registry.load_all()
-if app.config["MODEL_POLL_SECONDS"]:
+if app.settings.model_poll_seconds:
     # Follow the store's new versions, promotions, rollbacks, unloads and reload requests in this worker,
     # loading what changed beside what serves (app/models/registry.py): no request waits for a load.
-    app.extensions["model_store_watcher"] = StoreWatcher(registry, app.config["MODEL_POLL_SECONDS"]).start()
+    app.extensions["model_store_watcher"] = StoreWatcher(registry, app.settings.model_poll_seconds).start()
 release_free_heap()
 # Everything built so far (the app, the models, the libraries) lives as long as the worker:
 # move it out of the collector's reach, so that full collections during requests stay short.

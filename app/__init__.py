@@ -9,7 +9,7 @@ from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 
 from app.codecs.strict_json import strict_loads
-from app.config import load_settings, served_model_names
+from app.config import Settings, load_settings
 
 
 class StrictJSONProvider(DefaultJSONProvider):
@@ -27,6 +27,8 @@ class ModelServeFlask(Flask):
     request (seven per /review here, about 2 us each); the answer never changes for a function.
     """
 
+    settings: Settings  # the typed settings (app/config.py), built once by create_app and read as attributes
+
     def __init__(self, *args, **kwargs):
         """Flask's app, with an empty cache of handlers."""
         super().__init__(*args, **kwargs)
@@ -42,12 +44,19 @@ class ModelServeFlask(Flask):
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    """Build the app: defaults -> environment -> test overrides, then wire everything up."""
+    """Build the app: settings from defaults -> environment -> ``test_config``, then wire everything up.
+
+    ``test_config`` names settings in capitals (``{"MODEL_DIR": ...}``); its other keys (``TESTING``)
+    are Flask's own and go to ``app.config``."""
+    overrides = dict(test_config or {})
+    flask_config = {key: overrides.pop(key) for key in list(overrides) if key.lower() not in Settings.model_fields}
     # No app-wide static folder: the pages' files are the web blueprint's (/static/web/).
     app = ModelServeFlask(__name__, instance_relative_config=True, static_folder=None)
+    app.settings = load_settings(overrides)
+    # Flask enforces the body limit itself, from its own config.
+    app.config.update(flask_config, MAX_CONTENT_LENGTH=app.settings.max_content_length)
     app.json = StrictJSONProvider(app)
-    load_settings(app.config, test_config)
-    app.json.sort_keys = app.config["JSON_SORT_KEYS"]
+    app.json.sort_keys = app.settings.json_sort_keys
 
     configure_logging(app)
     trust_proxies(app)
@@ -60,21 +69,21 @@ def create_app(test_config: dict | None = None) -> Flask:
 
 def configure_logging(app: Flask) -> None:
     """Structured JSON logs on stderr (or plain text with LOG_FORMAT=text)."""
-    if app.config["LOG_FORMAT"] == "json":
+    if app.settings.log_format == "json":
         from app.observability import configure_json_logging
 
-        configure_json_logging(app.config["LOG_LEVEL"])
+        configure_json_logging(app.settings.log_level)
     else:
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        logging.getLogger("app").setLevel(app.config["LOG_LEVEL"])
+        logging.getLogger("app").setLevel(app.settings.log_level)
 
 
 def trust_proxies(app: Flask) -> None:
     """Behind PROXY_HOPS reverse proxies, the client address is the one they forward (quotas, rate limits)."""
-    if app.config["PROXY_HOPS"]:
+    if app.settings.proxy_hops:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
-        hops = int(app.config["PROXY_HOPS"])
+        hops = app.settings.proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=0)
 
 
@@ -93,23 +102,24 @@ def register_extensions(app: Flask) -> None:
     protection.init_app(app)
     auth.init_app(app)  # after the limiter: failed key guesses count against the address
     admission.init_app(app)
+    settings = app.settings
     app.extensions["job_store"] = JobStore(
         app.extensions["db_engine"],
-        lease_seconds=app.config["JOB_LEASE_SECONDS"],
-        max_attempts=app.config["JOB_MAX_ATTEMPTS"],
-        retention_seconds=app.config["JOB_RETENTION_SECONDS"],
-        queued_seconds=app.config["JOB_QUEUED_SECONDS"],
-        ack_seconds=app.config["JOB_ACK_SECONDS"],
+        lease_seconds=settings.job_lease_seconds,
+        max_attempts=settings.job_max_attempts,
+        retention_seconds=settings.job_retention_seconds,
+        queued_seconds=settings.job_queued_seconds,
+        ack_seconds=settings.job_ack_seconds,
     )
     prediction_log = None
-    if app.config["MONITOR"]:
+    if settings.monitor:
         from app.monitoring.log import MonitorSettings, PredictionLog
 
-        prediction_log = PredictionLog(app.extensions["db_engine"], MonitorSettings.from_config(app.config),
+        prediction_log = PredictionLog(app.extensions["db_engine"], MonitorSettings.from_settings(settings),
                                        observability.request_facts)
         app.extensions["prediction_log"] = prediction_log
-    app.extensions["model_registry"] = ModelRegistry(open_store(app.config), served_model_names(app.config),
-                                                     runtime_options(app.config), prediction_log)
+    app.extensions["model_registry"] = ModelRegistry(open_store(settings), settings.served_model_names(),
+                                                     runtime_options(settings), prediction_log)
 
 
 # The modules whose commands the app registers (each has an init_app that adds its own).

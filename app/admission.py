@@ -218,6 +218,6 @@ def admitted(model_of):
 
 def init_app(app) -> None:
     """One set of gates per app, which under gunicorn means per worker process: one gate per model."""
-    app.extensions["admission_gate"] = AdmissionGates(
-        int(app.config["MAX_INFLIGHT"]), int(app.config["MAX_QUEUED"]), float(app.config["REQUEST_DEADLINE_SECONDS"]),
-        float(app.config["SHED_DELAY_SECONDS"]))
+    settings = app.settings
+    app.extensions["admission_gate"] = AdmissionGates(settings.max_inflight, settings.max_queued,
+                                                      settings.request_deadline_seconds, settings.shed_delay_seconds)

@@ -81,14 +81,14 @@ def generated_token(path: Path) -> str:
 
 def init_worker_auth(app: Flask) -> None:
     """Decide how worker endpoints are guarded: the set token, a generated one, or open on request."""
-    if app.config["WORKER_TOKEN"]:
-        app.extensions["worker_token"] = app.config["WORKER_TOKEN"]
-    elif app.config["OPEN_WORKER_ENDPOINTS"]:
+    if app.settings.worker_token:
+        app.extensions["worker_token"] = app.settings.worker_token
+    elif app.settings.open_worker_endpoints:
         app.extensions["worker_token"] = ""
         log.warning("worker endpoints are OPEN (MODELSERVE_OPEN_WORKER_ENDPOINTS): anyone who can reach this "
                     "server can lease jobs and post results")
     else:
-        path = Path(app.config["WORKER_TOKEN_FILE"])
+        path = app.settings.worker_token_file
         try:
             token = generated_token(path)
             if not token:
@@ -101,12 +101,12 @@ def init_worker_auth(app: Flask) -> None:
                       "MODELSERVE_WORKER_TOKEN", path, exc)
 
 
-def local_worker_token(config) -> str:
+def local_worker_token(settings) -> str:
     """The token a worker on the server's own machine can use: the setting, else the generated file."""
-    if config["WORKER_TOKEN"]:
-        return config["WORKER_TOKEN"]
+    if settings.worker_token:
+        return settings.worker_token
     try:
-        return Path(config["WORKER_TOKEN_FILE"]).read_text().strip()
+        return settings.worker_token_file.read_text().strip()
     except OSError:
         return ""
 
@@ -156,6 +156,6 @@ def check_access() -> None:
 
 def init_app(app: Flask) -> None:
     """Worker token and client keys now; the client key check before every request."""
-    app.extensions["api_keys"] = [k.strip() for k in app.config["API_KEYS"].split(",") if k.strip()]
+    app.extensions["api_keys"] = list(app.settings.api_keys)
     init_worker_auth(app)
     app.before_request(check_access)

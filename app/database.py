@@ -156,10 +156,9 @@ class DatabaseBudget:
     statement_seconds: float = 5.0
 
     @classmethod
-    def from_config(cls, config) -> "DatabaseBudget":
-        """The budget the settings give."""
-        return cls(int(config["DATABASE_POOL_SIZE"]), float(config["DATABASE_WAIT_SECONDS"]),
-                   float(config["DATABASE_TIMEOUT_SECONDS"]))
+    def from_settings(cls, settings) -> "DatabaseBudget":
+        """The budget the server's settings give (app/config.py)."""
+        return cls(settings.database_pool_size, settings.database_wait_seconds, settings.database_timeout_seconds)
 
 
 def make_engine(url: str, budget: DatabaseBudget = DatabaseBudget()) -> sa.Engine:

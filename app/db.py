@@ -21,7 +21,7 @@ def init_app(app: Flask) -> None:
     A database that is down at start does not stop the server: inference serves, the database
     endpoints answer 503 until it is back, and the schema is seen to on their first use.
     """
-    app.extensions["db_engine"] = make_engine(app.config["DATABASE_URL"], DatabaseBudget.from_config(app.config))
+    app.extensions["db_engine"] = make_engine(app.settings.database_url, DatabaseBudget.from_settings(app.settings))
     app.extensions["db_schema_current"] = False
     app.extensions["db_state"] = "unknown"
     try:
@@ -46,7 +46,7 @@ def ensure_schema(app: Flask, migrate: bool | None = None) -> None:
         return
     engine = app.extensions["db_engine"]
     try:
-        if app.config["AUTO_MIGRATE"] if migrate is None else migrate:
+        if app.settings.auto_migrate if migrate is None else migrate:
             upgrade_database(engine)
         else:
             current, head = current_and_head(engine)

@@ -124,7 +124,7 @@ def learn(data_dir, model_name, margin, force):
         click.echo("no new feedback; nothing to learn")
         return
     model = current_app.extensions["model_registry"].get(model_name)
-    data = Path(data_dir or current_app.config["DATA_DIR"])
+    data = Path(data_dir or current_app.settings.data_dir)
     out = learn_from_feedback(model, [r.review for r in rows], [r.label for r in rows], data if data.is_dir() else None)
     new_version = out.name
     store.mark_learned([r.id for r in rows], new_version)

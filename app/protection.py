@@ -19,14 +19,15 @@ EXEMPT_PREFIXES = ("/health", "/v2/health", "/metrics", "/static", "/docs")
 def init_app(app: Flask) -> None:
     """Attach the limiter (enabled only with a default limit) and CORS (only with origins)."""
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
-    app.config["RATELIMIT_ENABLED"] = bool(app.config.get("RATELIMIT_DEFAULT"))
+    settings = app.settings
+    app.config["RATELIMIT_ENABLED"] = bool(settings.ratelimit_default)
     # Counted per validated API key, else per address: an invented key buys no new quota.
     limiter = Limiter(key_func=client_label, app=app,
-                      default_limits=[app.config["RATELIMIT_DEFAULT"]] if app.config.get("RATELIMIT_DEFAULT") else [],
-                      storage_uri=app.config.get("RATELIMIT_STORAGE_URI", "memory://"))
+                      default_limits=[settings.ratelimit_default] if settings.ratelimit_default else [],
+                      storage_uri=settings.ratelimit_storage_uri)
     limiter.request_filter(lambda: request.path.startswith(EXEMPT_PREFIXES))
     app.extensions["rate_limiter"] = limiter
-    origins = [o.strip() for o in str(app.config.get("CORS_ORIGINS") or "").split(",") if o.strip()]
+    origins = list(settings.cors_origins)
     if origins:
         from flask_cors import CORS
 

@@ -417,7 +417,7 @@ def test_untrusted_hash_mismatch_and_missing_class_are_refused_while_others_serv
 
 
 def test_cli_refuses_what_it_cannot_serve(tmp_path, runner, app):
-    app.config["MODEL_DIR"] = str(tmp_path / "models")
+    app.settings = app.settings.model_copy(update={"model_dir": tmp_path / "models"})
     (tmp_path / "notes.txt").write_text("hello")
     unknown = runner.invoke(args=["models", "add", "notes", str(tmp_path / "notes.txt")])
     assert unknown.exit_code != 0 and "unknown model format" in unknown.output

@@ -5,8 +5,8 @@ from tests.conftest import committed_version
 
 def test_defaults_use_embedded_sqlite_and_committed_models():
     app = create_app()
-    assert app.config["DATABASE_URL"].startswith("sqlite:///")
-    assert app.config["MODEL_DIR"].endswith("saved_models")
+    assert app.settings.database_url.startswith("sqlite:///")
+    assert app.settings.model_dir.name == "saved_models"
     assert not app.testing
 
 
@@ -14,14 +14,14 @@ def test_prefixed_environment_overrides_defaults(monkeypatch, tmp_path):
     monkeypatch.setenv("MODELSERVE_MAX_TEXT_CHARS", "123")
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'env.db'}")
     app = create_app()
-    assert app.config["MAX_TEXT_CHARS"] == 123  # parsed as JSON, so an int
-    assert app.config["DATABASE_URL"].endswith("env.db")
+    assert app.settings.max_text_chars == 123  # typed: an int
+    assert app.settings.database_url.endswith("env.db")
 
 
 def test_test_config_wins_over_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("MODELSERVE_MAX_TEXT_CHARS", "123")
     app = create_app({"MAX_TEXT_CHARS": 7, "DATABASE_URL": f"sqlite:///{tmp_path / 't.db'}"})
-    assert app.config["MAX_TEXT_CHARS"] == 7
+    assert app.settings.max_text_chars == 7
 
 
 def test_unknown_url_is_json_404(client):

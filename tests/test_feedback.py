@@ -58,7 +58,7 @@ def test_learn_writes_new_version_and_keeps_old(app_with_model_dir, model_dir, t
     from app import create_app
 
     fresh = create_app({"TESTING": True, "MODEL_DIR": str(model_dir),
-                        "DATABASE_URL": app.config["DATABASE_URL"]})
+                        "DATABASE_URL": app.settings.database_url})
     after = fresh.test_client().post("/review", data={"review": REVIEW}).json
     assert after["model"]["version"] == NEW
     assert after["probability_positive"] < before["probability_positive"]

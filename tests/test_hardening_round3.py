@@ -237,7 +237,7 @@ def test_a_manifest_cannot_point_a_runtime_at_an_unhashed_file(tmp_path, wine_ap
     joblib.dump(Planted(marker), tmp_path / "evil.joblib")
     folder = tmp_path / "models" / "wine" / "1"
     edit_manifest(folder, lambda m: m.setdefault("config", {}).update(estimator="../../../evil.joblib"))
-    fresh = create_app({**{k: wine_app.config[k] for k in ("TESTING", "DATABASE_URL", "MODEL_DIR")}})
+    fresh = create_app({"TESTING": True, "DATABASE_URL": wine_app.settings.database_url, "MODEL_DIR": wine_app.settings.model_dir})
     listing = fresh.test_cli_runner().invoke(args=["models", "list"])  # as `flask models list` in a new process
     assert listing.exit_code == 1 and re.search(r"wine\s+v1\s+REFUSED .*not one of the manifest's artifacts", listing.output)
     assert not marker.exists()

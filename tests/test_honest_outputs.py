@@ -1,7 +1,6 @@
 """Answers say what they are: an ONNX classifier without probabilities answers `decision_scores`, not
 "probabilities"; integer class outputs are named with --labels; `models add` says what the model will answer."""
 import json
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -88,7 +87,7 @@ def test_probabilities_stay_probabilities_with_their_labels(iris_app, iris_files
 
 def test_batch_scoring_writes_a_decision_score_column_per_label(iris_app, iris_files):
     app, _ = iris_app
-    model = load_model(app.config["MODEL_DIR"], "iris_svc")
+    model = load_model(app.settings.model_dir, "iris_svc")
     assert result_columns(model.manifest) == ["label", *[f"decision_score_{n}" for n in IRIS], "error"]
     [row] = score_items(model, [iris_files[1][0].tolist()])
     assert row["label"] == "setosa" and row["decision_score_setosa"] > row["decision_score_virginica"]
@@ -106,7 +105,7 @@ def test_labels_that_do_not_match_the_classes_are_refused(iris_files, tmp_path):
 
 def test_the_manifest_records_which_graph_output_is_which(iris_app):
     app, _ = iris_app
-    manifest = json.loads((Path(app.config["MODEL_DIR"]) / "iris_svc" / "1" / "manifest.json").read_text())
+    manifest = json.loads((app.settings.model_dir / "iris_svc" / "1" / "manifest.json").read_text())
     assert manifest["config"]["graph_outputs"] == {"label": "label", "decision_scores": "probabilities"}
     assert manifest["config"]["label_by_index"] is True
 

@@ -44,8 +44,8 @@ def describe():
         "accepts": "multipart/form-data with a PNG or JPEG file in the field `image`",
         "returns": {"label": " | ".join(model.labels), "probabilities": "{label: 0..1}", "model": "{name, version}",
                     "warning": "only for an image that does not look like a cell crop (the answer is then unreliable)"},
-        "limits": {"max_bytes": current_app.config["MAX_CONTENT_LENGTH"],
-                   "max_pixels": current_app.config["MAX_IMAGE_PIXELS"]},
+        "limits": {"max_bytes": current_app.settings.max_content_length,
+                   "max_pixels": current_app.settings.max_image_pixels},
         "model": model.describe(),
     }
 

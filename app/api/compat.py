@@ -66,7 +66,7 @@ def predict_v0():
     data = decode_base64(payload, "'payload'")
     if not data:
         raise BadRequest("the payload is empty")
-    job, _ = enqueue(current_app.config["COMPAT_MODEL"], data, "application/octet-stream", source="compat")
+    job, _ = enqueue(current_app.settings.compat_model, data, "application/octet-stream", source="compat")
     return plain(job["id"])
 
 
@@ -85,7 +85,7 @@ def get_next_task_v0():
           content: {text/plain: {schema: {type: string}}}
     """
     # The original protocol has no heartbeat to acknowledge a lease with: it starts at once.
-    lease = store().lease("compat-worker", [current_app.config["COMPAT_MODEL"]], 0, acknowledged=True)
+    lease = store().lease("compat-worker", [current_app.settings.compat_model], 0, acknowledged=True)
     if lease is None:
         return plain("")
     payload = base64.b64encode(lease.job["payload"]).decode("ascii")
@@ -121,7 +121,7 @@ def put_task_result_v0():
         job = store().get(job_id) if JOB_ID.fullmatch(job_id) else None
     except JobNotFound:
         job = None
-    if job is None or job["model"] != current_app.config["COMPAT_MODEL"]:
+    if job is None or job["model"] != current_app.settings.compat_model:
         raise NotFound(f"no compat task {task_id[:80]!r}")
     if not JOB_ID.fullmatch(lease_id):
         raise Conflict(f"task {job_id} is bound to the worker that took it: quote the task id that "

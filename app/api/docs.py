@@ -174,7 +174,7 @@ TAGS = [
 def operation_security(app: Flask, endpoint: str) -> list[dict]:
     """The credentials an operation needs on this server: the worker token, an API key, or none."""
     if access_of(endpoint, app) == WORKER:
-        return [] if app.config["OPEN_WORKER_ENDPOINTS"] and not app.config["WORKER_TOKEN"] else [{"workerToken": []}]
+        return [] if app.settings.open_worker_endpoints and not app.settings.worker_token else [{"workerToken": []}]
     if auth.api_keys(app) and auth.needs_client_key(endpoint, app):
         return [{"apiKey": []}, {"apiKeyBearer": []}]
     return []

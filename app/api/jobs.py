@@ -55,15 +55,15 @@ def load_job(job_id: str) -> dict:
 
 def queue_limits() -> QueueLimits:
     """The queue's bounds, from the settings."""
-    config = current_app.config
-    return QueueLimits(config["MAX_QUEUED_JOBS_PER_CLIENT"], config["MAX_QUEUED_JOB_BYTES_PER_CLIENT"],
-                       config["MAX_QUEUED_JOBS"], config["MAX_QUEUED_JOB_BYTES"])
+    settings = current_app.settings
+    return QueueLimits(settings.max_queued_jobs_per_client, settings.max_queued_job_bytes_per_client,
+                       settings.max_queued_jobs, settings.max_queued_job_bytes)
 
 
 def check_model_known(model_name: str) -> None:
     """Jobs name a model of this server, the compat model, or one of WORKER_MODELS ("*": any)."""
-    allowed = {m.strip() for m in current_app.config["WORKER_MODELS"].split(",") if m.strip()}
-    if "*" in allowed or model_name in allowed or model_name == current_app.config["COMPAT_MODEL"]:
+    allowed = current_app.settings.worker_models
+    if "*" in allowed or model_name in allowed or model_name == current_app.settings.compat_model:
         return
     if model_name not in registry().names():
         raise ModelNotFound(f"no model {model_name!r} on this server (a model only remote workers serve must be "
@@ -328,7 +328,7 @@ def lease_job():
     if not isinstance(worker, str):
         raise BadRequest("'worker' must be a string")
     worker = checked_text(worker, "'worker'")[:128]
-    lease = store().lease(worker, models, min(float(wait), current_app.config["JOB_MAX_WAIT_SECONDS"]))
+    lease = store().lease(worker, models, min(float(wait), current_app.settings.job_max_wait_seconds))
     if lease is None:
         return Response(status=204)
     job = lease.job

@@ -46,7 +46,7 @@ def score_command(model_name, source, output, version, batch_size, columns, key,
     try:
         store = model_store()
         model = load_model(store.fetch(model_name, version) if store.remote else store.root, model_name, version, batch_size,
-                           threads or os.cpu_count() or 1, Limits.from_config(current_app.config))
+                           threads or os.cpu_count() or 1, Limits.from_settings(current_app.settings))
         if progress is None:
             progress = sys.stderr.isatty()
         summary = score_dataset(model, source, output, batch_size, list(columns) or None, key, progress)

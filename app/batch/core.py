@@ -24,12 +24,16 @@ def model_folder(location: str | Path, name: str, version: str | None = None) ->
     (s3://, gs://, file://), into which the version is fetched and verified once (per Python worker)."""
     if "://" not in str(location):
         return Path(location)
-    import os
     import tempfile
 
+    from app.config import load_settings
     from app.models.store import RemoteStore, StoreUnavailable
 
-    cache = os.environ.get("MODELSERVE_MODEL_CACHE") or os.path.join(tempfile.gettempdir(), "modelserve-model-cache")
+    # A Spark or Beam worker may run from an installed package, where the checkout's instance/ folder (the
+    # server's default cache) is not there to write: the temporary folder, unless MODEL_CACHE is set.
+    settings = load_settings()
+    cache = settings.model_cache if "model_cache" in settings.model_fields_set else \
+        Path(tempfile.gettempdir()) / "modelserve-model-cache"
     try:
         return RemoteStore(str(location), cache, 1 << 62).fetch(name, version)
     except (StoreUnavailable, FileNotFoundError, ManifestError) as exc:
@@ -37,12 +41,11 @@ def model_folder(location: str | Path, name: str, version: str | None = None) ->
 
 
 def default_store() -> str:
-    """Where the batch tools find models: ``MODELSERVE_MODEL_STORE`` when set, else the server's default folder."""
-    import os
+    """Where the batch tools find models: the server's MODEL_STORE when set, else its MODEL_DIR."""
+    from app.config import load_settings
 
-    from app.config import DefaultConfig
-
-    return os.environ.get("MODELSERVE_MODEL_STORE") or DefaultConfig.MODEL_DIR
+    settings = load_settings()
+    return settings.model_store or str(settings.model_dir)
 
 
 def find_manifest(model_dir: str | Path, name: str, version: str | None = None) -> Manifest:

@@ -207,10 +207,10 @@ class Limits:
     max_batch_image_pixels: int = 16_000_000
 
     @classmethod
-    def from_config(cls, config: Mapping) -> "Limits":
-        """Limits from the app settings."""
-        return cls(int(config["MAX_BATCH"]), int(config["MAX_TEXT_CHARS"]), int(config["MAX_BATCH_TEXT_CHARS"]),
-                   int(config["MAX_IMAGE_PIXELS"]), int(config["MAX_BATCH_IMAGE_PIXELS"]))
+    def from_settings(cls, settings) -> "Limits":
+        """Limits from the server's settings (app/config.py)."""
+        return cls(settings.max_batch, settings.max_text_chars, settings.max_batch_text_chars,
+                   settings.max_image_pixels, settings.max_batch_image_pixels)
 
 
 # --- decoding helpers shared by the runtimes -------------------------------------------------

@@ -35,7 +35,7 @@ def model_store():
 
 def how_servers_follow() -> str:
     """What a running server needs to pick up a change to the store."""
-    seconds = current_app.config["MODEL_POLL_SECONDS"]
+    seconds = current_app.settings.model_poll_seconds
     if seconds:
         return f"every running worker picks it up within MODEL_POLL_SECONDS ({seconds} s), no request waiting"
     return "running servers pick it up on `flask models reload --restart` (no request is dropped)"
@@ -193,7 +193,7 @@ def publish_models(source, names):
     from app.models.aliases import ALIASES_FILE
     from app.models.registry import discover
 
-    store, source = model_store(), Path(source or current_app.config["MODEL_DIR"])
+    store, source = model_store(), Path(source or current_app.settings.model_dir)
     if not store.remote:
         raise click.ClickException("MODEL_STORE names no shared store (s3://, gs:// or file://) to publish to")
     try:
@@ -227,7 +227,7 @@ def reload_models(restart, pidfile):
     Every worker watches the model store (MODEL_POLL_SECONDS) and loads what changed beside what it
     serves; this asks the workers serving the local folder to load it again at their next check.
     """
-    seconds = current_app.config["MODEL_POLL_SECONDS"]
+    seconds = current_app.settings.model_poll_seconds
     store = model_store()
     if not restart and seconds:
         if store.remote:
@@ -247,7 +247,7 @@ def restart_workers(pidfile: str | None) -> None:
 
     from app.config import is_our_server
 
-    path = Path(pidfile or os.environ.get("GUNICORN_PIDFILE") or running_server_pidfile())
+    path = Path(pidfile or current_app.settings.gunicorn_pidfile or running_server_pidfile())
     try:
         pid = int(path.read_text().strip())
     except (OSError, ValueError):

@@ -45,10 +45,10 @@ def runtime_factory(runtime: str) -> Callable[[Manifest, dict], Model]:
         raise ManifestError(f"runtime {runtime!r} is not available in this server ({exc})") from exc
 
 
-def runtime_options(config) -> dict:
+def runtime_options(settings) -> dict:
     """What every model is built with, from the settings: ONNX Runtime threads, request limits, batching."""
-    return {"onnx_threads": config["ONNX_THREADS"], "limits": Limits.from_config(config),
-            "batching": dict(config["BATCHING"]), "python_model_timeout": config["PYTHON_MODEL_TIMEOUT_SECONDS"]}
+    return {"onnx_threads": settings.onnx_threads, "limits": Limits.from_settings(settings),
+            "batching": dict(settings.batching), "python_model_timeout": settings.python_model_timeout_seconds}
 
 
 def build_model(manifest: Manifest, options: dict | None = None) -> Model:

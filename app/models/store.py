@@ -502,19 +502,19 @@ def default_options(url: str) -> dict:
     return {}
 
 
-def open_store(config) -> LocalStore | RemoteStore:
+def open_store(settings) -> LocalStore | RemoteStore:
     """The store the settings name: MODEL_STORE (a URL), else the MODEL_DIR folder."""
-    url = str(config["MODEL_STORE"] or config["MODEL_DIR"])
+    url = str(settings.model_store or settings.model_dir)
     if "://" not in url:
         return LocalStore(url)
-    return RemoteStore(url, config["MODEL_CACHE"], int(config["MODEL_CACHE_MAX_BYTES"]))
+    return RemoteStore(url, settings.model_cache, settings.model_cache_max_bytes)
 
 
-def served_folder(config) -> Path:
+def served_folder(settings) -> Path:
     """The local folder the workers load models from (MODEL_DIR, or a shared store's cache), worked
     out without opening the store (gunicorn's master reads it before forking)."""
-    url = str(config["MODEL_STORE"] or config["MODEL_DIR"])
-    return Path(url) if "://" not in url else cache_folder(url, config["MODEL_CACHE"])
+    url = str(settings.model_store or settings.model_dir)
+    return Path(url) if "://" not in url else cache_folder(url, settings.model_cache)
 
 
 def cache_folder(url: str, cache_dir: str | Path) -> Path:

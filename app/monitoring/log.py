@@ -51,16 +51,11 @@ class MonitorSettings:
     gauge_seconds: float = 60.0
 
     @classmethod
-    def from_config(cls, config) -> "MonitorSettings":
-        """From the MONITOR_* settings (MONITOR_PAYLOADS: "model:share,model:share")."""
-        payloads = {}
-        for part in str(config.get("MONITOR_PAYLOADS") or "").split(","):
-            if part.strip():
-                name, _, share = part.strip().partition(":")
-                payloads[name.strip()] = float(share or 1.0)
-        return cls(float(config["MONITOR_SAMPLE_RATE"]), int(config["MONITOR_QUEUE_SIZE"]), payloads,
-                   int(config["MONITOR_PAYLOAD_MAX_BYTES"]), float(config["MONITOR_RETENTION_SECONDS"]),
-                   int(config["MONITOR_MAX_ROWS_PER_MODEL"]))
+    def from_settings(cls, settings) -> "MonitorSettings":
+        """From the server's MONITOR_* settings (app/config.py)."""
+        return cls(settings.monitor_sample_rate, settings.monitor_queue_size, dict(settings.monitor_payloads),
+                   settings.monitor_payload_max_bytes, settings.monitor_retention_seconds,
+                   settings.monitor_max_rows_per_model)
 
 
 def utc_time(seconds: float) -> dt.datetime:

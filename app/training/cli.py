@@ -33,7 +33,7 @@ def data_option(func):
 
 def resolve_data_dir(data_dir: Path | None) -> Path:
     """The --data folder, or the configured default; it must exist."""
-    path = Path(data_dir or current_app.config["DATA_DIR"])
+    path = Path(data_dir or current_app.settings.data_dir)
     if not path.is_dir():
         raise click.ClickException(f"data folder {path} does not exist (give --data or set MODELSERVE_DATA_DIR)")
     return path
@@ -58,7 +58,7 @@ def train_review(data_dir, seed):
     """Movie-review sentiment model (IMDb train split; figures from the test split)."""
     from app.training.review import train_review_model
 
-    out = train_review_model(data_dir_for_review(data_dir), Path(current_app.config["MODEL_DIR"]), seed=seed)
+    out = train_review_model(data_dir_for_review(data_dir), current_app.settings.model_dir, seed=seed)
     click.echo(f"wrote {out}")
     click.echo(json.dumps(json.loads((out / "manifest.json").read_text())["metrics"], indent=2))
 
@@ -72,7 +72,7 @@ def train_trio_command(data_dir, seed, only):
     """Logistic regression, linear SVC and decision tree on the hashed IMDb features."""
     from app.training.sklearn_trio import train_trio
 
-    for out in train_trio(data_dir_for_review(data_dir), Path(current_app.config["MODEL_DIR"]), seed, set(only)):
+    for out in train_trio(data_dir_for_review(data_dir), current_app.settings.model_dir, seed, set(only)):
         metrics = json.loads((out / "manifest.json").read_text())["metrics"]
         click.echo(f"wrote {out}: test accuracy {metrics['accuracy']:.4f}, ROC AUC {metrics['roc_auc']:.4f}")
 
@@ -113,7 +113,7 @@ def train_malaria(data_dir, variant, seed):
     from app.training.malaria_cv import VARIANTS, train_final
 
     try:
-        out = train_final(malaria_data_dir(data_dir), Path(current_app.config["MODEL_DIR"]), VARIANTS[variant], seed)
+        out = train_final(malaria_data_dir(data_dir), current_app.settings.model_dir, VARIANTS[variant], seed)
     except (RuntimeError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
     metrics = json.loads((out / "manifest.json").read_text())["metrics"]
@@ -147,7 +147,7 @@ def train_malaria_quantize(data_dir, seed):
     from app.training.malaria_int8 import publish_int8
 
     try:
-        out = publish_int8(malaria_data_dir(data_dir), Path(current_app.config["MODEL_DIR"]), seed)
+        out = publish_int8(malaria_data_dir(data_dir), current_app.settings.model_dir, seed)
     except (RuntimeError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
     metrics = json.loads((out / "manifest.json").read_text())["metrics"]
@@ -167,7 +167,7 @@ def train_malaria_cell_check(data_dir, quantile, results):
     from app.batch.core import find_manifest
     from app.training.cell_check import RESULTS, evaluate_and_ship, ship
 
-    folder = Path(find_manifest(current_app.config["MODEL_DIR"], "malaria_cell").directory)
+    folder = Path(find_manifest(current_app.settings.model_dir, "malaria_cell").directory)
     figures = evaluate_and_ship(malaria_data_dir(data_dir), quantile)
     ship(folder, figures)
     results = results or RESULTS
