@@ -202,13 +202,10 @@ def admitted(model_of):
             gate = gates.gate(name if served else AdmissionGates.UNKNOWN)
             started, seconds = getattr(g, "started", time.perf_counter()), request_deadline(gates.deadline_seconds)
             with gate.admit(started, seconds):
-                # A batching model waits for more requests only until this deadline (app/models/batching.py).
-                deadline = batching.request_deadline.set(started + seconds)
-                try:
-                    with gate.arrivals.arriving():
-                        return view(*args, **kwargs)
-                finally:
-                    batching.request_deadline.reset(deadline)
+                # The view hands this to its model's runner: a batching model waits for more requests only
+                # until the deadline, and only while others are on their way (app/models/batching.py).
+                with gate.arrivals.arriving(started + seconds) as admission:
+                    return view(*args, admission=admission, **kwargs)
 
         wrapper.admitted = True  # the OpenAPI description documents its 503 and X-Request-Timeout
         return wrapper

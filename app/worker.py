@@ -6,7 +6,7 @@ import logging
 
 from app.auth import local_worker_token
 from app.config import load_settings
-from app.jobs.worker import Server, run_worker
+from app.jobs.pull import Server, run_worker
 from app.models.registry import ModelRegistry, StoreWatcher, runtime_options
 from app.models.store import LocalStore, open_store
 

@@ -30,6 +30,7 @@ from app.batch.core import load_model  # noqa: E402
 from app.batch.files import image_files  # noqa: E402
 from app.batch.local import score_dataset  # noqa: E402
 from app.config import PROJECT_ROOT  # noqa: E402
+from app.models.runner import Runner, items_of  # noqa: E402
 from benchmarks.loadgen import multipart_body, publish, wrk  # noqa: E402
 from benchmarks.serverctl import gunicorn_server  # noqa: E402
 
@@ -63,11 +64,12 @@ def reviews_table(work: Path, limit: int | None) -> Path:
 
 
 def raw_rate(name: str, items: list) -> float:
-    """Items/s of model.run over in-memory items in batches of 64 (every core)."""
+    """Items/s of the model's runner over in-memory items in batches of 64 (every core)."""
     model = load_model(MODELS, name, batch_size=64, onnx_threads=os.cpu_count() or 1)
+    serve = Runner(model).serve
     started = time.perf_counter()
     for start in range(0, len(items), 64):
-        model.run(items[start:start + 64])
+        serve(items_of(model, items[start:start + 64]))
     return len(items) / (time.perf_counter() - started)
 
 

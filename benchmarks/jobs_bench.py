@@ -35,7 +35,7 @@ def run(database_url: str, jobs: int, workers: int) -> dict:
 
     from app.database import make_engine
     from app.jobs.store import JobStore
-    from app.jobs.worker import Server, run_worker
+    from app.jobs.pull import Server, run_worker
     from app.migrations import upgrade_database
     from app.models.registry import ModelRegistry
 

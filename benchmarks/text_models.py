@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app.batch.core import load_model  # noqa: E402
+from app.models.runner import Runner  # noqa: E402
 from app.config import PROJECT_ROOT  # noqa: E402
 from benchmarks.loadgen import publish  # noqa: E402
 
@@ -36,10 +37,11 @@ def test_reviews(count: int) -> list[str]:
 
 
 def rate(model, reviews: list[str], batch: int) -> float:
-    """Reviews/s of model.run over the reviews, ``batch`` at a time."""
+    """Reviews/s of the model's runner over the reviews, ``batch`` at a time."""
+    serve = Runner(model).serve
     started = time.perf_counter()
     for start in range(0, len(reviews), batch):
-        model.run(reviews[start:start + batch])
+        serve({"review": reviews[start:start + batch]})
     return len(reviews) / (time.perf_counter() - started)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from app.config import SettingsError
-from app.models.batching import Batcher, BatchingSettings, concat_batches, request_deadline, split_outputs
+from app.models.batching import Batcher, BatchingSettings, concat_batches, split_outputs
 
 
 class Recorder:
@@ -61,20 +61,20 @@ def admitted_together(arrivals, batcher: Batcher, later: float) -> tuple:
     both_admitted = threading.Barrier(2)
 
     def request(delay: float, items: list[int]):
-        with arrivals.arriving():
+        with arrivals.arriving() as admission:
             both_admitted.wait()
             time.sleep(delay)
-            return run_one(batcher, items)
+            return run_one(batcher, items, admission)
 
     with ThreadPoolExecutor(2) as pool:
         first, second = pool.submit(request, 0, [1]), pool.submit(request, later, [2])
         return first.result(), second.result()
 
 
-def run_one(batcher: Batcher, items: list[int]):
-    """One request's result, or the exception it got."""
+def run_one(batcher: Batcher, items: list[int], admission=None):
+    """One request's result, or the exception it got (``admission``: what the gate let it in with)."""
     try:
-        return list(batcher.run({"x": items}, len(items))["y"])
+        return list(batcher.run({"x": items}, len(items), admission)["y"])
     except ValueError as exc:
         return exc
 
@@ -135,9 +135,9 @@ def test_a_request_alone_does_not_wait_and_with_max_wait_others_can_join():
     assert run_one(alone, [1]) == [2]
     waiting = Batcher(recorder, BatchingSettings(max_batch_size=2, max_wait_ms=100))
     arrivals = Arrivals()
-    with arrivals.arriving():  # alone in the worker: nobody else on the way, so no wait
+    with arrivals.arriving() as admission:  # alone in the worker: nobody else on the way, so no wait
         waits = spy_on_waits(waiting)
-        assert run_one(waiting, [1]) == [2]
+        assert run_one(waiting, [1], admission) == [2]
         assert waits == []
 
     assert admitted_together(arrivals, waiting, 0.02) == ([2], [4])
@@ -162,14 +162,10 @@ def test_the_wait_for_more_requests_ends_at_the_request_deadline():
     with arrivals.arriving():  # another request on its way the whole time, which never reaches the model
         def timed(deadline):
             def run():
-                with arrivals.arriving():
-                    token = request_deadline.set(deadline)
-                    try:
-                        began = time.perf_counter()
-                        assert run_one(batcher, [1]) == [2]
-                        return time.perf_counter() - began
-                    finally:
-                        request_deadline.reset(token)
+                with arrivals.arriving(deadline) as admission:
+                    began = time.perf_counter()
+                    assert run_one(batcher, [1], admission) == [2]
+                    return time.perf_counter() - began
             with ThreadPoolExecutor(1) as pool:
                 return pool.submit(run).result()
 
@@ -212,9 +208,9 @@ def test_a_manifest_with_bad_batching_is_refused_and_the_setting_overrides_the_m
 
     manifest = Manifest.from_dict(tmp_path / "manifest.json", {
         "name": "m", "version": "1", "runtime": "python", "artifacts": {}, "batching": {"max_batch_size": 4}})
-    assert Model(manifest).batcher.settings == BatchingSettings(4, 0.0)
+    assert Model(manifest).batching == BatchingSettings(4, 0.0)
     overridden = Model(manifest, {"batching": {"m": {"max_batch_size": 1}}})
-    assert overridden.batcher.settings.max_batch_size == 1
+    assert overridden.batching.max_batch_size == 1
     bad = Manifest.from_dict(tmp_path / "manifest.json", {
         "name": "m", "version": "1", "runtime": "python", "artifacts": {}, "batching": {"max_batch_size": -2}})
     with pytest.raises(ManifestError, match="max_batch_size"):
@@ -228,18 +224,17 @@ def test_concurrent_reviews_through_the_batching_model_get_the_answers_of_single
     reviews = [f"review {i}: " + ("a wonderful, moving film" if i % 2 else "a dull and lifeless mess") * (1 + i % 3)
                for i in range(48)]
     with app.app_context():
-        model = registry().get("review_sentiment")
-        alone = [model.run([r])[0] for r in reviews]
+        runner = registry().runner("review_sentiment")
+        alone = [runner.serve({"review": [r]}).rows[0] for r in reviews]
         calls = []
-        predict = model.batcher.predict
-        model.batcher.predict = lambda batch: calls.append(len(batch["review"])) or predict(batch)
-        model.batcher.settings = BatchingSettings(max_batch_size=16)
+        predict, settings = runner.batcher.predict, runner.batcher.settings
+        runner.batcher.predict = lambda batch: calls.append(len(batch["review"])) or predict(batch)
+        runner.batcher.settings = BatchingSettings(max_batch_size=16)
         try:
             with ThreadPoolExecutor(12) as pool:
-                together = list(pool.map(lambda r: model.run([r])[0], reviews))
+                together = list(pool.map(lambda r: runner.serve({"review": [r]}).rows[0], reviews))
         finally:
-            model.batcher.predict = predict
-            model.batcher.settings = BatchingSettings.from_dict(model.manifest.get("batching"))
+            runner.batcher.predict, runner.batcher.settings = predict, settings
     assert together == alone
     assert sum(calls) == len(reviews)
 
@@ -251,8 +246,8 @@ def test_the_wait_for_more_requests_happens_only_while_requests_are_on_their_way
     batcher = Batcher(recorder, BatchingSettings(max_batch_size=8, max_wait_ms=100))
     arrivals = Arrivals()
     waits = spy_on_waits(batcher)
-    with arrivals.arriving():  # alone in the worker: it reaches the model and nobody else is on the way
-        assert run_one(batcher, [1]) == [2]
+    with arrivals.arriving() as admission:  # alone in the worker: it reaches the model and nobody else is on the way
+        assert run_one(batcher, [1], admission) == [2]
     assert waits == [] and arrivals.count == 0
 
     # the second is admitted at once but reaches the model 30 ms later

@@ -170,7 +170,7 @@ def test_jobs_page_text_job_after_choosing_a_file_then_a_worker(browser, tmp_pat
 
     from selenium.webdriver.support.ui import Select
 
-    from app.jobs.worker import Server, run_worker
+    from app.jobs.pull import Server, run_worker
     from app.models.registry import ModelRegistry
     from tests.conftest import SAVED_MODELS, run_gunicorn
 

@@ -28,7 +28,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from app import create_app
-from app.jobs.worker import Server, run_worker
+from app.jobs.pull import Server, run_worker
 from app.models.registry import ModelRegistry
 from tests.conftest import SAVED_MODELS, get_json, run_gunicorn
 

@@ -8,9 +8,15 @@ from sklearn.preprocessing import StandardScaler
 
 from app.models.base import Manifest
 from app.models.fast_linear import compile_pipeline
+from app.models.runner import Runner
 from app.models.text import PARITY_SAMPLES, SklearnTextModel
 from app.training.data import read_imdb_split
 from tests.conftest import SAVED_MODELS, committed_version
+
+
+def answer(model, text: str) -> dict:
+    """The model's plain answer to one text, served the one way models are called."""
+    return Runner(model).serve({"review": [text]}).rows[0]
 
 
 def load(name: str) -> SklearnTextModel:
@@ -33,7 +39,7 @@ def test_fast_path_matches_sklearn_on_held_out_reviews(name, shared_data):
         assert np.abs(proba - model.estimator.predict_proba(features)).max() <= 1e-9
     else:
         assert np.abs(scores - model.estimator.decision_function(features)).max() <= 1e-9
-    one_by_one = [model.run([text])[0]["label"] for text in texts[:200]]
+    one_by_one = [answer(model, text)["label"] for text in texts[:200]]
     assert one_by_one == [p["label"] for p in model.postprocess(model.predict({"review": texts[:200]}))]
 
 
@@ -61,9 +67,9 @@ def test_other_pipelines_keep_the_sklearn_path():
 def test_fast_path_follows_online_learning():
     model = load("review_sentiment")
     text = "An odd, slow film that I somehow enjoyed."
-    before = model.run([text])[0]["probabilities"]["positive"]
+    before = answer(model, text)["probabilities"]["positive"]
     model.learn([text] * 20, ["negative"] * 20)
-    after = model.run([text])[0]["probabilities"]["positive"]
+    after = answer(model, text)["probabilities"]["positive"]
     assert after < before
     features = model.vectorizer.transform([text])
     assert abs(model.estimator.predict_proba(features)[0, 1] - after) <= 1e-9

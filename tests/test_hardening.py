@@ -365,7 +365,7 @@ def test_gunicorn_refusals_are_json(live_server):
 def test_worker_retries_until_the_server_answers(monkeypatch, caplog):
     import logging
 
-    from app.jobs import worker
+    from app.jobs import pull as worker
 
     class Flaky:
         """A server that is unreachable 12 times, then busy (503) twice, then takes the result."""
@@ -380,8 +380,8 @@ def test_worker_retries_until_the_server_answers(monkeypatch, caplog):
 
     delays = []
     monkeypatch.setattr(worker, "backoff", lambda attempt, cap=30.0: delays.append(attempt) or 0.0)
-    caplog.set_level(logging.WARNING, logger="app.jobs.worker")
-    logging.getLogger("app.jobs.worker").addHandler(caplog.handler)
+    caplog.set_level(logging.WARNING, logger="app.jobs.pull")
+    logging.getLogger("app.jobs.pull").addHandler(caplog.handler)
     server = Flaky()
     assert worker.post_until_answered(server, "/jobs/x/result", {"lease_id": "l"}) == (200, {"recorded": True})
     assert server.calls == 15 and delays == list(range(14))
@@ -389,7 +389,7 @@ def test_worker_retries_until_the_server_answers(monkeypatch, caplog):
 
 
 def test_backoff_is_capped_and_jittered():
-    from app.jobs.worker import backoff
+    from app.jobs.pull import backoff
 
     waits = [backoff(attempt) for attempt in range(20) for _ in range(20)]
     assert max(waits) <= 30.0 and min(waits[-20:]) >= 15.0  # capped at 30 s, at least half of it

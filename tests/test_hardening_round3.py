@@ -607,7 +607,7 @@ def test_a_model_bug_is_500_and_logged_with_the_model_and_request(tmp_path, capl
     (tmp_path / "buggy").mkdir()
     (tmp_path / "buggy" / "model.py").write_text(BUGGY)
     app = model_app(tmp_path, "buggy", tmp_path / "buggy", "--class", "model:Buggy")
-    logger = logging.getLogger("app.models.base")
+    logger = logging.getLogger("app.models.runner")
     logger.addHandler(caplog.handler)
     try:
         response = app.test_client().post("/models/buggy/predict", json={"instances": ["bug"]},
@@ -643,12 +643,12 @@ def test_non_finite_outputs_are_null_on_rest_v2_and_jobs(tmp_path):
         json.loads(text)  # a valid document
     from app.jobs.execute import execute
 
-    result = execute(app.extensions["model_registry"].get("root"), b"[-1.0]")
+    result = execute(app.extensions["model_registry"].runner("root"), b"[-1.0]")
     assert json.loads(json.dumps(result, allow_nan=False))["y"] == [None]
 
 
 def test_a_result_the_server_refuses_fails_the_job_at_once(monkeypatch):
-    from app.jobs import worker
+    from app.jobs import pull as worker
 
     posted = []
 
@@ -658,10 +658,10 @@ def test_a_result_the_server_refuses_fails_the_job_at_once(monkeypatch):
             return (400, {"error": "result is not valid JSON"}) if path.endswith("/result") else (200, {})
 
     class Registry:
-        def get(self, name):
-            return "model"
+        def runner(self, name):
+            return "runner"
 
-    monkeypatch.setattr(worker, "execute", lambda model, payload, explain=True: {"score": float("nan")})
+    monkeypatch.setattr(worker, "execute", lambda runner, payload, explain=True: {"score": float("nan")})
     leased = {"job": {"id": "j1", "model": "m", "payload_base64": "e30="}, "lease_id": "l1"}
     assert worker.process_one(Server(), Registry(), leased, heartbeat_every=60) == "failure"
     assert posted[-1][0] == "/jobs/j1/failure" and posted[-1][1]["retry"] is False

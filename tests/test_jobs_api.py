@@ -171,7 +171,7 @@ def test_a_worker_whose_server_is_away_at_the_acknowledgement_asks_again(monkeyp
     import base64
     import urllib.error
 
-    from app.jobs import worker as worker_module
+    from app.jobs import pull as worker_module
     from app.models.registry import ModelRegistry
     from tests.conftest import SAVED_MODELS
 

@@ -15,7 +15,7 @@ from PIL import Image
 from app.config import PROJECT_ROOT
 from app.database import make_engine
 from app.jobs.store import JobStore
-from app.jobs.worker import Server, run_worker
+from app.jobs.pull import Server, run_worker
 from app.models.registry import ModelRegistry
 from tests.conftest import SAVED_MODELS, SHARED_DATA, free_port, get_json, run_gunicorn
 

@@ -234,15 +234,15 @@ def test_a_job_answer_is_logged_under_its_job_id_and_can_be_labelled(database_ur
     job_id = client.post("/jobs", data={"model": "malaria_cell", "image": (io.BytesIO(cell), "cell.png")},
                          content_type="multipart/form-data").json["id"]
     leased = client.post("/jobs/lease", json={"worker": "w", "wait": 0}, headers=worker).json
-    model = app.extensions["model_registry"].get("malaria_cell")
-    result = execute(model, cell)  # what the built-in worker posts
+    runner = app.extensions["model_registry"].runner("malaria_cell")
+    result = execute(runner, cell)  # what the built-in worker posts
     posted = client.post(f"/jobs/{job_id}/result", json={"lease_id": leased["lease_id"], "result": result},
                          headers=worker)
     assert posted.status_code == 200 and posted.json["recorded"]
     log.flush()
     with log.engine.connect() as conn:
         row = conn.exec_driver_sql("SELECT protocol, request_id, label, version FROM predictions").one()
-    assert tuple(row) == ("job", job_id, result["label"], str(model.version))
+    assert tuple(row) == ("job", job_id, result["label"], str(runner.model.version))
     features = log.window("malaria_cell")[0]["features"]
     assert set(features) >= {"red", "cell_distance"} and 0 < features["red"] < 1, features
     labelled = client.post("/models/malaria_cell/feedback", json={"request_id": job_id, "label": "Parasitized"})

@@ -62,12 +62,17 @@ def test_manifest_that_disagrees_with_its_folder_is_ignored(model_dir):
     assert registry.versions(NAME) == [V]
 
 
-def test_newest_version_is_default_and_old_ones_stay_reachable(model_dir):
+def add_next_version(model_dir) -> None:
+    """A copy of the committed version as version NEXT."""
     shutil.copytree(model_dir / NAME / V, model_dir / NAME / NEXT)
     manifest_path = model_dir / NAME / NEXT / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     manifest["version"] = int(NEXT)
     manifest_path.write_text(json.dumps(manifest))
+
+
+def test_newest_version_is_default_and_old_ones_stay_reachable(model_dir):
+    add_next_version(model_dir)
     registry = ModelRegistry(model_dir)
     registry.load_all()
     assert registry.get(NAME).version == NEXT
@@ -88,3 +93,17 @@ def test_only_setting_limits_what_is_loaded(model_dir):
     registry = ModelRegistry(model_dir, only={"something_else"})
     registry.load_all()
     assert registry.names() == []
+
+
+@pytest.mark.parametrize("production, default", [(V, V), (None, NEXT), ("99", NEXT)])
+def test_the_server_and_batch_scoring_take_the_same_default_version(model_dir, production, default):
+    """The production alias when it can be served, else the newest: also when the alias names a version that
+    is not there (batch scoring used to refuse then, while the server served the newest)."""
+    from app.batch.core import find_manifest
+
+    add_next_version(model_dir)
+    if production:
+        (model_dir / NAME / "aliases.json").write_text(json.dumps({"aliases": {"production": production}}))
+    registry = ModelRegistry(model_dir)
+    registry.load_all()
+    assert registry.get(NAME).version == find_manifest(model_dir, NAME).version == default

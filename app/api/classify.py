@@ -4,6 +4,8 @@ from __future__ import annotations
 from flask import Blueprint, current_app, request
 
 from app.admission import admitted
+from app.models.batching import Admission
+from app.models.runner import items_of
 from app.api import registry
 from app.errors import BadRequest, UnsupportedMediaType
 
@@ -52,7 +54,7 @@ def describe():
 
 @bp.post("")
 @admitted(lambda _: CELL_MODEL)
-def classify_cell():
+def classify_cell(admission: Admission):
     """Classify one thin-smear cell crop as Parasitized or Uninfected.
     ---
     post:
@@ -90,9 +92,11 @@ def classify_cell():
                   heatmap_method: {type: string, description: "with ?explain=true: how the heat map was made"}
                   model: {$ref: "#/components/schemas/ModelRef"}
     """
-    model = registry().get(CELL_MODEL)
+    runner = registry().runner(CELL_MODEL)
+    model = runner.model
     explain = request.args.get("explain", "false").lower() in ("1", "true", "yes")
-    prediction = model.run([image_from_request()], explain=explain, protocol="rest")[0]
+    answer = runner.serve(items_of(model, [image_from_request()]), explain=explain, protocol="rest", admission=admission)
+    prediction = answer.rows[0]
     extra = {key: prediction[key] for key in ("warning", "heatmap_png_base64", "heatmap_method") if key in prediction}
     return {"label": prediction["label"], "probabilities": prediction["probabilities"], **extra,
             "model": model.reference()}

@@ -7,6 +7,7 @@ import datetime as dt
 from flask import Blueprint, current_app, request
 
 from app.admission import admitted
+from app.models.batching import Admission
 from app.api import registry
 from app.api.inputs import request_fields
 from app.auth import client_label
@@ -69,7 +70,7 @@ def describe_model(name: str, version: str | None = None):
 @bp.post("/<name>/predict")
 @bp.post("/<name>/versions/<version>/predict")
 @admitted(lambda kwargs: kwargs["name"])
-def predict(name: str, version: str | None = None):
+def predict(admission: Admission, name: str, version: str | None = None):
     """Predictions for {"instances": [...]}: one per item (a text, a list of numbers, or {"b64": file}).
     ---
     post:
@@ -99,13 +100,14 @@ def predict(name: str, version: str | None = None):
                   predictions: {type: array, items: {type: object, additionalProperties: true}}
                   model: {$ref: "#/components/schemas/ModelRef"}
     """
-    model = registry().get(name, version)
+    runner = registry().runner(name, version)
+    model = runner.model
     if request.mimetype != "application/json":
         raise UnsupportedMediaType('send application/json: {"instances": [...]}')
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or "instances" not in body:
         raise BadRequest('body must be a JSON object {"instances": [...]}')
-    rows = model.postprocess(model.infer(instances_to_inputs(model, body["instances"])))
+    rows = runner.serve(instances_to_inputs(model, body["instances"]), protocol="rest", admission=admission).rows
     return {"predictions": rows, "model": model.reference()}
 
 

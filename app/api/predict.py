@@ -6,6 +6,8 @@ from flask import Blueprint, current_app
 from app.admission import admitted
 from app.api.inputs import request_fields, string_field
 from app.errors import BadRequest, ModelNotFound
+from app.models.batching import Admission
+from app.models.runner import items_of
 
 bp = Blueprint("predict", __name__, url_prefix="/predict")
 
@@ -15,14 +17,14 @@ NO_PROBABILITY_NOTE = ("this model has no probabilities; decision_score is its s
 
 
 def text_models() -> dict:
-    """Newest version of every loaded text-classification model, by name."""
+    """The runner of the default version of every loaded text-classification model, by name."""
     registry = current_app.extensions["model_registry"]
-    models = {}
+    runners = {}
     for name in registry.names():
-        model = registry.get(name)
-        if model.manifest.task == "text-classification":
-            models[name] = model
-    return models
+        runner = registry.runner(name)
+        if runner.model.manifest.task == "text-classification":
+            runners[name] = runner
+    return runners
 
 
 def requested_model() -> str:
@@ -60,14 +62,14 @@ def welcome():
             {"name": m.name, "version": m.version, "description": m.manifest.description,
              "test_accuracy": m.manifest.metrics.get("accuracy"),
              "reports": "probability_positive" if "probabilities" in m.output_names else "decision_score"}
-            for m in models.values()
+            for m in (runner.model for runner in models.values())
         ],
     }
 
 
 @bp.post("")
 @admitted(lambda _: requested_model())
-def predict():
+def predict(admission: Admission):
     """Sentiment of `review` by the model named in `model` (logistic regression by default).
     ---
     post:
@@ -98,8 +100,9 @@ def predict():
     models = text_models()
     if name not in models:
         raise ModelNotFound(f"unknown model {name!r}", available=sorted(models))
-    model = models[name]
-    return sentiment_body(model, model.run([review], protocol="rest")[0])
+    runner = models[name]
+    answer = runner.serve(items_of(runner.model, [review]), protocol="rest", admission=admission)
+    return sentiment_body(runner.model, answer.rows[0])
 
 
 def sentiment_body(model, prediction: dict) -> dict:

@@ -4,6 +4,8 @@ from __future__ import annotations
 from flask import Blueprint, url_for
 
 from app.admission import admitted
+from app.models.batching import Admission
+from app.models.runner import items_of
 from app.api import registry
 from app.api.inputs import checked_text, idempotency_key, request_fields, string_field
 from app.api.predict import sentiment_body
@@ -43,7 +45,7 @@ def describe():
 
 @bp.post("")
 @admitted(lambda _: REVIEW_MODEL)
-def classify_review():
+def classify_review(admission: Admission):
     """Predict the sentiment of one review.
     ---
     post:
@@ -71,8 +73,9 @@ def classify_review():
                   model: {$ref: "#/components/schemas/ModelRef"}
     """
     review = string_field(request_fields(), "review")
-    model = registry().get(REVIEW_MODEL)
-    return sentiment_body(model, model.run([review], protocol="rest")[0])
+    runner = registry().runner(REVIEW_MODEL)
+    answer = runner.serve(items_of(runner.model, [review]), protocol="rest", admission=admission)
+    return sentiment_body(runner.model, answer.rows[0])
 
 
 @bp.post("/feedback")

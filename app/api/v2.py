@@ -7,6 +7,7 @@ from flask import Blueprint, Response, request
 
 from app import __version__
 from app.admission import admitted
+from app.models.batching import Admission
 from app.api import registry
 from app.api.health import readiness
 from app.api.inputs import optional_json_object
@@ -242,7 +243,7 @@ def repository_change(name: str):
 @bp.post("/models/<name>/infer")
 @bp.post("/models/<name>/versions/<version>/infer")
 @admitted(lambda kwargs: kwargs["name"])
-def model_infer(name: str, version: str | None = None):
+def model_infer(admission: Admission, name: str, version: str | None = None):
     """Run inference; JSON or binary tensor data in, the same out.
     ---
     post:
@@ -266,7 +267,8 @@ def model_infer(name: str, version: str | None = None):
             application/json: {schema: {$ref: "#/components/schemas/V2InferenceResponse"}}
             application/octet-stream: {schema: {type: string, format: binary}}
     """
-    model = registry().get(name, version)
+    runner = registry().runner(name, version)
+    model = runner.model
     try:
         # A BYTES element is one item (a text, an image): no more of them than a request's batch.
         infer = decode_request(request.get_data(cache=False), request.headers.get(HEADER_LENGTH), model.limits.max_batch)
@@ -275,7 +277,7 @@ def model_infer(name: str, version: str | None = None):
         raise PayloadTooLarge(str(exc)) from exc
     except ProtocolError as exc:
         raise BadRequest(str(exc)) from exc
-    outputs = output_tensors(model, model.infer(inputs, protocol="v2"))
+    outputs = output_tensors(model, runner.serve(inputs, protocol="v2", admission=admission).outputs)
     if infer.requested_outputs is not None:
         known = {t.name: t for t in outputs}
         unknown = [n for n in infer.requested_outputs if n not in known]

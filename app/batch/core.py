@@ -7,9 +7,10 @@ from typing import Any, Sequence
 
 from app.batch.files import BadItem
 from app.errors import APIError
-from app.models.aliases import PRODUCTION, read_aliases
+from app.models.aliases import default_version, read_aliases
 from app.models.base import PER_LABEL, Limits, Manifest, ManifestError, Model
 from app.models.registry import build_model, discover
+from app.models.runner import Runner, items_of
 from app.models.store import LocalStore
 
 ERROR = "error"
@@ -52,8 +53,10 @@ def find_manifest(model_dir: str | Path, name: str, version: str | None = None) 
     """The manifest of ``name``: the version given, else the one the server serves by default
     (its `production` alias, else the newest). ``model_dir`` may be a shared store's URL."""
     model_dir = model_folder(model_dir, name, version)
-    version = version or read_aliases(LocalStore(model_dir), name).get(PRODUCTION)
-    manifests = [m for m in discover(Path(model_dir), {name}) if version is None or m.version == str(version)]
+    found = discover(Path(model_dir), {name})
+    if found and version is None:  # the server's rule: production when it is there, else the newest
+        version = default_version([m.version for m in found], read_aliases(LocalStore(model_dir), name))
+    manifests = [m for m in found if version is None or m.version == str(version)]
     if not manifests:
         known = sorted({m.name for m in discover(Path(model_dir))}) if version is None else \
             sorted(m.version for m in discover(Path(model_dir), {name}))
@@ -112,14 +115,15 @@ def results(model: Model, items: Sequence) -> list[dict[str, Any]]:
         return [{ERROR: unreadable[i]} if i in unreadable else next(scored) for i in range(len(items))]
     if not items:
         return []
+    serve = Runner(model).serve  # not logged: batch scoring is no served traffic
     try:
-        return model.run(items)
+        return serve(items_of(model, items)).rows
     except APIError:
         pass
     answers = []
     for item in items:  # find the bad ones: each alone
         try:
-            answers.append(model.run([item])[0])
+            answers.append(serve(items_of(model, [item])).rows[0])
         except APIError as exc:
             answers.append({ERROR: exc.message})
     return answers

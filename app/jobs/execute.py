@@ -5,6 +5,7 @@ from app.codecs.instances import instances_to_inputs
 from app.codecs.strict_json import strict_loads
 from app.errors import APIError, BadRequest
 from app.models.base import Model
+from app.models.runner import Runner
 
 
 class JobInputError(ValueError):
@@ -35,17 +36,16 @@ def validate_payload(model: Model, payload: bytes) -> None:
     model.decode(job_inputs(model, payload)[0])
 
 
-def execute(model: Model, payload: bytes, explain: bool = True) -> dict:
-    """The JSON result of one job: the prediction(s), the model, and an explanation where the runtime has one."""
+def execute(runner: Runner, payload: bytes, explain: bool = True) -> dict:
+    """The JSON result of one job: the prediction(s), the model, and an explanation where the runtime has one.
+    Not logged here: the server logs the answer when the worker posts it."""
+    model = runner.model
     try:
         inputs, several = job_inputs(model, payload)
-        batch = model.decode(inputs)
+        rows = runner.serve(inputs, explain=explain).rows
     except APIError as exc:
-        raise JobInputError(exc.message) from exc
-    outputs = model.predict_tracked(batch)
-    rows = model.postprocess(outputs)
-    explanations = model.explain(batch, outputs) if explain else None
-    for row, extra in zip(rows, explanations or []):
-        row.update(extra)
+        if exc.status >= 500:  # the model could not answer now (a Python model's timeout): worth a retry
+            raise
+        raise JobInputError(exc.message) from exc  # the payload itself: retrying will not help
     reference = model.reference()
     return {"predictions": rows, "model": reference} if several else {**rows[0], "model": reference}

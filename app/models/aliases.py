@@ -11,9 +11,17 @@ import json
 
 from app.models.store import ALIASES_FILE, MANIFEST_NAME
 
-__all__ = ["ALIASES_FILE", "PRODUCTION", "AliasError", "parse_document", "read_aliases", "set_alias", "roll_back"]
+__all__ = ["ALIASES_FILE", "PRODUCTION", "AliasError", "default_version", "parse_document", "read_aliases", "set_alias",
+           "roll_back"]
 
 PRODUCTION = "production"
+
+
+def default_version(versions, aliases: dict[str, str]) -> str:
+    """The version a caller that names none gets, in the server and in batch scoring alike: the
+    `production` alias when it is among the servable ``versions``, else the newest of them."""
+    production = aliases.get(PRODUCTION)
+    return production if production in versions else max(versions, key=int)
 
 
 class AliasError(ValueError):

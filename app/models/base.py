@@ -9,6 +9,9 @@ A model is served the same way whatever its backend:
     rows = model.postprocess(outputs)    # plain per-item values (label, probabilities, score...)
     model.explain(batch, outputs)        # optional, where a runtime supports it
 
+Callers do not chain these themselves: a loaded model is served through its Runner
+(app/models/runner.py), which adds the batcher, the metrics and the prediction log.
+
 ``decode`` is the one validation path: REST, V2, jobs and batch scoring all call
 it, so the same bad input gets the same status everywhere (400 malformed, 413
 too large, 422 unusable content).
@@ -21,7 +24,6 @@ import json
 import logging
 import math
 import re
-import time
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +32,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from app.codecs.numbers import NUMPY_TYPES, ValueOutOfType, finite_or_none, fit_to_dtype
-from app.errors import APIError, BadRequest, PayloadTooLarge, Unprocessable
-from app.models.batching import Batcher, BatchingSettings, concat_batches, split_outputs
-from app.metrics import track_inference
+from app.errors import BadRequest, PayloadTooLarge, Unprocessable
+from app.models.batching import BatchingSettings, concat_batches, split_outputs
 
 log = logging.getLogger(__name__)
 
@@ -326,8 +327,7 @@ class Model:
         self.options = dict(options or {})
         self.limits: Limits = self.options.get("limits") or Limits()
         self.ready = False
-        self.batcher = Batcher(self._predict_tracked_now, self.batching_settings(), self.concat_batches,
-                               self.split_outputs)
+        self.batching = self.batching_settings()  # checked here: a bad entry refuses the model, not a request
 
     def batching_settings(self) -> BatchingSettings:
         """The manifest's "batching" entry, overridden by the server's BATCHING setting for this model."""
@@ -473,45 +473,9 @@ class Model:
         """Per-item explanations, where the runtime supports them; None otherwise."""
         return None
 
-    # --- what callers use ----------------------------------------------------------------------
-
-    def infer(self, inputs: Mapping[str, Any], protocol: str = "rest") -> dict[str, Any]:
-        """decode() then predict(), with latency, item count and in-flight metrics, and a prediction log record."""
-        raw = inputs.get(self.inputs[0].name) if len(self.inputs) == 1 else None
-        return self.predict_served(self.decode(inputs), protocol, raw)
-
-    # Where the registry that loaded this version records its answers (app/monitoring/log.py); None: nowhere.
-    prediction_log = None
-
-    def predict_served(self, batch, protocol: str, raw: Sequence | None = None) -> dict[str, Any]:
-        """predict_tracked() for a request, recorded in the prediction log (off the request path; ``raw``, the
-        items as sent, for the models whose inputs are captured)."""
-        started = time.perf_counter()
-        outputs = self.predict_tracked(batch)
-        if self.prediction_log is not None:
-            self.prediction_log.record(self, batch, outputs, time.perf_counter() - started, protocol, raw)
-        return outputs
-
-    def predict_tracked(self, batch) -> dict[str, Any]:
-        """predict() through the model's batcher: one at a time, merged with requests that queue meanwhile."""
-        return self.batcher.run(batch, self.batch_length(batch))
-
-    # What this runtime's predict raises for inputs it cannot use (runtimes add their library's errors).
+    # What this runtime's predict raises for inputs it cannot use (runtimes add their library's errors);
+    # the runner (app/models/runner.py) answers them with a 422.
     input_errors: tuple = INPUT_ERRORS
-
-    def _predict_tracked_now(self, batch) -> dict[str, Any]:
-        """predict() inside the inference metrics (what the batcher calls, once per merged batch). An error
-        the input explains is a 422; any other is logged with the model, version and request and stays a 500."""
-        with track_inference(self.name, self.version, self.batch_length(batch)):
-            try:
-                return self.predict(batch)
-            except APIError:
-                raise
-            except self.input_errors as exc:
-                raise rejected_input(self.name, self.version, f"{type(exc).__name__}: {exc}") from exc
-            except Exception:
-                log.exception("model %s v%s failed", self.name, self.version)  # the record holds the request id
-                raise
 
     @staticmethod
     def batch_length(batch) -> int:
@@ -519,19 +483,6 @@ class Model:
         if isinstance(batch, Mapping):
             batch = next(iter(batch.values()))
         return len(batch)
-
-    def run(self, items: Sequence, explain: bool = False, protocol: str | None = None) -> list[dict]:
-        """Plain predictions for items of a single-input model: what the simple views call (with the
-        ``protocol`` their prediction log records name) and batch scoring (unlogged); with ``explain``, each
-        answer also holds the runtime's explanation where it has one."""
-        if len(self.inputs) != 1:
-            raise BadRequest(f"model {self.name!r} takes several inputs {[s.name for s in self.inputs]}")
-        batch = self.decode({self.inputs[0].name: list(items)})
-        outputs = self.predict_served(batch, protocol, items) if protocol else self.predict_tracked(batch)
-        rows = self.postprocess(outputs)
-        for row, extra in zip(rows, (self.explain(batch, outputs) or []) if explain else []):
-            row.update(extra)
-        return rows
 
     def describe(self) -> dict:
         """Public summary: name, version, task, labels, inputs, outputs and metrics."""
@@ -547,5 +498,5 @@ class Model:
             "outputs": [s.to_dict() for s in self.outputs],
             "metrics": self.manifest.metrics,
             **({"card": self.manifest.get("card")} if self.manifest.get("card") else {}),
-            "batching": self.batcher.settings.to_dict(),
+            "batching": self.batching.to_dict(),
         }

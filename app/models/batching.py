@@ -9,7 +9,9 @@ nothing. ``max_wait_ms`` (default 0) lets a prediction wait that long for more
 requests before it starts, but only while the worker holds requests that have
 not reached the model yet, and never past the earliest deadline of the
 requests it holds (both known from the admission gate; a prediction that does
-not come through the gate, such as a job's or a batch scoring run's, never waits).
+not come through the gate, such as a job's or a batch scoring run's, never waits). The gate hands
+what it knows of a request to the view as an ``Admission``, which the view passes on to the model's
+runner (app/models/runner.py) and so to ``Batcher.run``: nothing travels unseen beside the call.
 
 With ``max_batch_size`` 1 (the default for a model whose manifest says nothing)
 requests are not merged, only run one after another. A merged batch that fails
@@ -24,16 +26,11 @@ import contextlib
 import threading
 import time
 from collections import deque
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-# The current request's deadline (time.perf_counter() seconds), set by the admission gate.
-request_deadline: ContextVar[float | None] = ContextVar("request_deadline", default=None)
-# The current request's entry in its worker's Arrivals, set by the admission gate.
-_arrival: ContextVar[list | None] = ContextVar("arrival", default=None)
 MAX_WAIT_MS_LIMIT = 100.0
 
 
@@ -50,25 +47,31 @@ class Arrivals:
         self.count = 0
 
     @contextlib.contextmanager
-    def arriving(self):
-        """Count the current request as on its way until it reaches a model (or ends)."""
-        ticket = [self]
+    def arriving(self, deadline: float | None = None):
+        """An Admission for a request let in, counted as on its way until it reaches a model (or ends)."""
         with self._lock:
             self.count += 1
-        token = _arrival.set(ticket)
+        admission = Admission(deadline, self)
         try:
-            yield
+            yield admission
         finally:
-            _arrival.reset(token)
-            reached(ticket)
+            admission.reached()
 
 
-def reached(ticket: list | None) -> None:
-    """The request of this ticket reached a model: it no longer counts as on its way (once)."""
-    if ticket:
-        arrivals = ticket.pop()
-        with arrivals._lock:
-            arrivals.count -= 1
+@dataclass(eq=False)
+class Admission:
+    """What the admission gate knows of one request that its model's batcher needs: the request's deadline
+    (time.perf_counter() seconds) and the worker's Arrivals it counts in until it reaches the model."""
+
+    deadline: float | None = None
+    arrivals: Arrivals | None = None
+
+    def reached(self) -> None:
+        """The request reached its model: it no longer counts as on its way (once; called in its own thread)."""
+        arrivals, self.arrivals = self.arrivals, None
+        if arrivals is not None:
+            with arrivals._lock:
+                arrivals.count -= 1
 
 
 @dataclass(frozen=True)
@@ -159,11 +162,12 @@ class Batcher:
         self._queue: deque[_Waiting] = deque()
         self._busy = False  # a thread is leading (collecting or predicting); invariant: idle => queue empty
 
-    def run(self, batch: Any, size: int) -> Any:
-        """The outputs of `batch` (of `size` items), predicted alone or merged with others queued with it."""
-        ticket = _arrival.get()
-        me = _Waiting(batch, size, request_deadline.get(), ticket[0] if ticket else None)
-        reached(ticket)
+    def run(self, batch: Any, size: int, admission: Admission | None = None) -> Any:
+        """The outputs of `batch` (of `size` items), predicted alone or merged with others queued with it;
+        ``admission``: what the gate let the request in with (None for jobs and batch scoring: no waiting)."""
+        admission = admission or Admission()
+        me = _Waiting(batch, size, admission.deadline, admission.arrivals)
+        admission.reached()
         with self._cond:
             self._queue.append(me)
             lead = not self._busy

@@ -9,10 +9,10 @@ its own sparse kernels, and nothing else. `compile_pipeline` only returns a
 function after it reproduced scikit-learn's output on sample texts; any other
 pipeline keeps the ordinary scikit-learn path.
 
-A decision tree is served from a copy that knows only the features it splits on
-(465 of the shipped tree's 1.3 M): scikit-learn's sparse-input path allocates two
-arrays as long as all the features on every call (15 MiB); a review took 1.0 ms
-through model.run that way and takes 0.34 ms this way (benchmarks/results/decision_tree.md).
+A decision tree is served from a copy that knows only the features it splits on (a few
+hundred of the hashed millions): scikit-learn's sparse-input path allocates two arrays as
+long as all the features on every call, which cost more than the tree itself
+(benchmarks/results/decision_tree.md).
 """
 from __future__ import annotations
 

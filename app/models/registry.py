@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Callable
 
 from app.errors import ModelNotFound, ModelNotReady
-from app.models.aliases import PRODUCTION, read_aliases
+from app.models.aliases import PRODUCTION, default_version, read_aliases
 from app.models.base import MANIFEST_NAME, Limits, Manifest, ManifestError, Model
+from app.models.runner import Runner
 from app.models.store import UNLOADED_FILE, LocalStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,8 @@ def without_paths(text: str) -> str:
 
 
 class ModelRegistry:
-    """Per-app (per-worker) table of loaded models: name -> version -> Model."""
+    """Per-app (per-worker) table of loaded models: name -> version -> the version's Runner (its model,
+    batcher, metrics and log: app/models/runner.py)."""
 
     def __init__(self, store, only: set[str] | None = None, options: dict | None = None, prediction_log=None):
         """Store where to look (a store, or a local folder's path), the runtime options, and the prediction
@@ -99,7 +101,7 @@ class ModelRegistry:
         self.only = only or None
         self.options = dict(options or {})
         self.prediction_log = prediction_log
-        self._models: dict[str, dict[str, Model]] = {}
+        self._models: dict[str, dict[str, Runner]] = {}
         self.refused: dict[str, str] = {}  # "name/version" -> reason
         self.load_seconds: dict[str, float] = {}
         self.aliases: dict[str, dict[str, str]] = {}  # name -> alias -> version (read at load)
@@ -113,12 +115,12 @@ class ModelRegistry:
             self.sync_store()
             self.unloaded = {p.parent.name for p in self.model_dir.glob(f"*/{UNLOADED_FILE}")}
             found = [m for m in discover(self.model_dir, self.only) if m.name not in self.unloaded]
-            table: dict[str, dict[str, Model]] = {}
+            table: dict[str, dict[str, Runner]] = {}
             for manifest in found:
                 key = f"{manifest.name}/{manifest.version}"
-                model = self._models.get(manifest.name, {}).get(manifest.version) or self._load_one(manifest, key)
-                if model is not None:
-                    table.setdefault(manifest.name, {})[manifest.version] = model
+                runner = self._models.get(manifest.name, {}).get(manifest.version) or self._load_one(manifest, key)
+                if runner is not None:
+                    table.setdefault(manifest.name, {})[manifest.version] = runner
             present = {f"{m.name}/{m.version}" for m in found}
             self.refused = {k: v for k, v in self.refused.items() if k in present} | self.store_refused
             for name in sorted((self.only or set()) - {m.name for m in discover(self.model_dir, self.only)}):
@@ -132,8 +134,8 @@ class ModelRegistry:
                        if table.get(name, {}).get(v) is not m]
             self._models = table  # swap in one assignment: readers see old or new, never half
             self.loaded = True
-        for model in dropped:  # a user model's process is stopped once nothing serves it
-            getattr(model, "close", lambda: None)()
+        for runner in dropped:  # a user model's process is stopped once nothing serves it
+            getattr(runner.model, "close", lambda: None)()
 
     def sync_store(self) -> None:
         """Bring a shared store's cache up to date; while the store does not answer, serve what the
@@ -157,12 +159,11 @@ class ModelRegistry:
             self.store.state, self.store.problem = "ok", ""
         record_store_state(self.store.state == "ok")
 
-    def _load_one(self, manifest: Manifest, key: str) -> Model | None:
-        """Load one version, or log why it is refused and return None."""
+    def _load_one(self, manifest: Manifest, key: str) -> Runner | None:
+        """Load one version and make its runner, or log why it is refused and return None."""
         started = time.perf_counter()
         try:
             model = build_model(manifest, self.options)
-            model.prediction_log = self.prediction_log
             model.load()
         except ManifestError as exc:
             reason = f"verification failed: {exc}"
@@ -175,7 +176,7 @@ class ModelRegistry:
             record_model_load(manifest.name, manifest.version, self.load_seconds[key])
             self.refused.pop(key, None)
             log.info("loaded model %s in %.2fs", key, self.load_seconds[key])
-            return model
+            return Runner(model, self.prediction_log)
         log.error("refusing model %s: %s", key, reason)
         self.refused[key] = without_paths(reason)  # shown to anonymous clients: no file system layout
         return None
@@ -201,7 +202,11 @@ class ModelRegistry:
         return sorted(self._models.get(name, {}), key=int)
 
     def get(self, name: str, version: str | None = None) -> Model:
-        """The model of that name (newest version by default), or a 404/503 APIError."""
+        """The model of that name (the default version unless one is named), or a 404/503 APIError."""
+        return self.runner(name, version).model
+
+    def runner(self, name: str, version: str | None = None) -> Runner:
+        """What serves the model of that name (the default version unless one is named), or a 404/503 APIError."""
         self.ensure_loaded()
         versions = self._models.get(name)
         if not versions:
@@ -211,18 +216,16 @@ class ModelRegistry:
             raise ModelNotFound(f"unknown model {name!r}", available=self.names())
         if version is None:
             version = self.default_version(name)
-        model = versions.get(str(version))
-        if model is None:
+        runner = versions.get(str(version))
+        if runner is None:
             raise ModelNotFound(f"model {name!r} has no version {version!r}", versions=sorted(versions, key=int))
-        if not model.ready:
+        if not runner.model.ready:
             raise ModelNotReady(f"model {name!r} version {version} is not ready")
-        return model
+        return runner
 
     def default_version(self, name: str) -> str:
         """What a request without a version gets: the `production` alias when it can serve, else the newest."""
-        versions = self._models[name]
-        production = self.aliases.get(name, {}).get(PRODUCTION)
-        return production if production in versions else max(versions, key=int)
+        return default_version(self._models[name], self.aliases.get(name, {}))
 
     def version_tags(self, name: str, version: str) -> list[str]:
         """The aliases pointing at a version, and "default" when requests without a version get it."""
@@ -232,7 +235,7 @@ class ModelRegistry:
     def all_models(self) -> list[Model]:
         """Every loaded model version."""
         self.ensure_loaded()
-        return [m for versions in self._models.values() for m in versions.values()]
+        return [r.model for versions in self._models.values() for r in versions.values()]
 
 
 class StoreWatcher:

@@ -1,6 +1,6 @@
-"""The built-in pull worker: lease a job over HTTP, run a local model, post the result.
+"""The built-in pull worker's loop: lease a job over HTTP, run a local model, post the result.
 
-Runs anywhere that can reach the server (a laptop, a GPU box behind NAT): only
+``app/worker.py`` is its command line. Runs anywhere that can reach the server (a laptop, a GPU box behind NAT): only
 outgoing HTTP is needed. Start it with ``python -m app.worker --server URL [--token T]``.
 """
 from __future__ import annotations
@@ -106,8 +106,7 @@ def process_one(server: Server, registry: ModelRegistry, leased: dict, heartbeat
     beat = threading.Thread(target=_heartbeat, args=(server, job["id"], lease_id, heartbeat_every, done), daemon=True)
     beat.start()
     try:
-        model = registry.get(job["model"])
-        result = execute(model, base64.b64decode(job["payload_base64"]), explain=explain)
+        result = execute(registry.runner(job["model"]), base64.b64decode(job["payload_base64"]), explain=explain)
     except JobInputError as exc:
         outcome = ("failure", {"lease_id": lease_id, "error": str(exc), "retry": False})
     except Exception as exc:  # any model error: report it, the server decides about retries
