@@ -104,7 +104,6 @@ predictions = sa.Table(
     sa.Column("score", sa.Float, nullable=True),
     sa.Column("payload", sa.LargeBinary, nullable=True),
     sa.Index("ix_predictions_model_created", "model", "created_at"),
-    sa.Index("ix_predictions_digest", "model", "input_digest"),
     sa.Index("ix_predictions_request", "model", "request_id"),
 )
 

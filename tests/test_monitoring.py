@@ -340,3 +340,15 @@ def test_the_writer_keeps_the_drift_gauges_current_without_a_report(monitored):
     metrics = client.get("/metrics").get_data(as_text=True)
     assert f'modelserve_drift_score{{model="linear_svc",version="{version}"}}' in metrics
     assert f'modelserve_drifted{{model="linear_svc",version="{version}"}}' in metrics
+
+
+def test_features_are_written_as_json_dumps_writes_them():
+    """The writer formats a batch's features from one template: the text must be json.dumps's, whatever the
+    values (huge, not finite, not floats) and names (quotes, another set in the same batch)."""
+    from app.monitoring.log import features_json
+
+    rows = [{"chars": 94.0, "words": 17.0, "share": 1 / 17}, {"chars": 1e308, "words": 1e308, "share": 0.0},
+            {"chars": float("nan"), "words": 2.0, "share": 0.0}, {"chars": 3, "words": 2.0, "share": -0.0},
+            {"chars": np.float64(2.5), "words": 1.0, "share": 0.5}, {"x\"y": 1.0}, {"share": 0.5, "chars": 1.0, "words": 1.0}]
+    assert features_json(rows, len(rows)) == [json.dumps(row) for row in rows]
+    assert features_json(None, 2) == ["{}", "{}"]
