@@ -23,9 +23,9 @@ settings = load_settings()
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), f"modelserve-metrics-{os.getpid()}"))
 
 bind = f"{settings.host}:{settings.port}"
-# One process per core: inference is CPU-bound and holds the GIL. With one ONNX Runtime
-# thread per worker, 2 workers served 343 /classify req/s against 238 for 2 ONNX threads
-# per worker (benchmarks/results/classify.md).
+# One process per core: inference is CPU-bound and holds the GIL. One ONNX Runtime thread
+# per worker and one worker per core served /classify faster than fewer workers with more
+# ONNX threads each (benchmarks/results/classify.md).
 workers = settings.web_concurrency
 # gthread: threads take the connections, and the admission gate (app/admission.py) decides
 # how many are let in per model (MAX_INFLIGHT, 8) and how many wait (MAX_QUEUED, 32); the rest get
@@ -67,11 +67,10 @@ if settings.preload:
     for _module in PRELOADED_LIBRARIES:
         with contextlib.suppress(ImportError):
             importlib.import_module(_module)
-# Worker recycling is insurance, not a leak fix: the 10-minute soak at 80 % of peak showed
-# no RSS growth with recycling off (benchmarks/results/soak.md). A recycled worker reloads
-# and warms every model (about 2 s), so it should be rare: at the measured peak of about
-# 500 /review req/s per worker, 100,000 requests is over 3 minutes, and hours at normal
-# load. The 10 % jitter keeps the workers from restarting together.
+# Worker recycling is insurance, not a leak fix: the soak near peak load showed no RSS growth
+# with recycling off (benchmarks/results/soak.md). A recycled worker reloads and warms every
+# model, so it should be rare: at the measured peak, 100,000 requests last minutes per
+# worker, and hours at normal load. The 10 % jitter keeps the workers from restarting together.
 max_requests = settings.gunicorn_max_requests
 max_requests_jitter = max_requests // 10
 # `flask models reload` finds the master here and sends it SIGHUP: gunicorn starts
@@ -90,8 +89,8 @@ class Logger(glogging.Logger):
     """gunicorn's logger, with its access log only when GUNICORN_ACCESSLOG asks for it.
 
     gunicorn turns its access log on whenever a logging config is given (the JSON one below),
-    which repeated every request line of the app's own log and cost about 9 % of a /review
-    worker's samples (benchmarks/results/profile-review-round2-before.md).
+    which repeated every request line of the app's own log and took a visible share of a
+    /review worker's samples (benchmarks/results/profile-review-round2-before.md).
     """
 
     def _compute_access_log_enabled(self):

@@ -24,7 +24,7 @@ class ModelServeFlask(Flask):
     """Flask, asking once per handler whether it is a coroutine function instead of on every call.
 
     Flask's ensure_sync() runs inspect.iscoroutinefunction for every hook and view of every
-    request (seven per /review here, about 2 us each); the answer never changes for a function.
+    request, a cost the profiles of /review showed; the answer never changes for a function.
     """
 
     settings: Settings  # the typed settings (app/config.py), built once by create_app and read as attributes

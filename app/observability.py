@@ -111,8 +111,8 @@ class LogWriter:
     spending a fifth of their time in the access log when they wrote it themselves, half
     of it waiting for the stream's lock (benchmarks/results/profile-review-before.md).
     The standard QueueListener then moved the writing to one thread, but it woke for
-    every record: a thread switch per request, which cost a /review request 0.21 ms of
-    its 1.12 ms in process (benchmarks/README.md, third round). This thread instead
+    every record: a thread switch per request, a large share of a /review request's
+    time in process (benchmarks/README.md, third round). This thread instead
     wakes every LOG_WRITE_INTERVAL_SECONDS, takes whatever is queued and writes it with
     one write and one flush; `stop()` writes the rest.
     """

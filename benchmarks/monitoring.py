@@ -7,10 +7,14 @@ Usage: python benchmarks/monitoring.py [--seconds 15] [--rounds 5] [--out benchm
    `rounds` times each; the ratio of the medians is the overhead. The server's CPU time per request
    (master and workers, the log's writer included) is measured in the same runs: on a shared 2-core
    machine, where wrk takes a core too, it says the cost with less noise than req/s.
-2. With --instructions: the CPU instructions per request, log on and off, counted by valgrind's callgrind
-   for the same requests in one process (an in-process app, the writer's work included; the periodic
-   retention and gauge refresh, which valgrind's slowness would run many times more often, are left out).
-   Counted, not timed, this figure does not drift with the machine's load.
+2. With --instructions: the CPU instructions per request, log on and off, counted by valgrind's callgrind,
+   (a) in a gunicorn server as the deploys run it (one worker; master, worker and the log's writer counted)
+   answering POST /review one after another, and (b) for the same requests in one process (Flask's test
+   client, without HTTP), each as the difference of a long and a short run so that start and stop cancel
+   out. The periodic retention and gauge refresh, which valgrind's slowness would run many times more
+   often per request than a server does, are left out. Counted, not timed, these figures do not drift with
+   the machine's load: (a) is the cost that decides a server's throughput, (b) the same cost without the
+   HTTP server's share, so the log's share of it is larger.
 3. Seconds to compute drift (every feature and the predictions, PSI against review_sentiment's
    reference) for a window of 10,000 logged records, read from the database, and for the records alone.
 """
@@ -27,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.loadgen import publish, wrk  # noqa: E402
+from app.monitoring.log import GATHER_SECONDS  # noqa: E402
 from benchmarks.serverctl import ROOT, gunicorn_server  # noqa: E402
 
 REVIEW = "A thoughtful, well acted film with a script that never talks down to its audience. Loved it!"
@@ -53,9 +58,15 @@ def throughput(monitor: bool, seconds: float) -> tuple[float, float]:
         return run["ok_rps"], (server_cpu_seconds(pid) - cpu) * 1000 / run["requests"]
 
 
+# Valgrind runs the server some 50 times slower than it runs natively. The writer's batches would then hold that
+# many times fewer records, each paying a transaction's fixed cost, which a server whose CPU is the limit (the case
+# throughput is about) spreads over hundreds: so under valgrind the writer gathers this much longer.
+GATHER_UNDER_VALGRIND = 10.0
 INSTRUCTIONS_SCRIPT = """
 import sys, tempfile
+import app.monitoring.log as prediction_log
 from app import create_app
+prediction_log.GATHER_SECONDS = float(sys.argv[4])
 work = tempfile.mkdtemp()
 app = create_app({"DATABASE_URL": f"sqlite:///{work}/m.db", "MODELS": "review_sentiment",
                   "MONITOR": sys.argv[1] == "on", "LOG_LEVEL": "WARNING"})
@@ -77,7 +88,8 @@ def instructions(monitor: bool, requests: int) -> int:
     import subprocess
 
     done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, "-c",
-                           INSTRUCTIONS_SCRIPT, "on" if monitor else "off", str(requests), REVIEW],
+                           INSTRUCTIONS_SCRIPT, "on" if monitor else "off", str(requests), REVIEW,
+                           str(GATHER_UNDER_VALGRIND)],
                           cwd=ROOT, capture_output=True, text=True, check=True,
                           env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})  # no pool of BLAS threads spinning
     return int(re.search(r"refs:\s+([\d,]+)", done.stderr).group(1).replace(",", ""))
@@ -86,6 +98,70 @@ def instructions(monitor: bool, requests: int) -> int:
 def instructions_per_request(monitor: bool, few: int = 200, many: int = 1200) -> float:
     """Instructions per request: the difference of two runs, so that the start cancels out."""
     return (instructions(monitor, many) - instructions(monitor, few)) / (many - few)
+
+
+# The shipped gunicorn configuration, with the writer's gathering scaled as above and the periodic retention and gauge
+# refresh left out of the count (valgrind's slowness would run them many times more often per request).
+SERVED_CONFIG = f"""
+import runpy
+globals().update(runpy.run_path("gunicorn.conf.py"))
+
+
+def post_worker_init(worker):
+    import app.monitoring.log as prediction_log
+
+    prediction_log.GATHER_SECONDS = {GATHER_UNDER_VALGRIND}
+    log = worker.wsgi.extensions.get("prediction_log")
+    if log:
+        log.settings.gauge_seconds, log._last_retention = 1e12, 1e18
+"""
+
+
+def served_instructions(monitor: bool, requests: int) -> tuple[int, float]:
+    """(instructions valgrind counts in a gunicorn server (its master and one worker, the log's writer included)
+    that starts, answers ``requests`` POST /review one after another on one connection, and stops; the requests
+    per second it answered under valgrind)."""
+    import http.client
+    import re
+    import signal
+
+    from benchmarks.serverctl import free_port, running_server
+
+    body = ("review=" + REVIEW.replace(" ", "+")).encode()
+    with tempfile.TemporaryDirectory() as work, tempfile.TemporaryFile() as output:
+        Path(work, "gunicorn.conf.py").write_text(SERVED_CONFIG)
+        port = free_port()
+        env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "WEB_CONCURRENCY": "1", "GUNICORN_TIMEOUT": "1800",
+               "MODELSERVE_MODELS": "review_sentiment", "MODELSERVE_MONITOR": "true" if monitor else "false",
+               "MODELSERVE_LOG_LEVEL": "WARNING", "DATABASE_URL": f"sqlite:///{work}/m.db", "OPENBLAS_NUM_THREADS": "1",
+               "GUNICORN_PIDFILE": f"{work}/g.pid"}
+        command = ["valgrind", "--tool=callgrind", "--trace-children=yes", f"--callgrind-out-file={work}/callgrind.%p",
+                   sys.executable, "-m", "gunicorn", "-c", f"{work}/gunicorn.conf.py", "main:app"]
+        with running_server(command, env, f"http://127.0.0.1:{port}/v2/health/ready", output, timeout=1800) as (server, _):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+            started = time.monotonic()
+            for _ in range(requests):
+                connection.request("POST", "/review", body, {"Content-Type": "application/x-www-form-urlencoded"})
+                response = connection.getresponse()
+                if response.read() is None or response.status != 200:
+                    raise RuntimeError(f"POST /review answered {response.status}")
+            rate = requests / (time.monotonic() - started)
+            connection.close()
+            time.sleep(2 * GATHER_UNDER_VALGRIND + 5)  # the writer's last batch (both runs idle as long)
+            os.killpg(server.pid, signal.SIGTERM)  # a graceful stop, waited for: valgrind writes its counts at exit
+            server.wait(timeout=600)
+        return sum(int(re.search(r"^totals: (\d+)", path.read_text(), re.M).group(1))
+                   for path in Path(work).glob("callgrind.*")), rate
+
+
+def served_instructions_per_request(monitor: bool, few: int = 200, many: int = 1200) -> float:
+    """Instructions per served request: the difference of two runs, so that start and stop cancel out."""
+    (many_count, rate), (few_count, _) = served_instructions(monitor, many), served_instructions(monitor, few)
+    SERVED_RATES[monitor] = rate
+    return (many_count - few_count) / (many - few)
+
+
+SERVED_RATES: dict[bool, float] = {}  # requests per second the server answered under valgrind
 
 
 def drift_seconds(records: int = 10_000) -> tuple[float, float]:
@@ -149,11 +225,18 @@ def main() -> None:
     lines += ["", f"Throughput, log on / off: {ratio:.3f} ({(1 - ratio):+.1%}). Server CPU per request, on / off: "
               f"{cpu_ratio:.3f} ({cpu_ratio - 1:+.1%}; the writer's work included).", ""]
     if args.instructions:
-        counted = {monitor: instructions_per_request(monitor) for monitor in (False, True)}
-        lines += ["| POST /review in process, valgrind callgrind | instructions per request |", "| --- | --- |",
-                  f"| prediction log off | {counted[False]:,.0f} |", f"| prediction log on | {counted[True]:,.0f} |", "",
-                  f"Instructions per request, on / off: {counted[True] / counted[False]:.3f} "
-                  f"({counted[True] / counted[False] - 1:+.1%}).", ""]
+        for title, count in (("served by gunicorn (one worker, one connection)", served_instructions_per_request),
+                             ("in process (Flask's test client)", instructions_per_request)):
+            counted = {monitor: count(monitor) for monitor in (False, True)}
+            lines += [f"| POST /review {title}, valgrind callgrind | instructions per request |", "| --- | --- |",
+                      f"| prediction log off | {counted[False]:,.0f} |", f"| prediction log on | {counted[True]:,.0f} |",
+                      "", f"Instructions per request, on / off: {counted[True] / counted[False]:.3f} "
+                      f"({counted[True] / counted[False] - 1:+.1%}).", ""]
+        lines += [f"Under valgrind the server answered {SERVED_RATES[True]:.0f} requests/s with the log on "
+                  f"({SERVED_RATES[False]:.0f} off), and its writer gathered records for {GATHER_UNDER_VALGRIND:g} s "
+                  f"instead of {GATHER_SECONDS:g} s: batches of about {SERVED_RATES[True] * GATHER_UNDER_VALGRIND:.0f} "
+                  f"records, as {GATHER_SECONDS:g} s gathers at {SERVED_RATES[True] * GATHER_UNDER_VALGRIND / GATHER_SECONDS:.0f}"
+                  " requests/s per worker natively.", ""]
     lines += [
              f"| drift over {args.records:,} logged records | seconds |", "| --- | --- |",
              f"| the whole report (read from the database, drift, latency, live accuracy) | {whole:.3f} |",

@@ -40,9 +40,8 @@ Scorer = Callable[[sp.csr_matrix], tuple[np.ndarray, np.ndarray | None]]
 class Rows:
     """A CSR matrix as its arrays and shape, which the steps below read and replace.
 
-    Each scipy matrix built costs its format checks (15-30 us, as much as a step's
-    arithmetic for one review), so the steps pass these along and one matrix is
-    built at the end. The arrays are fresh for every call: steps may change them in place.
+    Each scipy matrix built costs its format checks, as much as a step's arithmetic
+    for one review, so the steps pass these along and one matrix is built at the end. The arrays are fresh for every call: steps may change them in place.
     """
 
     data: np.ndarray

@@ -33,9 +33,9 @@ def make_session(path, threads: int) -> ort.InferenceSession:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # An int8 network gives the same answers on every x86-64 CPU: without VNNI instructions (AVX2
     # only, e.g. older AMD EPYC), ONNX Runtime's u8s8 kernels add products in 16 bits that saturate,
-    # and the shipped cell network said Parasitized 0.901 instead of 0.957 for the README's cell.
+    # and the shipped cell network's probabilities moved (tests/test_malaria_int8.py checks them).
     # This makes them widen the 8-bit values to 16 bits before multiplying, which gives the VNNI
-    # answer again (0.957), about 10 % slower on such a CPU. Float networks do not use these kernels.
+    # answers again, somewhat slower on such a CPU. Float networks do not use these kernels.
     options.add_session_config_entry("session.x64quantprecision", "1")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 

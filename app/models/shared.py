@@ -2,8 +2,8 @@
 
 A worker that forks from a master holding an object shares its memory pages
 with the master and its sibling workers until one of them writes to them, and
-the big parts of a fitted linear text model (its weight and scaling vectors,
-64 MiB for the shipped review model) are only ever read. So gunicorn's master
+the big parts of a fitted linear text model (its weight and scaling vectors, most
+of the shipped review model's memory) are only ever read. So gunicorn's master
 reads the estimator files of the models it will serve (`preread`, from
 gunicorn.conf.py), and each worker's model takes its copy from there
 (`take`) instead of reading its own. Nothing else is created before the fork:
@@ -74,8 +74,8 @@ def share_identical_arrays(estimator: Any) -> None:
 
     Models trained on the same data often hold identical fitted vectors: the shipped
     logistic regression, linear SVM and decision tree keep the same hashed features
-    (a 3 MiB bitmap and rank table each) and the first two the same IDF weights
-    (5 MiB), 19 MiB held three times over. Only the steps before the final estimator
+    (a bitmap and rank table each) and the first two the same IDF weights, each held
+    three times over (what sharing saves: benchmarks/README.md). Only the steps before the final estimator
     take part, because online learning (partial_fit) changes the final estimator in
     place and never the transformers; the shared arrays are made read-only, so an
     in-place change to one would raise instead of changing another model.
@@ -97,7 +97,7 @@ def release_free_heap() -> None:
     """Give the heap memory that loading left free back to the system (glibc's malloc_trim).
 
     Loading checks the decision tree's fast path against scikit-learn's own prediction,
-    which builds two arrays as long as its 1.3 M features (15 MiB); glibc keeps such
+    which builds two arrays as long as all its hashed features; glibc keeps such
     freed blocks in the heap, resident in every worker, unless asked to return them.
     Requests never take that path (app/models/fast_linear.py). Not glibc (musl, macOS):
     nothing to do.
