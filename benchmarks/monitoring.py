@@ -45,17 +45,31 @@ def server_cpu_seconds(pid: int) -> float:
     return sum(sum(p.cpu_times()[:2]) for p in processes)
 
 
-def throughput(monitor: bool, seconds: float) -> tuple[float, float]:
+def throughput(monitor: bool, seconds: float, pinned: bool = False) -> tuple[float, float]:
     """(successful req/s of /review, the server's CPU milliseconds per request) with the log on or off; with
-    it on, the writer's work on the records queued during the run is counted too."""
+    it on, the writer's work on the records queued during the run is counted too. ``pinned``: one worker on
+    the last core and wrk on the first, so that neither takes the other's CPU (far less noise than both
+    sharing every core)."""
     body = ("review=" + REVIEW.replace(" ", "+")).encode()
-    with gunicorn_server({"MODELSERVE_MONITOR": "true" if monitor else "false"}) as (base, pid, _):
-        wrk(base + "/review", 8, 2, "POST", body, "application/x-www-form-urlencoded")  # warm-up
-        time.sleep(1.0)
-        cpu = server_cpu_seconds(pid)
-        run = wrk(base + "/review", 8, seconds, "POST", body, "application/x-www-form-urlencoded")
-        time.sleep(1.0)  # the writer's last batches
-        return run["ok_rps"], (server_cpu_seconds(pid) - cpu) * 1000 / run["requests"]
+    env, connections = {"MODELSERVE_MONITOR": "true" if monitor else "false"}, CONNECTIONS[pinned]
+    if pinned:
+        env["WEB_CONCURRENCY"] = "1"
+        os.sched_setaffinity(0, {os.cpu_count() - 1})  # the server started from here inherits it
+    try:
+        with gunicorn_server(env) as (base, pid, _):
+            if pinned:
+                os.sched_setaffinity(0, {0})  # and wrk, started from here, this one
+            wrk(base + "/review", connections, 2, "POST", body, "application/x-www-form-urlencoded")  # warm-up
+            time.sleep(1.0)
+            cpu = server_cpu_seconds(pid)
+            run = wrk(base + "/review", connections, seconds, "POST", body, "application/x-www-form-urlencoded")
+            time.sleep(1.0)  # the writer's last batches
+            return run["ok_rps"], (server_cpu_seconds(pid) - cpu) * 1000 / run["requests"]
+    finally:
+        os.sched_setaffinity(0, range(os.cpu_count()))
+
+
+CONNECTIONS = {False: 8, True: 4}  # wrk's connections: for two workers on every core, or one pinned worker
 
 
 # Valgrind runs the server some 50 times slower than it runs natively. The writer's batches would then hold that
@@ -206,19 +220,22 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--out", default=None)
     parser.add_argument("--instructions", action="store_true", help="also count instructions per request (valgrind)")
+    parser.add_argument("--pinned", action="store_true", help="timed rounds with one worker and wrk on separate cores")
     args = parser.parse_args()
     runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
     for _ in range(args.rounds):
         for monitor in (False, True):
-            runs[monitor].append(throughput(monitor, args.seconds))
+            runs[monitor].append(throughput(monitor, args.seconds, args.pinned))
     whole, alone = drift_seconds(args.records)
     rps = {m: [r for r, _ in runs[m]] for m in runs}
     cpu = {m: [c for _, c in runs[m]] for m in runs}
     ratio = statistics.median(rps[True]) / statistics.median(rps[False])
     cpu_ratio = statistics.median(cpu[True]) / statistics.median(cpu[False])
-    lines = [f"One run on this machine ({os.cpu_count()} cores), {dt.date.today()}: rounds alternate off and on.", "",
-             "| POST /review, wrk c=8 | req/s per round | median req/s | server CPU ms per request, per round "
-             "| median |", "| --- | --- | --- | --- | --- |"]
+    served = ("one gunicorn worker on the last core, wrk on the first" if args.pinned
+              else "gunicorn as `make serve` runs it, wrk beside it on every core")
+    lines = [f"One run on this machine ({os.cpu_count()} cores), {dt.date.today()}: rounds alternate off and on; "
+             f"{served}.", "", f"| POST /review, wrk c={CONNECTIONS[args.pinned]} | req/s per round | median req/s "
+             "| server CPU ms per request, per round | median |", "| --- | --- | --- | --- | --- |"]
     for monitor, name in ((False, "prediction log off"), (True, "prediction log on (every request)")):
         lines.append(f"| {name} | {', '.join(f'{v:.0f}' for v in rps[monitor])} | {statistics.median(rps[monitor]):.0f} "
                      f"| {', '.join(f'{v:.3f}' for v in cpu[monitor])} | {statistics.median(cpu[monitor]):.3f} |")
@@ -241,7 +258,9 @@ def main() -> None:
              f"| drift over {args.records:,} logged records | seconds |", "| --- | --- |",
              f"| the whole report (read from the database, drift, latency, live accuracy) | {whole:.3f} |",
              f"| drift alone (every feature and the predictions) | {alone:.3f} |", "",
-             "Command: `python benchmarks/monitoring.py --instructions --out benchmarks/results/monitoring.md`"]
+             "Command: `python benchmarks/monitoring.py " + ("--pinned --out benchmarks/results/monitoring-pinned.md`"
+                                                             if args.pinned else
+                                                             "--instructions --out benchmarks/results/monitoring.md`")]
     publish(lines, args.out)
 
 
