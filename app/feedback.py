@@ -13,11 +13,11 @@ import sqlalchemy as sa
 from flask import current_app
 from flask.cli import AppGroup
 
+from app.cli_options import data_option
 from app.database import insert_once, review_feedback
 
 from app.models.cli import how_servers_follow, model_store, publish_copy
 from app.models.store import StoreUnavailable
-from app.training.cli import data_option
 
 feedback_cli = AppGroup("feedback", help="Online learning from user feedback.")
 

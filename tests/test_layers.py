@@ -66,3 +66,14 @@ def test_the_check_sees_a_web_import_through_another_module():
     assert web_import_chain("app.api.models", files)[-1].startswith("app.api")
     assert web_import_chain("app.monitoring.report", files) is None
     assert web_import_chain("app.monitoring.cli", files) == ["app.monitoring.cli"]
+
+
+def test_training_sits_below_nothing_but_the_command_line():
+    """Besides training's own modules, only command modules import app.training (`feedback learn` trains a
+    version; the factory registers training's commands by name): no view, model, store or batch code does."""
+    from app import COMMAND_MODULES
+
+    files = module_files()
+    importers = sorted(name for name, path in files.items() if not name.startswith("app.training")
+                       and any(n == "app.training" or n.startswith("app.training.") for n in imported(path)))
+    assert importers and set(importers) <= set(COMMAND_MODULES), importers

@@ -12,6 +12,8 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from app.cli_options import data_option
+
 
 train_cli = AppGroup("train", help="Train a model on the real data and write a new model version.")
 evaluate_cli = AppGroup("evaluate", help="Re-measure a saved model on its held-out test data.")
@@ -21,14 +23,6 @@ def init_app(app) -> None:
     """Register the commands."""
     app.cli.add_command(train_cli)
     app.cli.add_command(evaluate_cli)
-
-
-def data_option(func):
-    """--data: the shared data folder (default: MODELSERVE_DATA_DIR)."""
-    return click.option(
-        "--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-        help="Folder holding imdb/, malaria/ and stopwords/ (default: the DATA_DIR setting).",
-    )(func)
 
 
 def resolve_data_dir(data_dir: Path | None) -> Path:
