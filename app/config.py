@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -44,6 +45,7 @@ def true_or_false(value: Any) -> Any:
 
 
 Switch = Annotated[bool, BeforeValidator(true_or_false)]
+DATABASE_URL = re.compile(r"[A-Za-z][\w.-]*(\+[\w.-]+)?://")
 # Names and lists are taken as written: "null" is a key, not "off", and "a,b" two keys.
 Names = Annotated[tuple[str, ...], NoDecode]
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -263,12 +265,10 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def sqlalchemy_url(cls, value: str) -> str:
-        import sqlalchemy as sa
-
-        try:
-            sa.make_url(value)
-        except sa.exc.ArgumentError:
-            raise ValueError("must be an SQLAlchemy URL such as sqlite:///path or postgresql://host/db") from None
+        # SQLAlchemy's own form (dialect[+driver]://...), checked without it: batch jobs (the Flink job's
+        # environment) read these settings without the server's database libraries.
+        if not DATABASE_URL.match(value):
+            raise ValueError("must be an SQLAlchemy URL such as sqlite:///path or postgresql://host/db")
         return value
 
     @field_validator("log_level", mode="before")
@@ -282,20 +282,23 @@ class Settings(BaseSettings):
     @field_validator("ratelimit_default")
     @classmethod
     def rate_limits(cls, value: str) -> str:
-        if value:
+        try:
             from limits import parse_many
-
-            try:
-                parse_many(value)
-            except ValueError:
-                raise ValueError("must be limits such as 100/minute;20/second") from None
+        except ImportError:  # a batch job's environment, without the web server's libraries: it never rate-limits
+            return value
+        try:
+            parse_many(value) if value else None
+        except ValueError:
+            raise ValueError("must be limits such as 100/minute;20/second") from None
         return value
 
     @field_validator("ratelimit_storage_uri")
     @classmethod
     def limit_storage(cls, value: str) -> str:
-        from limits.storage import SCHEMES
-
+        try:
+            from limits.storage import SCHEMES
+        except ImportError:  # as above
+            return value
         if value.partition("://")[0] not in SCHEMES:
             raise ValueError(f"must be a URL of a storage the rate limiter knows ({', '.join(sorted(SCHEMES))})")
         return value
