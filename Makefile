@@ -6,7 +6,7 @@ VENV := .venv
 
 # Each environment gets the `modelserve` command (an editable install of this checkout: the pins
 # come from the requirements files, the code and saved_models/ stay here).
-$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-batch.txt requirements-beam.txt requirements-store.txt pyproject.toml setup.py
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-batch.txt requirements-beam.txt requirements-store.txt requirements-monitor.txt pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt

@@ -10,6 +10,7 @@ pull worker for itself: each calls :func:`load_settings`. docs/configuration.md 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import re
 import sys
@@ -159,6 +160,10 @@ class Settings(BaseSettings):
     """logged records older than this are deleted (checked every minute)"""
     monitor_max_rows_per_model: PositiveInt = 100_000
     """and beyond this many per model, the oldest"""
+    monitor_parquet: str = ""
+    """keep the log as Parquet files in this folder or under this URL (`s3://bucket/predictions`, `gs://...`, `file://...`; a prefix of the model store's bucket serves) instead of in the database, for large volumes and for Spark, pandas or DuckDB to read; needs `pip install -r requirements-monitor.txt` (with requirements-store.txt for a bucket). Feedback stays in the database"""
+    monitor_parquet_roll_seconds: Annotated[float, Field(gt=0)] = 60
+    """each process writes a model version's rows as one file this often (and at a clean stop); what it has not written yet, only it can read"""
 
     # -- jobs --------------------------------------------------------------------------------------
     job_lease_seconds: PositiveInt = 60
@@ -255,11 +260,18 @@ class Settings(BaseSettings):
                 raise ValueError(f"for {name}: {exc}") from None
         return value
 
-    @field_validator("model_store")
+    @field_validator("model_store", "monitor_parquet")
     @classmethod
     def store_url(cls, value: str) -> str:
         if "://" in value and not value.startswith(("s3://", "s3a://", "gs://", "gcs://", "file://")):
             raise ValueError("must be a folder, file://, s3:// or gs:// URL")
+        return value
+
+    @field_validator("monitor_parquet")
+    @classmethod
+    def parquet_libraries(cls, value: str) -> str:
+        if value and not all(importlib.util.find_spec(name) for name in ("pyarrow", "fsspec")):
+            raise ValueError("needs pyarrow and fsspec: pip install -r requirements-monitor.txt")
         return value
 
     @field_validator("database_url")

@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -326,3 +327,54 @@ def committed_models_loaded_once():
     # No test may change the committed model folder (they work on copies).
     changed = [str(p) for pattern in ("*/UNLOADED", "*/aliases.json", ".reload") for p in SAVED_MODELS.glob(pattern)]
     assert not changed, f"a test changed saved_models/: {changed}"
+
+
+# -- an S3-compatible server (moto's) for the model store and the prediction log's Parquet files ----------
+
+class S3Server:
+    """moto's S3 server in a thread on a loopback port; stop() and start() keep its buckets (an outage)."""
+
+    def __init__(self):
+        from moto.server import ThreadedMotoServer
+
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._make = lambda: ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server = self._make()
+
+    def start(self):
+        self.server = self._make()
+        self.server.start()
+
+    def stop(self):
+        self.server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """The S3 server, with the standard AWS settings pointing at it for this process and its children (one for the
+    session: fsspec keeps its file systems, with the endpoint they were made with, for the life of the process)."""
+    settings = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
+    server = S3Server()
+    settings["AWS_ENDPOINT_URL"] = server.endpoint
+    saved = {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def new_store(s3) -> str:
+    """An empty bucket of its own on the S3 server; returns the store URL."""
+    import boto3
+
+    bucket = f"models-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=s3.endpoint).create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/store"

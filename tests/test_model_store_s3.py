@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from app import create_app
-from tests.conftest import SAVED_MODELS, SHARED_DATA, committed_version, free_port, get_json, run_gunicorn
+from tests.conftest import SAVED_MODELS, SHARED_DATA, committed_version, get_json, new_store, run_gunicorn
 from tests.test_slow_clients import run_nginx
 
 POLL_SECONDS = 1
@@ -25,54 +25,6 @@ CONVERGENCE_LIMIT = POLL_SECONDS + 5  # the issue's bound: one poll interval plu
 REVIEW = committed_version("review_sentiment")
 NEXT = str(int(REVIEW) + 1)
 CELL = SHARED_DATA / "malaria" / "Parasitized" / "C101P62ThinF_IMG_20150918_151006_cell_73.png"
-
-
-class S3Server:
-    """moto's S3 server in a thread on a loopback port; stop() and start() keep its buckets (an outage)."""
-
-    def __init__(self):
-        from moto.server import ThreadedMotoServer
-
-        self.port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        self._make = lambda: ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self.server = self._make()
-
-    def start(self):
-        self.server = self._make()
-        self.server.start()
-
-    def stop(self):
-        self.server.stop()
-
-
-@pytest.fixture(scope="module")
-def s3():
-    """The S3 server, with the standard AWS settings pointing at it for this process and its children."""
-    settings = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
-    server = S3Server()
-    settings["AWS_ENDPOINT_URL"] = server.endpoint
-    saved = {k: os.environ.get(k) for k in settings}
-    os.environ.update(settings)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def new_store(s3) -> str:
-    """An empty bucket of its own on the S3 server; returns the store URL."""
-    import boto3
-
-    bucket = f"models-{uuid.uuid4().hex[:8]}"
-    boto3.client("s3", endpoint_url=s3.endpoint).create_bucket(Bucket=bucket)
-    return f"s3://{bucket}/store"
 
 
 def cli(tmp_path: Path, store: str, *args: str) -> str:

@@ -74,12 +74,13 @@ def test_worker_help_is_the_worker_s(tmp_path):
 
 @pytest.mark.live
 @contextmanager
-def served(tmp_path):
+def served(tmp_path, env: dict | None = None):
     """`modelserve serve` (one worker) on a free port with its own database: (base URL, the process)."""
     port = free_port()
     server = subprocess.Popen([str(DEV_BIN / "modelserve"), "serve", "--port", str(port), "--workers", "1"],
                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env={**os.environ, "MODELSERVE_DATABASE_URL": f"sqlite:///{tmp_path / 's.db'}"})
+                              env={**os.environ, "MODELSERVE_DATABASE_URL": f"sqlite:///{tmp_path / 's.db'}",
+                                   **(env or {})})
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -116,6 +117,27 @@ def test_the_monitoring_docs_feedback_block_runs_as_printed(tmp_path):
     assert answer["predictions"][0]["label"] == "negative"
     assert stored["stored"] is True and stored["answered"]["correct"] is True
     assert accuracy["labelled"] == 1 and accuracy["accuracy"] == 1.0
+
+
+def test_the_parquet_log_docs_block_runs_as_printed(tmp_path):
+    """docs/models.md's Parquet block: the server started with the setting (on a free port), a few answers, a clean
+    stop that writes the files, then the pandas line as printed (the folder moved under tmp_path)."""
+    text = (PROJECT_ROOT / "docs" / "models.md").read_text()
+    block = next(b for b in re.findall(r"```sh\n(.*?)```", text, re.S) if "MONITOR_PARQUET" in b)
+    start, read = block.strip().splitlines()
+    setting, command = start.split(" ", 1)
+    name, folder = setting.split("=")
+    assert command == "modelserve serve" and folder in read
+    with served(tmp_path, {name: str(tmp_path / "predictions")}) as (base, _):
+        for review in ("A wonderful film.", "Dull and far too long.", "Great cast."):
+            request = urllib.request.Request(f"{base}/review", data=f"review={review}".encode())
+            with urllib.request.urlopen(request) as response:
+                assert response.status == 200
+    done = subprocess.run(read.replace(folder, str(tmp_path / "predictions")), shell=True, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PATH": f"{DEV_BIN}:{os.environ['PATH']}"})
+    assert done.returncode == 0, done.stderr
+    counts = dict(re.findall(r"(negative|positive)\s+(\d+)$", done.stdout, re.M))
+    assert "review_sentiment" in done.stdout and counts == {"negative": "1", "positive": "2"}, done.stdout
 
 
 def readme_blocks() -> tuple[str, str]:

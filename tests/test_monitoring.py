@@ -119,7 +119,7 @@ def test_retention_keeps_the_newest_rows_and_drops_old_ones(database_url):
             for model in ("m", "n") for age in (7200, 10, 9, 8, 7, 6, 5, 4)]
     with engine.begin() as conn:
         conn.execute(predictions.insert(), rows)
-        assert log.enforce_retention(conn) == 2 + 2 * 2  # one old row each, then two over the limit each
+    assert log.sink.enforce_retention(3600, 5) == 2 + 2 * 2  # one old row each, then two over the limit each
     for model in ("m", "n"):
         kept = log.window(model)
         assert len(kept) == 5 and all(now - row["created_at"].replace(tzinfo=dt.timezone.utc)

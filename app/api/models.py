@@ -199,10 +199,10 @@ def feedback(name: str):
         raise BadRequest(f"model {name!r} answers no labels: its answers cannot be labelled")
     if label not in model.labels:
         raise BadRequest(f"field 'label' must be one of {list(model.labels)}")
-    answered = logged_answer(get_engine(), name, request_id, item)
+    answered = logged_answer(log.sink, name, request_id, item)
     if answered is None and log.queue.unfinished_tasks:  # answered a moment ago: its record may still be queued
         log.flush(1.0)
-        answered = logged_answer(get_engine(), name, request_id, item)
+        answered = logged_answer(log.sink, name, request_id, item)
     if answered is None:
         raise NotFound(f"no logged answer of {name!r} to item {item} of request {request_id!r} (answers are "
                        "logged within a second, and only those the sample rate keeps)")

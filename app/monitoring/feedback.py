@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from app.database import insert_once, prediction_feedback, predictions
+from app.database import insert_once, prediction_feedback
 
 
 class AnswerLabelledOtherwise(Exception):
     """This answer already has feedback with another label."""
 
 
-def logged_answer(engine: sa.Engine, model: str, request_id: str, item: int) -> dict | None:
+def logged_answer(sink, model: str, request_id: str, item: int) -> dict | None:
     """The newest logged answer of ``model`` to item ``item`` of request ``request_id``: {version, label}."""
-    with engine.connect() as conn:
-        row = conn.execute(
-            sa.select(predictions.c.version, predictions.c.label)
-            .where(predictions.c.model == model, predictions.c.request_id == request_id, predictions.c.item == item)
-            .order_by(predictions.c.id.desc()).limit(1)).first()
-    return None if row is None else {"version": row.version, "label": row.label}
+    found = sink.answers(model, None, [(request_id, item)]).get((request_id, item))
+    return None if found is None else {"version": found[0], "label": found[1]}
 
 
 def store_feedback(engine: sa.Engine, model: str, request_id: str, item: int, label: str,
@@ -39,14 +35,13 @@ def store_feedback(engine: sa.Engine, model: str, request_id: str, item: int, la
     return insert_once(engine, prediction_feedback, row, earlier)
 
 
-def labelled_answers(engine: sa.Engine, model: str, version: str, limit: int) -> list[tuple[str, str | None]]:
-    """(true label, logged label) of the version's answers that have feedback by request id, newest first."""
-    logged = predictions.alias("logged")
+def labelled_answers(engine: sa.Engine, sink, model: str, version: str, limit: int) -> list[tuple[str, str | None]]:
+    """(true label, logged label) of the version's answers among the model's newest ``limit`` labelled by request id,
+    newest first (the feedback is in the database, the answers in the log's sink)."""
     with engine.connect() as conn:
-        return [tuple(row) for row in conn.execute(
-            sa.select(prediction_feedback.c.label, logged.c.label)
-            .join(logged, sa.and_(logged.c.model == prediction_feedback.c.model,
-                                  logged.c.request_id == prediction_feedback.c.request_id,
-                                  logged.c.item == prediction_feedback.c.item))
-            .where(prediction_feedback.c.model == model, logged.c.version == version)
-            .order_by(prediction_feedback.c.id.desc()).limit(limit))]
+        labelled = conn.execute(
+            sa.select(prediction_feedback.c.request_id, prediction_feedback.c.item, prediction_feedback.c.label)
+            .where(prediction_feedback.c.model == model).order_by(prediction_feedback.c.id.desc()).limit(limit)).all()
+    answered = sink.answers(model, version, [(request_id, item) for request_id, item, _ in labelled])
+    return [(label, answered[(request_id, item)][1]) for request_id, item, label in labelled
+            if (request_id, item) in answered]

@@ -2,14 +2,15 @@
 
 ``record`` is all a request pays: it puts (model, decoded batch, outputs, latency, request id,
 client) on a bounded in-memory queue and returns. A writer thread summarizes each item
-(app/monitoring/profile.py), writes the rows to the database in batches, and keeps the table
-within its retention (age and rows per model). When the queue is full, or the database fails,
-records are dropped and counted (``modelserve_prediction_log_dropped_total``), never the request.
+(app/monitoring/profile.py), hands the rows to its sink in batches (the database, or Parquet files:
+app/monitoring/sinks.py), and keeps the log within its retention (age and rows per model). When the
+queue is full, or the sink fails, records are dropped and counted (``modelserve_prediction_log_dropped_total``), never the request.
 The input itself is kept only for the models named in MONITOR_PAYLOADS, for a sampled share of
 their requests, up to MONITOR_PAYLOAD_MAX_BYTES each.
 """
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import hashlib
 import json
@@ -18,6 +19,7 @@ import queue
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,16 +27,15 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from app.database import aware, predictions, utcnow
 from app.jobs.execute import job_inputs
+from app.monitoring.sinks import DatabaseSink, ParquetSink, SinkFailed
 from app.monitoring.profile import REFERENCE_FILE, Reference, answer_columns, answers, image_features, number_features, text_features
 from app.metrics import PREDICTIONS_DROPPED
 
 log = logging.getLogger(__name__)
 GATHER_SECONDS = 0.2  # how long the writer lets records gather before it writes them
 BATCH_RECORDS = 2000  # the most queued inferences written in one transaction
-COLUMNS = ("model", "version", "created_at", "latency_ms", "protocol", "request_id", "item", "client", "input_digest",
-           "features", "label", "score", "payload")
+IDLE_SECONDS = 1.0  # how often an idle writer lets the sink write what has waited its time
 
 
 @dataclass
@@ -47,6 +48,8 @@ class MonitorSettings:
     payload_max_bytes: int = 65536
     retention_seconds: float = 7 * 86400
     max_rows_per_model: int = 100_000
+    parquet: str = ""  # a folder or URL: the log is kept as Parquet files there instead of in the database
+    parquet_roll_seconds: float = 60.0
     # How often the writer refreshes the drift gauges of the versions it logged, so that an alert sees
     # drift without anyone asking for a report.
     gauge_seconds: float = 60.0
@@ -56,25 +59,8 @@ class MonitorSettings:
         """From the server's MONITOR_* settings (app/config.py)."""
         return cls(settings.monitor_sample_rate, settings.monitor_queue_size, dict(settings.monitor_payloads),
                    settings.monitor_payload_max_bytes, settings.monitor_retention_seconds,
-                   settings.monitor_max_rows_per_model)
-
-
-def utc_time(seconds: float) -> dt.datetime:
-    """A time.time() reading as an aware UTC datetime."""
-    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
-
-
-_second: tuple[int, str] = (-1, "")  # the last whole second stored_time formatted, and its text
-
-
-def stored_time(seconds: float) -> str:
-    """A time.time() reading as SQLAlchemy stores a UTC time in SQLite (text that sorts in time order), for the
-    driver's own insert; the text of the whole second is reused while it lasts."""
-    global _second
-    whole, last = int(seconds), _second
-    if last[0] != whole:
-        last = _second = (whole, time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(whole)))
-    return f"{last[1]}.{int((seconds - whole) * 1e6):06d}"
+                   settings.monitor_max_rows_per_model, settings.monitor_parquet,
+                   settings.monitor_parquet_roll_seconds)
 
 
 def reference_of(model) -> Reference | None:
@@ -173,8 +159,11 @@ class PredictionLog:
 
     def __init__(self, engine: sa.Engine, settings: MonitorSettings,
                  request_facts: Callable[[], tuple[str | None, str | None]] = lambda: (None, None)):
-        """Write to ``engine``; ``request_facts`` gives the request id and client of the request being served."""
+        """Keep the log in ``engine``'s database, or in the Parquet files ``settings.parquet`` names (feedback stays in
+        the database); ``request_facts`` gives the request id and client of the request being served."""
         self.engine, self.settings, self.request_facts = engine, settings, request_facts
+        self.sink = ParquetSink(settings.parquet, settings.parquet_roll_seconds) if settings.parquet \
+            else DatabaseSink(engine)
         self.queue: queue.Queue = queue.Queue(maxsize=settings.queue_size)
         self._writer: threading.Thread | None = None
         self._start = threading.Lock()
@@ -222,12 +211,17 @@ class PredictionLog:
                 if self._writer is None or not self._writer.is_alive():
                     self._writer = threading.Thread(target=self._run, name="prediction-log", daemon=True)
                     self._writer.start()
+                    atexit.register(self.close)
 
     # -- the writer ----------------------------------------------------------------------------
 
     def _run(self) -> None:
         while True:
-            entries = [self.queue.get()]  # idle: wait for the first record
+            try:  # idle: wait for the first record (and let the sink write what has waited its time)
+                entries = [self.queue.get(timeout=IDLE_SECONDS)]
+            except queue.Empty:
+                self.tick()
+                continue
             if self.queue.qsize() < BATCH_RECORDS:
                 # Then sleep while the batch gathers, and take it at once: waiting on the queue for each record
                 # would wake this thread (and hand it the GIL) once per request, which costs the requests more
@@ -246,21 +240,42 @@ class PredictionLog:
                     self.queue.task_done()
 
     def write(self, entries: list[tuple]) -> None:
-        """Summarize and insert the entries' rows in one transaction; on a database error, count them dropped."""
+        """Summarize the entries and hand their rows to the sink; when it fails, count them dropped."""
         rows = [row for group in model_groups(entries) for row in self.rows(group)]
         try:
-            with self.engine.begin() as conn:
-                if rows:
-                    # The driver's executemany with plain tuples: a fraction of the cost of SQLAlchemy's per-row
-                    # parameter processing, which this thread would take from the requests' CPU.
-                    conn.exec_driver_sql(self.insert_sql(conn), rows)
-                if time.monotonic() - self._last_retention > 60:
-                    self._last_retention = time.monotonic()
-                    self.enforce_retention(conn)
+            if rows:
+                self.sink.write(rows)
         except Exception as exc:
-            log.warning("prediction log: %d records dropped, the database failed: %s", len(rows), exc)
-            for row in rows:
-                PREDICTIONS_DROPPED.labels(row[0]).inc()
+            self.lost(exc, Counter(row[0] for row in rows))
+        self.tick()
+        if time.monotonic() - self._last_retention > 60:
+            self._last_retention = time.monotonic()
+            try:
+                self.sink.enforce_retention(self.settings.retention_seconds, self.settings.max_rows_per_model)
+            except Exception as exc:
+                log.warning("prediction log: retention not enforced, the store failed: %s", exc)
+
+    def tick(self) -> None:
+        """Let the sink write what has waited its time."""
+        try:
+            self.sink.tick()
+        except SinkFailed as exc:
+            self.lost(exc, exc.lost)
+
+    def close(self) -> None:
+        """Write what is queued and buffered (a clean stop)."""
+        self.flush(5.0)
+        try:
+            self.sink.close()
+        except SinkFailed as exc:
+            self.lost(exc, exc.lost)
+
+    @staticmethod
+    def lost(exc: Exception, counts: Mapping[str, int]) -> None:
+        """Count records the sink could not keep."""
+        log.warning("prediction log: %d records dropped, the store failed: %s", sum(counts.values()), exc)
+        for name, count in counts.items():
+            PREDICTIONS_DROPPED.labels(name).inc(count)
 
     def rows(self, entries: list[tuple]) -> list[tuple]:
         """The table rows (tuples in COLUMNS order) of queued inferences of one model version: their batches
@@ -281,11 +296,9 @@ class PredictionLog:
             return []
         rows, position, version, texts = [], 0, str(model.version), text_column(model, batch)
         features = features_json(features, sum(counts))
-        stamp = stored_time if self.engine.dialect.name == "sqlite" else utc_time
         for (_, _, _, seconds, protocol, request_id, client, when, payloads), count in zip(entries, counts):
-            created = stamp(when)
             for i in range(count):
-                rows.append((model.name, version, created, seconds * 1000.0, protocol, request_id, i, client,
+                rows.append((model.name, version, when, seconds * 1000.0, protocol, request_id, i, client,
                              digest(texts[position]) if texts is not None else None,
                              features[position], labels[position], scores[position],
                              payloads[i] if payloads and i < len(payloads) else None))
@@ -309,24 +322,6 @@ class PredictionLog:
                 log.warning("prediction log: drift of %s v%s not refreshed: %s", model.name, model.version, exc)
         self._logged.clear()
 
-    def insert_sql(self, conn) -> str:
-        """INSERT INTO predictions (...) VALUES (...) in the driver's parameter style."""
-        marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-        return f"INSERT INTO predictions ({', '.join(COLUMNS)}) VALUES ({', '.join([marker] * len(COLUMNS))})"
-
-    def enforce_retention(self, conn) -> int:
-        """Delete rows older than the retention, and the oldest rows of a model beyond its row limit."""
-        cutoff = utcnow() - dt.timedelta(seconds=self.settings.retention_seconds)
-        deleted = conn.execute(sa.delete(predictions).where(predictions.c.created_at < cutoff)).rowcount
-        for (name,) in conn.execute(sa.select(predictions.c.model).distinct()).all():
-            keep_from = conn.execute(
-                sa.select(predictions.c.id).where(predictions.c.model == name).order_by(predictions.c.id.desc())
-                .offset(self.settings.max_rows_per_model).limit(1)).scalar()
-            if keep_from is not None:
-                deleted += conn.execute(sa.delete(predictions).where(predictions.c.model == name,
-                                                                     predictions.c.id <= keep_from)).rowcount
-        return deleted
-
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until every queued record is written (tests, and a clean stop)."""
         deadline = time.monotonic() + timeout
@@ -338,14 +333,5 @@ class PredictionLog:
     def window(self, model: str, version: str | None = None, last: int | None = None,
                since: dt.datetime | None = None) -> list[dict[str, Any]]:
         """The logged rows of a model (one version, or all), newest first: the last ``last``, or since ``since``."""
-        query = sa.select(predictions.c.version, predictions.c.created_at, predictions.c.latency_ms,
-                          predictions.c.features, predictions.c.label, predictions.c.score,
-                          predictions.c.input_digest).where(predictions.c.model == model)
-        if version is not None:
-            query = query.where(predictions.c.version == str(version))
-        if since is not None:
-            query = query.where(predictions.c.created_at >= since)
-        query = query.order_by(predictions.c.id.desc()).limit(last or self.settings.max_rows_per_model)
-        with self.engine.connect() as conn:
-            return [{**row._mapping, "created_at": aware(row.created_at), "features": json.loads(row.features)}
-                    for row in conn.execute(query)]
+        return self.sink.window(model, None if version is None else str(version),
+                                last or self.settings.max_rows_per_model, since)

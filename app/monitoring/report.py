@@ -11,7 +11,7 @@ from typing import Any, Iterable
 import numpy as np
 import sqlalchemy as sa
 
-from app.database import predictions, review_feedback
+from app.database import review_feedback
 from app.monitoring.feedback import labelled_answers
 from app.monitoring.log import PredictionLog, digest, reference_of, summarize
 from app.monitoring.profile import BINS, Reference, answers, label_shares, shares, top_words
@@ -46,7 +46,7 @@ def monitoring_report(log: PredictionLog, model, last: int | None = None, since:
                    "first": min(r["created_at"] for r in rows).isoformat() if rows else None,
                    "newest": max(r["created_at"] for r in rows).isoformat() if rows else None},
         "latency": {"p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99)},
-        "accuracy": live_accuracy(log.engine, model.name, str(model.version)),
+        "accuracy": live_accuracy(log, model.name, str(model.version)),
     }
     reference = reference_of(model)
     labels, scores = [r["label"] for r in rows], [r["score"] for r in rows]
@@ -79,12 +79,12 @@ def wilson(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
     return (centre - half) / (1 + z * z / total), (centre + half) / (1 + z * z / total)
 
 
-def live_accuracy(engine: sa.Engine, model: str, version: str, limit: int = 10_000) -> dict[str, Any] | None:
+def live_accuracy(log: PredictionLog, model: str, version: str, limit: int = 10_000) -> dict[str, Any] | None:
     """Accuracy on real traffic: the true labels sent for the version's logged answers, by request id
     (POST /models/NAME/feedback) and, for reviews, by text (POST /review/feedback, matched by digest);
     None when no feedback matches a logged answer."""
-    matched = [truth == answered for truth, answered in labelled_answers(engine, model, version, limit)]
-    matched += reviews_matched(engine, model, version, limit)
+    matched = [truth == answered for truth, answered in labelled_answers(log.engine, log.sink, model, version, limit)]
+    matched += reviews_matched(log, model, version, limit)
     if not matched:
         return None
     low, high = wilson(sum(matched), len(matched))
@@ -94,22 +94,19 @@ def live_accuracy(engine: sa.Engine, model: str, version: str, limit: int = 10_0
                         "this version logged"}
 
 
-def reviews_matched(engine: sa.Engine, model: str, version: str, limit: int) -> list[bool]:
+def reviews_matched(log: PredictionLog, model: str, version: str, limit: int) -> list[bool]:
     """Whether the version's logged answer to each review sent with its true label was right (joined by the
     text's digest)."""
-    with engine.connect() as conn:
+    with log.engine.connect() as conn:
         feedback = conn.execute(
             sa.select(review_feedback.c.review, review_feedback.c.label)
             .where(review_feedback.c.model == model, review_feedback.c.answered_by_version == version)
             .order_by(review_feedback.c.id.desc()).limit(limit)).all()
-        if not feedback:
-            return []
-        truth = {digest(text): label for text, label in feedback}
-        answered = dict(conn.execute(
-            sa.select(predictions.c.input_digest, predictions.c.label)
-            .where(predictions.c.model == model, predictions.c.version == version,
-                   predictions.c.input_digest.in_(list(truth)))).all())
-    return [truth[digest] == label for digest, label in answered.items()]
+    if not feedback:
+        return []
+    truth = {digest(text): label for text, label in feedback}
+    answered = log.sink.labels_by_digest(model, version, truth)
+    return [truth[text_digest] == label for text_digest, label in answered.items()]
 
 
 def build_reference(model, items: Iterable, source: str, vocabulary: list[str] | None = None,
