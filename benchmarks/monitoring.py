@@ -1,21 +1,25 @@
 """The prediction log's cost and the drift computation's speed, in one run.
 
-Usage: python benchmarks/monitoring.py [--seconds 15] [--rounds 5] [--out benchmarks/results/monitoring.md]
+Usage: python benchmarks/monitoring.py [--instructions | --pinned] [--out FILE]
 
-1. Throughput of POST /review (gunicorn as `make serve` runs it, wrk c=8, one real review) with the
-   log on (every request, MONITOR_SAMPLE_RATE 1.0) and off (MODELSERVE_MONITOR=false), alternating,
-   `rounds` times each; the ratio of the medians is the overhead. The server's CPU time per request
-   (master and workers, the log's writer included) is measured in the same runs: on a shared 2-core
-   machine, where wrk takes a core too, it says the cost with less noise than req/s.
-2. With --instructions: the CPU instructions per request, log on and off, counted by valgrind's callgrind,
+1. Default: throughput of POST /review (gunicorn as `make serve` runs it, wrk c=8, one real review) with the
+   log on (every request, MONITOR_SAMPLE_RATE 1.0) and off (MODELSERVE_MONITOR=false), in whole rounds that
+   alternate, `--rounds` times each; the ratio of the medians is the overhead, with the server's CPU time per
+   request (master and workers, the log's writer included) from the same runs.
+2. --pinned: the goal's measurement (throughput within 5 %). Three servers, the log off, in the database and as
+   Parquet files, each one worker on the last core; wrk on the first core loads one at a time in 5 s bursts,
+   the order turned in each set, and new servers are started `--generations` times. The figure is the median
+   of the per-set ratios on / off, with a 95 % interval from a bootstrap over generations and sets: bursts
+   seconds apart cancel the machine's drift, and new processes the lasting speed differences between two
+   processes of the same code, which whole rounds minutes apart, or one set of servers, leave in.
+3. --instructions: the CPU instructions per request, log on and off, counted by valgrind's callgrind,
    (a) in a gunicorn server as the deploys run it (one worker; master, worker and the log's writer counted)
    answering POST /review one after another, and (b) for the same requests in one process (Flask's test
    client, without HTTP), each as the difference of a long and a short run so that start and stop cancel
    out. The periodic retention and gauge refresh, which valgrind's slowness would run many times more
    often per request than a server does, are left out. Counted, not timed, these figures do not drift with
-   the machine's load: (a) is the cost that decides a server's throughput, (b) the same cost without the
-   HTTP server's share, so the log's share of it is larger.
-3. Seconds to compute drift (every feature and the predictions, PSI against review_sentiment's
+   the machine's load.
+4. Always: seconds to compute drift (every feature and the predictions, PSI against review_sentiment's
    reference) for a window of 10,000 logged records, read from the database, and for the records alone.
 """
 from __future__ import annotations
@@ -27,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -45,31 +50,75 @@ def server_cpu_seconds(pid: int) -> float:
     return sum(sum(p.cpu_times()[:2]) for p in processes)
 
 
-def throughput(monitor: bool, seconds: float, pinned: bool = False) -> tuple[float, float]:
-    """(successful req/s of /review, the server's CPU milliseconds per request) with the log on or off; with
-    it on, the writer's work on the records queued during the run is counted too. ``pinned``: one worker on
-    the last core and wrk on the first, so that neither takes the other's CPU (far less noise than both
-    sharing every core)."""
+def throughput(monitor: bool, seconds: float) -> tuple[float, float]:
+    """(successful req/s of /review, the server's CPU milliseconds per request) with the log on or off, gunicorn as
+    `make serve` runs it and wrk sharing the cores; with it on, the writer's work on the records queued during the
+    run is counted too."""
     body = ("review=" + REVIEW.replace(" ", "+")).encode()
-    env, connections = {"MODELSERVE_MONITOR": "true" if monitor else "false"}, CONNECTIONS[pinned]
-    if pinned:
-        env["WEB_CONCURRENCY"] = "1"
-        os.sched_setaffinity(0, {os.cpu_count() - 1})  # the server started from here inherits it
-    try:
-        with gunicorn_server(env) as (base, pid, _):
-            if pinned:
+    with gunicorn_server({"MODELSERVE_MONITOR": "true" if monitor else "false"}) as (base, pid, _):
+        wrk(base + "/review", CONNECTIONS, 2, "POST", body, "application/x-www-form-urlencoded")  # warm-up
+        time.sleep(1.0)
+        cpu = server_cpu_seconds(pid)
+        run = wrk(base + "/review", CONNECTIONS, seconds, "POST", body, "application/x-www-form-urlencoded")
+        time.sleep(1.0)  # the writer's last batches
+        return run["ok_rps"], (server_cpu_seconds(pid) - cpu) * 1000 / run["requests"]
+
+
+CONNECTIONS = 8  # wrk's connections, for two workers on every core
+PINNED_CONNECTIONS = 4  # for one pinned worker
+# The servers the pinned bursts compare: the log off, the log in the database, the log as Parquet files.
+LOGS = {"off": {"MODELSERVE_MONITOR": "false"}, "database": {"MODELSERVE_MONITOR": "true"},
+        "parquet": {"MODELSERVE_MONITOR": "true", "MODELSERVE_MONITOR_PARQUET": "{work}/predictions"}}
+
+
+def pinned_bursts(generations: int, sets: int, seconds: float) -> dict[str, list[list[tuple[float, float]]]]:
+    """(req/s, server CPU ms per request) of each burst, by log and generation: one server per log, each one worker on
+    the last core, started together; wrk, on the first core, loads one at a time in short bursts, the order turned in
+    each set, with a pause after each burst for the writer's last batch. Bursts of a set are seconds apart, so the
+    machine's drift, which moves whole rounds minutes apart, mostly cancels in their ratios; and each generation
+    starts new servers, because one process can be faster than another of the same code for as long as it lives
+    (where its memory landed), which no number of bursts against the same processes would average out."""
+    body = ("review=" + REVIEW.replace(" ", "+")).encode()
+    bursts: dict[str, list[list[tuple[float, float]]]] = {name: [] for name in LOGS}
+    for generation in range(generations):
+        names = list(LOGS)[generation % len(LOGS):] + list(LOGS)[:generation % len(LOGS)]
+        for name in names:
+            bursts[name].append([])
+        with tempfile.TemporaryDirectory() as work, ExitStack() as stack:
+            os.sched_setaffinity(0, {os.cpu_count() - 1})  # the servers started from here inherit it
+            try:
+                servers = {name: stack.enter_context(gunicorn_server(
+                    {**{key: value.format(work=work) for key, value in LOGS[name].items()}, "WEB_CONCURRENCY": "1"}))[:2]
+                    for name in names}
+            finally:
                 os.sched_setaffinity(0, {0})  # and wrk, started from here, this one
-            wrk(base + "/review", connections, 2, "POST", body, "application/x-www-form-urlencoded")  # warm-up
-            time.sleep(1.0)
-            cpu = server_cpu_seconds(pid)
-            run = wrk(base + "/review", connections, seconds, "POST", body, "application/x-www-form-urlencoded")
-            time.sleep(1.0)  # the writer's last batches
-            return run["ok_rps"], (server_cpu_seconds(pid) - cpu) * 1000 / run["requests"]
-    finally:
-        os.sched_setaffinity(0, range(os.cpu_count()))
+            try:
+                for base, _ in servers.values():
+                    wrk(base + "/review", PINNED_CONNECTIONS, 2, "POST", body, "application/x-www-form-urlencoded")
+                time.sleep(1.0)
+                for turn in range(sets):
+                    for name in names[turn % len(names):] + names[:turn % len(names)]:
+                        base, pid = servers[name]
+                        cpu = server_cpu_seconds(pid)
+                        run = wrk(base + "/review", PINNED_CONNECTIONS, seconds, "POST", body,
+                                  "application/x-www-form-urlencoded")
+                        time.sleep(1.0)  # the writer's last batch, counted in this burst's CPU, not in the next one's
+                        bursts[name][-1].append((run["ok_rps"], (server_cpu_seconds(pid) - cpu) * 1000 / run["requests"]))
+            finally:
+                os.sched_setaffinity(0, range(os.cpu_count()))
+    return bursts
 
 
-CONNECTIONS = {False: 8, True: 4}  # wrk's connections: for two workers on every core, or one pinned worker
+def ratio_interval(on: list[list[float]], off: list[list[float]], draws: int = 10_000) -> tuple[float, float, float]:
+    """The median of the per-set ratios on/off, and its 95 % interval by a bootstrap that draws whole generations
+    (server processes) and then sets within them, so that the interval holds the processes' spread too."""
+    import numpy as np
+
+    ratios = [np.array(a) / np.array(b) for a, b in zip(on, off)]
+    rng = np.random.default_rng(0)
+    medians = [np.median(np.concatenate([rng.choice(ratios[g], len(ratios[g])) for g in
+                                         rng.integers(len(ratios), size=len(ratios))])) for _ in range(draws)]
+    return float(np.median(np.concatenate(ratios))), float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
 
 
 # Valgrind runs the server some 50 times slower than it runs natively. The writer's batches would then hold that
@@ -213,47 +262,51 @@ def drift_seconds(records: int = 10_000) -> tuple[float, float]:
     return whole, alone
 
 
+def pinned_lines(generations: int, sets: int, seconds: float) -> list[str]:
+    """The pinned bursts as a table and the ratios of each log to no log."""
+    bursts = pinned_bursts(generations, sets, seconds)
+    lines = [f"One run on this machine ({os.cpu_count()} cores), {dt.date.today()}: three gunicorn servers, each one "
+             "worker on the last core, started together; wrk (c=4) on the first core loads one at a time in "
+             f"{seconds:g} s bursts, {sets} sets, the order turned in each set; then new servers, {generations} times "
+             "(the generations are parted by / in the table).", "",
+             "| POST /review | req/s per burst | median | server CPU ms per request, per burst | median |",
+             "| --- | --- | --- | --- | --- |"]
+    for name, title in (("off", "prediction log off"), ("database", "log on, in the database (SQLite)"),
+                        ("parquet", "log on, as Parquet files")):
+        rps = [[r for r, _ in generation] for generation in bursts[name]]
+        cpu = [[c for _, c in generation] for generation in bursts[name]]
+        lines.append(f"| {title} | {' / '.join(', '.join(f'{v:.0f}' for v in g) for g in rps)} | "
+                     f"{statistics.median(sum(rps, [])):.0f} | {' / '.join(', '.join(f'{v:.3f}' for v in g) for g in cpu)}"
+                     f" | {statistics.median(sum(cpu, [])):.3f} |")
+    lines += ["", "| log on / off, per set | throughput: median (95 % interval) | CPU per request: median (95 % interval) |",
+              "| --- | --- | --- |"]
+    for name in ("database", "parquet"):
+        figures = [ratio_interval([[b[i] for b in g] for g in bursts[name]], [[b[i] for b in g] for g in bursts["off"]])
+                   for i in (0, 1)]
+        lines.append(f"| {name} | " + " | ".join(f"{m:.3f} ({low:.3f}-{high:.3f})" for m, low, high in figures) + " |")
+    return lines + [""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=15)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=None, help="seconds per round (15) or per burst (5)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of each (without --pinned)")
+    parser.add_argument("--generations", type=int, default=6, help="--pinned: times new servers are started")
+    parser.add_argument("--sets", type=int, default=4, help="--pinned: sets of bursts per generation")
     parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--out", default=None)
     parser.add_argument("--instructions", action="store_true", help="also count instructions per request (valgrind)")
-    parser.add_argument("--pinned", action="store_true", help="timed rounds with one worker and wrk on separate cores")
+    parser.add_argument("--pinned", action="store_true",
+                        help="short bursts against three servers (log off, database, Parquet), one worker each on one "
+                             "core, wrk on the other")
     args = parser.parse_args()
-    runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
-    for _ in range(args.rounds):
-        for monitor in (False, True):
-            runs[monitor].append(throughput(monitor, args.seconds, args.pinned))
+    if args.pinned:
+        lines = pinned_lines(args.generations, args.sets, args.seconds or 5)
+    else:
+        lines = rounds_lines(args.rounds, args.seconds or 15)
     whole, alone = drift_seconds(args.records)
-    rps = {m: [r for r, _ in runs[m]] for m in runs}
-    cpu = {m: [c for _, c in runs[m]] for m in runs}
-    ratio = statistics.median(rps[True]) / statistics.median(rps[False])
-    cpu_ratio = statistics.median(cpu[True]) / statistics.median(cpu[False])
-    served = ("one gunicorn worker on the last core, wrk on the first" if args.pinned
-              else "gunicorn as `make serve` runs it, wrk beside it on every core")
-    lines = [f"One run on this machine ({os.cpu_count()} cores), {dt.date.today()}: rounds alternate off and on; "
-             f"{served}.", "", f"| POST /review, wrk c={CONNECTIONS[args.pinned]} | req/s per round | median req/s "
-             "| server CPU ms per request, per round | median |", "| --- | --- | --- | --- | --- |"]
-    for monitor, name in ((False, "prediction log off"), (True, "prediction log on (every request)")):
-        lines.append(f"| {name} | {', '.join(f'{v:.0f}' for v in rps[monitor])} | {statistics.median(rps[monitor]):.0f} "
-                     f"| {', '.join(f'{v:.3f}' for v in cpu[monitor])} | {statistics.median(cpu[monitor]):.3f} |")
-    lines += ["", f"Throughput, log on / off: {ratio:.3f} ({(1 - ratio):+.1%}). Server CPU per request, on / off: "
-              f"{cpu_ratio:.3f} ({cpu_ratio - 1:+.1%}; the writer's work included).", ""]
     if args.instructions:
-        for title, count in (("served by gunicorn (one worker, one connection)", served_instructions_per_request),
-                             ("in process (Flask's test client)", instructions_per_request)):
-            counted = {monitor: count(monitor) for monitor in (False, True)}
-            lines += [f"| POST /review {title}, valgrind callgrind | instructions per request |", "| --- | --- |",
-                      f"| prediction log off | {counted[False]:,.0f} |", f"| prediction log on | {counted[True]:,.0f} |",
-                      "", f"Instructions per request, on / off: {counted[True] / counted[False]:.3f} "
-                      f"({counted[True] / counted[False] - 1:+.1%}).", ""]
-        lines += [f"Under valgrind the server answered {SERVED_RATES[True]:.0f} requests/s with the log on "
-                  f"({SERVED_RATES[False]:.0f} off), and its writer gathered records for {GATHER_UNDER_VALGRIND:g} s "
-                  f"instead of {GATHER_SECONDS:g} s: batches of about {SERVED_RATES[True] * GATHER_UNDER_VALGRIND:.0f} "
-                  f"records, as {GATHER_SECONDS:g} s gathers at {SERVED_RATES[True] * GATHER_UNDER_VALGRIND / GATHER_SECONDS:.0f}"
-                  " requests/s per worker natively.", ""]
+        lines += instruction_lines()
     lines += [
              f"| drift over {args.records:,} logged records | seconds |", "| --- | --- |",
              f"| the whole report (read from the database, drift, latency, live accuracy) | {whole:.3f} |",
@@ -262,6 +315,44 @@ def main() -> None:
                                                              if args.pinned else
                                                              "--instructions --out benchmarks/results/monitoring.md`")]
     publish(lines, args.out)
+
+
+def rounds_lines(rounds: int, seconds: float) -> list[str]:
+    """Whole rounds, off and on alternating, two workers and wrk sharing every core."""
+    runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    for _ in range(rounds):
+        for monitor in (False, True):
+            runs[monitor].append(throughput(monitor, seconds))
+    rps = {m: [r for r, _ in runs[m]] for m in runs}
+    cpu = {m: [c for _, c in runs[m]] for m in runs}
+    ratio = statistics.median(rps[True]) / statistics.median(rps[False])
+    cpu_ratio = statistics.median(cpu[True]) / statistics.median(cpu[False])
+    lines = [f"One run on this machine ({os.cpu_count()} cores), {dt.date.today()}: rounds alternate off and on; "
+             "gunicorn as `make serve` runs it, wrk beside it on every core.", "",
+             f"| POST /review, wrk c={CONNECTIONS} | req/s per round | median req/s "
+             "| server CPU ms per request, per round | median |", "| --- | --- | --- | --- | --- |"]
+    for monitor, name in ((False, "prediction log off"), (True, "prediction log on (every request)")):
+        lines.append(f"| {name} | {', '.join(f'{v:.0f}' for v in rps[monitor])} | {statistics.median(rps[monitor]):.0f} "
+                     f"| {', '.join(f'{v:.3f}' for v in cpu[monitor])} | {statistics.median(cpu[monitor]):.3f} |")
+    return lines + ["", f"Throughput, log on / off: {ratio:.3f} ({(1 - ratio):+.1%}). Server CPU per request, on / off: "
+                    f"{cpu_ratio:.3f} ({cpu_ratio - 1:+.1%}; the writer's work included).", ""]
+
+
+def instruction_lines() -> list[str]:
+    """Instructions per request, log on and off, served by gunicorn and in process."""
+    lines = []
+    for title, count in (("served by gunicorn (one worker, one connection)", served_instructions_per_request),
+                         ("in process (Flask's test client)", instructions_per_request)):
+        counted = {monitor: count(monitor) for monitor in (False, True)}
+        lines += [f"| POST /review {title}, valgrind callgrind | instructions per request |", "| --- | --- |",
+                  f"| prediction log off | {counted[False]:,.0f} |", f"| prediction log on | {counted[True]:,.0f} |",
+                  "", f"Instructions per request, on / off: {counted[True] / counted[False]:.3f} "
+                  f"({counted[True] / counted[False] - 1:+.1%}).", ""]
+    return lines + [f"Under valgrind the server answered {SERVED_RATES[True]:.0f} requests/s with the log on "
+                    f"({SERVED_RATES[False]:.0f} off), and its writer gathered records for {GATHER_UNDER_VALGRIND:g} s "
+                    f"instead of {GATHER_SECONDS:g} s: batches of about {SERVED_RATES[True] * GATHER_UNDER_VALGRIND:.0f} "
+                    f"records, as {GATHER_SECONDS:g} s gathers at "
+                    f"{SERVED_RATES[True] * GATHER_UNDER_VALGRIND / GATHER_SECONDS:.0f} requests/s per worker natively.", ""]
 
 
 if __name__ == "__main__":
