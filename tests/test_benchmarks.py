@@ -100,3 +100,19 @@ def test_isolation_benchmark_measures_both_ways(tmp_path):
     rows = table_rows(out.read_text(), "in")
     assert [row[0] for row in rows] == ["in the worker's process", "in its own process"]
     assert all(float(row[1]) > 0 for row in rows), rows
+
+
+def test_monitoring_pinned_harness_compares_three_servers(tmp_path):
+    """One generation of the log's cost benchmark: the three servers answer and every ratio is worked out."""
+    out = tmp_path / "monitoring.md"
+    done = run_script("benchmarks/monitoring.py", "--pinned", "--generations", "1", "--sets", "2", "--seconds", "1",
+                      "--records", "300", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = out.read_text()
+    for title in ("prediction log off", "log on, in the database (SQLite)", "log on, as Parquet files"):
+        rates = table_rows(text, title)[0][1].split(", ")
+        assert len(rates) == 2 and all(float(rate) > 0 for rate in rates), text
+    for sink in ("database", "parquet"):
+        throughput, cpu = table_rows(text, sink)[0][1:3]
+        assert re.fullmatch(r"[\d.]+ \([\d.]+-[\d.]+\)", throughput) and re.fullmatch(r"[\d.]+ \([\d.]+-[\d.]+\)", cpu)
+    assert re.search(r"drift alone \(every feature and the predictions\) \| [\d.]+ \|", text), text
