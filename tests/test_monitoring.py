@@ -352,3 +352,23 @@ def test_features_are_written_as_json_dumps_writes_them():
             {"chars": np.float64(2.5), "words": 1.0, "share": 0.5}, {"x\"y": 1.0}, {"share": 0.5, "chars": 1.0, "words": 1.0}]
     assert features_json(rows, len(rows)) == [json.dumps(row) for row in rows]
     assert features_json(None, 2) == ["{}", "{}"]
+
+
+def test_the_database_sink_writes_a_batch_of_any_size_in_few_statements(database_url):
+    from app.database import make_engine
+    from app.migrations import upgrade_database
+    from app.monitoring.sinks import DatabaseSink
+
+    engine = make_engine(database_url)
+    upgrade_database(engine)
+    sink, now = DatabaseSink(engine), dt.datetime.now(dt.timezone.utc).timestamp()
+    rows = [("m", "2", now - 1000 + i, float(i), "rest", f"r{i}", i % 3, "key-1", None, json.dumps({"x": float(i)}),
+             "a" if i % 2 else "b", i / 1000, b"\x00" if i == 7 else None) for i in range(1000)]
+    assert [len(values) // 13 for _, values in sink.inserts(rows, "?")] == [512, 256, 128, 64, 32, 8]
+    sink.write(rows)
+    window = sink.window("m", "2", 1000, None)
+    assert len(window) == 1000 and [row["latency_ms"] for row in window[:3]] == [999.0, 998.0, 997.0]  # newest first
+    assert window[998]["features"] == {"x": 1.0} and window[998]["label"] == "a" and window[998]["score"] == 0.001
+    assert abs(window[5]["created_at"].timestamp() - (now - 6)) < 1e-3
+    assert sink.answers("m", "2", [("r7", 1), ("r7", 0)]) == {("r7", 1): ("2", "a")}
+    engine.dispose()

@@ -17,6 +17,7 @@ A row is a tuple in COLUMNS order, its time (``created_at``) as ``time.time()`` 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import socket
@@ -34,6 +35,8 @@ COLUMNS = ("model", "version", "created_at", "latency_ms", "protocol", "request_
 # What a window reads of a row.
 WINDOW_COLUMNS = ("version", "created_at", "latency_ms", "features", "label", "score", "input_digest")
 FIND_CHUNK = 500  # values per IN (...) when looking answers up in the database
+# Rows per INSERT statement: 13 parameters each stay far below SQLite's 32,766 and PostgreSQL's 65,535.
+INSERT_ROWS = 512
 
 
 class SinkFailed(Exception):
@@ -76,13 +79,27 @@ class DatabaseSink:
 
     def write(self, rows: list[tuple]) -> None:
         """Insert rows in one transaction (raises when the database fails)."""
-        stamp = self.stamp
-        marker = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-        insert = f"INSERT INTO predictions ({', '.join(COLUMNS)}) VALUES ({', '.join([marker] * len(COLUMNS))})"
         with self.engine.begin() as conn:
-            # The driver's executemany with plain tuples: a fraction of the cost of SQLAlchemy's per-row
-            # parameter processing, which the writer thread would take from the requests' CPU.
-            conn.exec_driver_sql(insert, [row[:2] + (stamp(row[2]),) + row[3:] for row in rows])
+            for statement, values in self.inserts(rows, "?" if conn.dialect.paramstyle == "qmark" else "%s"):
+                conn.exec_driver_sql(statement, values)
+
+    def inserts(self, rows: list[tuple], marker: str):
+        """(INSERT with a VALUES list of many rows, its parameters) for the rows, in chunks of 2**k rows (at most
+        INSERT_ROWS): one statement executes many rows at once (the driver's executemany steps and releases the GIL
+        once per row, which costs the writer more than the row itself), and few chunk sizes keep few statements to
+        prepare."""
+        stamp, start = self.stamp, 0
+        flat = [value for row in rows for value in (*row[:2], stamp(row[2]), *row[3:])]
+        while start < len(rows):
+            count = min(INSERT_ROWS, 1 << (len(rows) - start).bit_length() - 1)
+            yield self.statement(count, marker), tuple(flat[start * len(COLUMNS):(start + count) * len(COLUMNS)])
+            start += count
+
+    @staticmethod
+    @functools.lru_cache(maxsize=32)
+    def statement(count: int, marker: str) -> str:
+        one = "(" + ", ".join([marker] * len(COLUMNS)) + ")"
+        return f"INSERT INTO predictions ({', '.join(COLUMNS)}) VALUES " + ", ".join([one] * count)
 
     def tick(self) -> None:
         """Nothing waits to be written here."""
