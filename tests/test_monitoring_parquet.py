@@ -107,6 +107,8 @@ def test_retention_deletes_old_files_and_a_model_s_oldest_beyond_its_rows(tmp_pa
         assert sum(file.rows for file in kept) == 6 and min(file.last for file in kept) > now - 31
         assert len(sink.window(model, None, 100, None)) == 6
     assert sink.enforce_retention(3600, 5) == 0
+    (tmp_path / "log" / "model=m" / "version=1" / "notes.parquet").write_bytes(b"someone else's")
+    assert sum(file.rows for file in sink.files("m")) == 6  # not the log's: left alone
 
 
 def test_in_an_s3_bucket_and_through_a_store_outage(tmp_path, s3):

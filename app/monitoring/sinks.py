@@ -181,6 +181,16 @@ class ParquetFile:
         first, last, rows, _ = parts[-1].split("_", 3)
         self.first, self.last, self.rows = name_time(first), name_time(last), int(rows)
 
+    @classmethod
+    def named(cls, path: str) -> "ParquetFile | None":
+        """The log's file at ``path``; None for anything else there (a file being written, someone else's)."""
+        if not path.endswith(".parquet") or path.rsplit("/", 1)[-1].startswith("."):
+            return None
+        try:
+            return cls(path)
+        except (ValueError, IndexError):
+            return None
+
 
 class ParquetSink:
     """Parquet files under a folder or URL; rows gather per model version in this process before a file is written."""
@@ -276,8 +286,7 @@ class ParquetSink:
             paths = self.fs.find(folder)
         except FileNotFoundError:
             return []
-        found = [ParquetFile(path) for path in paths
-                 if path.endswith(".parquet") and not path.rsplit("/", 1)[-1].startswith(".")]
+        found = [file for file in map(ParquetFile.named, paths) if file is not None]
         return sorted(found, key=lambda file: (file.last, file.path), reverse=True)
 
     def read(self, file: ParquetFile, columns: Iterable[str]) -> list[dict]:
