@@ -5,7 +5,7 @@ from pathlib import Path
 from setuptools import setup
 
 HERE = Path(__file__).resolve().parent
-EXTRAS = ("store", "batch", "beam", "train", "dev")
+EXTRAS = ("store", "monitor", "batch", "beam", "train", "dev")
 
 
 def pins(name: str) -> list[str]:

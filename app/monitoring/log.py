@@ -4,7 +4,8 @@
 client) on a bounded in-memory queue and returns. A writer thread summarizes each item
 (app/monitoring/profile.py), hands the rows to its sink in batches (the database, or Parquet files:
 app/monitoring/sinks.py), and keeps the log within its retention (age and rows per model). When the
-queue is full, or the sink fails, records are dropped and counted (``modelserve_prediction_log_dropped_total``), never the request.
+queue is full, or the sink fails, records are dropped and counted
+(``modelserve_prediction_log_dropped_total``), never the request; a clean stop writes what is queued.
 The input itself is kept only for the models named in MONITOR_PAYLOADS, for a sampled share of
 their requests, up to MONITOR_PAYLOAD_MAX_BYTES each.
 """
