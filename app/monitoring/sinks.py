@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import itertools
 import json
 import os
 import socket
@@ -210,7 +211,6 @@ class ParquetSink:
         self.started: dict[tuple[str, str], float] = {}  # when each buffer took its first row (monotonic)
         self.lock = threading.Lock()  # the writer fills the buffers while a report reads them
         self.written = 0
-        self.stamp = float
 
     # -- writing --------------------------------------------------------------------------------
 
@@ -326,34 +326,31 @@ class ParquetSink:
         return [window_row({name: row[name] for name in WINDOW_COLUMNS}) for row in rows[:last]
                 if since is None or row["created_at"] >= since]
 
-    def scan(self, model: str, version: str | None, columns: tuple[str, ...]):
-        """The model's rows, this process's buffer first, then file by file, newest first (a generator of lists)."""
-        yield self.buffered(model, version)
-        for file in self.files(model, version):
-            yield self.read(file, columns)
+    def newest_rows(self, model: str, version: str | None, columns: tuple[str, ...], key, wanted: set) -> dict:
+        """The newest row of the model (one version, or any) for each wanted ``key(row)``: this process's buffer
+        first, then the files newest first, until every wanted key is found."""
+        found: dict = {}
+        files = (self.read(file, columns) for file in self.files(model, version))  # read one at a time, as needed
+        for rows in itertools.chain([self.buffered(model, version)], files):
+            for row in sorted(rows, key=lambda row: row["created_at"], reverse=True):
+                if key(row) in wanted:
+                    found.setdefault(key(row), row)
+            if len(found) == len(wanted):
+                break
+        return found
 
     def answers(self, model: str, version: str | None, keys: Iterable[tuple[str, int]]) -> dict[tuple, tuple]:
         """The newest logged answer of the model (one version, or any) to each (request id, item):
         {(request id, item): (version, label)}."""
-        wanted, found = set(keys), {}
-        for rows in self.scan(model, version, ("request_id", "item", "label", "created_at")):
-            for row in sorted(rows, key=lambda row: row["created_at"], reverse=True):
-                if (row["request_id"], row["item"]) in wanted:
-                    found.setdefault((row["request_id"], row["item"]), (row["version"], row["label"]))
-            if len(found) == len(wanted):
-                break
-        return found
+        found = self.newest_rows(model, version, ("request_id", "item", "label", "created_at"),
+                                 lambda row: (row["request_id"], row["item"]), set(keys))
+        return {key: (row["version"], row["label"]) for key, row in found.items()}
 
     def labels_by_digest(self, model: str, version: str, digests: Iterable[str]) -> dict[str, str | None]:
         """The version's logged label for each input digest (a review's text), the newest where it answered twice."""
-        wanted, found = set(digests), {}
-        for rows in self.scan(model, version, ("input_digest", "label", "created_at")):
-            for row in sorted(rows, key=lambda row: row["created_at"], reverse=True):
-                if row["input_digest"] in wanted:
-                    found.setdefault(row["input_digest"], row["label"])
-            if len(found) == len(wanted):
-                break
-        return found
+        found = self.newest_rows(model, version, ("input_digest", "label", "created_at"),
+                                 lambda row: row["input_digest"], set(digests))
+        return {text_digest: row["label"] for text_digest, row in found.items()}
 
     # -- retention ------------------------------------------------------------------------------
 
