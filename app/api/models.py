@@ -200,12 +200,12 @@ def feedback(name: str):
     if label not in model.labels:
         raise BadRequest(f"field 'label' must be one of {list(model.labels)}")
     answered = logged_answer(log.sink, name, request_id, item)
-    if answered is None and log.queue.unfinished_tasks:  # answered a moment ago: its record may still be queued
+    if answered is None and log.unwritten():  # answered a moment ago: its record may still be queued
         log.flush(1.0)
         answered = logged_answer(log.sink, name, request_id, item)
     if answered is None:
         raise NotFound(f"no logged answer of {name!r} to item {item} of request {request_id!r} (answers are "
-                       "logged within a second, and only those the sample rate keeps)")
+                       "logged a second or two after they are given, and only those the sample rate keeps)")
     try:
         row_id, created = store_feedback(get_engine(), name, request_id, item, label, client_label())
     except AnswerLabelledOtherwise as exc:

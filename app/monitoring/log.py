@@ -16,11 +16,10 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import queue
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,9 +33,11 @@ from app.monitoring.profile import REFERENCE_FILE, Reference, answer_columns, an
 from app.metrics import PREDICTIONS_DROPPED
 
 log = logging.getLogger(__name__)
-GATHER_SECONDS = 0.2  # how long the writer lets records gather before it writes them
+# How long the writer sleeps while records gather: each write (a transaction, a wake-up) has a cost of its own,
+# which fewer, larger batches share; a record is readable this long after its answer at most, or at once after
+# flush().
+GATHER_SECONDS = 1.0
 BATCH_RECORDS = 2000  # the most queued inferences written in one transaction
-IDLE_SECONDS = 1.0  # how often an idle writer lets the sink write what has waited its time
 
 
 @dataclass
@@ -165,7 +166,11 @@ class PredictionLog:
         self.engine, self.settings, self.request_facts = engine, settings, request_facts
         self.sink = ParquetSink(settings.parquet, settings.parquet_roll_seconds) if settings.parquet \
             else DatabaseSink(engine)
-        self.queue: queue.Queue = queue.Queue(maxsize=settings.queue_size)
+        # A plain deque: appending is atomic, and a request pays no lock or condition to queue its record. Only the
+        # writer takes from it; ``writing`` counts what it has taken and not yet written.
+        self.queue: deque = deque()
+        self.writing = 0
+        self._wake = threading.Event()  # flush() wakes the writer rather than waiting out its gathering
         self._writer: threading.Thread | None = None
         self._start = threading.Lock()
         self._last_retention = 0.0
@@ -182,12 +187,13 @@ class PredictionLog:
             if self.settings.sample_rate < 1.0 and random.random() >= self.settings.sample_rate:
                 return
             self._ensure_writer()
+            if len(self.queue) >= self.settings.queue_size:  # threads racing past the check add one each at most
+                PREDICTIONS_DROPPED.labels(model.name).inc(model.batch_length(batch) if batch is not None else 1)
+                return
             if request_id is None:
                 request_id, client = self.request_facts()
-            self.queue.put_nowait((model, batch, outputs, seconds, protocol, request_id, client, time.time(),
-                                   self.captured(model.name, raw)))
-        except queue.Full:
-            PREDICTIONS_DROPPED.labels(model.name).inc(model.batch_length(batch) if batch is not None else 1)
+            self.queue.append((model, batch, outputs, seconds, protocol, request_id, client, time.time(),
+                               self.captured(model.name, raw)))
         except Exception:  # a log that fails must not fail the answer
             log.exception("prediction log: could not queue a record of %s", model.name)
             PREDICTIONS_DROPPED.labels(model.name).inc()
@@ -217,28 +223,26 @@ class PredictionLog:
     # -- the writer ----------------------------------------------------------------------------
 
     def _run(self) -> None:
+        # Sleep while a batch gathers, then take it at once: waiting on the queue for each record would wake this
+        # thread (and hand it the GIL) once per request, which costs the requests more than writing their records.
         while True:
-            try:  # idle: wait for the first record (and let the sink write what has waited its time)
-                entries = [self.queue.get(timeout=IDLE_SECONDS)]
-            except queue.Empty:
-                self.tick()
+            if len(self.queue) < BATCH_RECORDS:
+                self._wake.wait(GATHER_SECONDS)
+                self._wake.clear()
+            if not self.queue:
+                self.tick()  # idle: let the sink write what has waited its time
                 continue
-            if self.queue.qsize() < BATCH_RECORDS:
-                # Then sleep while the batch gathers, and take it at once: waiting on the queue for each record
-                # would wake this thread (and hand it the GIL) once per request, which costs the requests more
-                # than writing their records does.
-                time.sleep(GATHER_SECONDS)
-            while len(entries) < BATCH_RECORDS:
-                try:
-                    entries.append(self.queue.get_nowait())
-                except queue.Empty:
-                    break
+            self.writing = min(len(self.queue), BATCH_RECORDS)  # counted before taken, so flush() never misses them
+            entries = [self.queue.popleft() for _ in range(self.writing)]
             try:
                 self.write(entries)
                 self.refresh_gauges([entry[0] for entry in entries])
             finally:
-                for _ in entries:
-                    self.queue.task_done()
+                self.writing = 0
+
+    def unwritten(self) -> int:
+        """Records queued or being written."""
+        return len(self.queue) + self.writing
 
     def write(self, entries: list[tuple]) -> None:
         """Summarize the entries and hand their rows to the sink; when it fails, count them dropped."""
@@ -326,7 +330,8 @@ class PredictionLog:
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until every queued record is written (tests, and a clean stop)."""
         deadline = time.monotonic() + timeout
-        while self.queue.unfinished_tasks and time.monotonic() < deadline:
+        while self.unwritten() and time.monotonic() < deadline:
+            self._wake.set()
             time.sleep(0.01)
 
     # -- reading -------------------------------------------------------------------------------
