@@ -2,6 +2,7 @@
 import contextlib
 import json
 import re
+import time
 import urllib.request
 
 from openapi_spec_validator import validate
@@ -44,6 +45,17 @@ def test_every_response_has_a_request_id(client):
     assert echoed.headers["X-Request-ID"] == "abc-123"
     unsafe = client.get("/health/live", headers={"X-Request-ID": "<script>alert(1)</script>"})
     assert re.fullmatch(r"[0-9a-f]{32}", unsafe.headers["X-Request-ID"])
+
+
+def test_request_ids_sort_in_time_order(client):
+    """Made ids start with the milliseconds since 1970 (as UUIDv7), so the log's request-id index grows at its end."""
+    ids = []
+    for _ in range(3):
+        ids.append(client.get("/health/live").headers["X-Request-ID"])
+        time.sleep(0.002)
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    assert abs(int(ids[-1][:12], 16) / 1000 - time.time()) < 5
+    assert len({identifier[12:] for identifier in ids}) == 3  # the random part differs
 
 
 @contextlib.contextmanager
