@@ -11,7 +11,8 @@ Usage: python benchmarks/monitoring.py [--instructions | --pinned] [--out FILE]
    the order turned in each set, and new servers are started `--generations` times. The figure is the median
    of the per-set ratios on / off, with a 95 % interval from a bootstrap over generations and sets: bursts
    seconds apart cancel the machine's drift, and new processes the lasting speed differences between two
-   processes of the same code, which whole rounds minutes apart, or one set of servers, leave in.
+   processes of the same code, which whole rounds minutes apart, or one set of servers, leave in. The database
+   log starts full (`--prefill`, 100,000 records: the default row limit), as a server's that has run a while.
 3. --instructions: the CPU instructions per request, log on and off, counted by valgrind's callgrind,
    (a) in a gunicorn server as the deploys run it (one worker; master, worker and the log's writer counted)
    answering POST /review one after another, and (b) for the same requests in one process (Flask's test
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -67,11 +69,54 @@ def throughput(monitor: bool, seconds: float) -> tuple[float, float]:
 CONNECTIONS = 8  # wrk's connections, for two workers on every core
 PINNED_CONNECTIONS = 4  # for one pinned worker
 # The servers the pinned bursts compare: the log off, the log in the database, the log as Parquet files.
-LOGS = {"off": {"MODELSERVE_MONITOR": "false"}, "database": {"MODELSERVE_MONITOR": "true"},
+LOGS = {"off": {"MODELSERVE_MONITOR": "false"},
+        "database": {"MODELSERVE_MONITOR": "true", "DATABASE_URL": "sqlite:///{work}/log.db"},
         "parquet": {"MODELSERVE_MONITOR": "true", "MODELSERVE_MONITOR_PARQUET": "{work}/predictions"}}
+# Rows the database log holds when a generation starts: MONITOR_MAX_ROWS_PER_MODEL's default, where the log of a
+# server that has run a while stays (each write then adds to a full index, and the retention deletes as much).
+PREFILL_ROWS = 100_000
 
 
-def pinned_bursts(generations: int, sets: int, seconds: float) -> dict[str, list[list[tuple[float, float]]]]:
+def fill_log(path: str, rows: int, ids=None, batch: int = 2000) -> list[float]:
+    """Write ``rows`` records of review_sentiment into the SQLite log at ``path`` as the writer does (summaries, then
+    one insert per ``batch``), request ids made by ``ids`` (the server's own by default); the CPU seconds of each
+    batch."""
+    from app import create_app
+    from app.observability import new_request_id
+
+    app = create_app({"DATABASE_URL": f"sqlite:///{path}", "MODELS": "review_sentiment"})
+    registry = app.extensions["model_registry"]
+    registry.load_all()
+    model, log, ids = registry.get("review_sentiment"), app.extensions["prediction_log"], ids or new_request_id
+    inputs = model.decode({"review": [REVIEW]})
+    outputs, seconds = model.predict(inputs), []
+    for start in range(0, rows, batch):
+        entries = [(model, inputs, outputs, 0.002, "rest", ids(), None, time.time(), None)
+                   for _ in range(min(batch, rows - start))]
+        started = time.process_time()
+        log.sink.write(log.rows(entries))
+        seconds.append(time.process_time() - started)
+    app.extensions["db_engine"].dispose()
+    return seconds
+
+
+def writer_lines(prefill: int, records: int = 10_000, batch: int = 500) -> list[str]:
+    """The writer's CPU per record (summaries and insert, in batches of ``batch``) into an empty log and a full one,
+    with random request ids and with the server's, which grow with time."""
+    lines = [f"| writer's CPU per record (summaries and insert, {batch} a transaction), request ids | log empty | "
+             f"log holding {prefill:,} |", "| --- | --- | --- |"]
+    for title, ids in (("random (uuid4's form)", lambda: os.urandom(16).hex()), ("the server's, in time order", None)):
+        cells = []
+        for held in (0, prefill):
+            with tempfile.TemporaryDirectory() as work:
+                fill_log(f"{work}/log.db", held, ids)
+                cells.append(statistics.median(fill_log(f"{work}/log.db", records, ids, batch)) / batch * 1e6)
+        lines.append(f"| {title} | " + " | ".join(f"{cell:.1f} µs" for cell in cells) + " |")
+    return lines + [""]
+
+
+def pinned_bursts(generations: int, sets: int, seconds: float,
+                  prefill: int = PREFILL_ROWS) -> dict[str, list[list[tuple[float, float]]]]:
     """(req/s, server CPU ms per request) of each burst, by log and generation: one server per log, each one worker on
     the last core, started together; wrk, on the first core, loads one at a time in short bursts, the order turned in
     each set, with a pause after each burst for the writer's last batch. Bursts of a set are seconds apart, so the
@@ -80,11 +125,15 @@ def pinned_bursts(generations: int, sets: int, seconds: float) -> dict[str, list
     (where its memory landed), which no number of bursts against the same processes would average out."""
     body = ("review=" + REVIEW.replace(" ", "+")).encode()
     bursts: dict[str, list[list[tuple[float, float]]]] = {name: [] for name in LOGS}
+    made = tempfile.mkdtemp()
+    prefilled = os.path.join(made, "prefilled.db")
+    fill_log(prefilled, prefill)
     for generation in range(generations):
         names = list(LOGS)[generation % len(LOGS):] + list(LOGS)[:generation % len(LOGS)]
         for name in names:
             bursts[name].append([])
         with tempfile.TemporaryDirectory() as work, ExitStack() as stack:
+            shutil.copy(prefilled, os.path.join(work, "log.db"))
             os.sched_setaffinity(0, {os.cpu_count() - 1})  # the servers started from here inherit it
             try:
                 servers = {name: stack.enter_context(gunicorn_server(
@@ -102,10 +151,12 @@ def pinned_bursts(generations: int, sets: int, seconds: float) -> dict[str, list
                         cpu = server_cpu_seconds(pid)
                         run = wrk(base + "/review", PINNED_CONNECTIONS, seconds, "POST", body,
                                   "application/x-www-form-urlencoded")
-                        time.sleep(1.0)  # the writer's last batch, counted in this burst's CPU, not in the next one's
+                        # The writer's last batch, counted in this burst's CPU, not in the next one's.
+                        time.sleep(GATHER_SECONDS + 0.5)
                         bursts[name][-1].append((run["ok_rps"], (server_cpu_seconds(pid) - cpu) * 1000 / run["requests"]))
             finally:
                 os.sched_setaffinity(0, range(os.cpu_count()))
+    shutil.rmtree(made)
     return bursts
 
 
@@ -262,13 +313,14 @@ def drift_seconds(records: int = 10_000) -> tuple[float, float]:
     return whole, alone
 
 
-def pinned_lines(generations: int, sets: int, seconds: float) -> list[str]:
+def pinned_lines(generations: int, sets: int, seconds: float, prefill: int) -> list[str]:
     """The pinned bursts as a table and the ratios of each log to no log."""
-    bursts = pinned_bursts(generations, sets, seconds)
+    bursts = pinned_bursts(generations, sets, seconds, prefill)
     lines = [f"One run on this machine ({os.cpu_count()} cores), {dt.date.today()}: three gunicorn servers, each one "
              "worker on the last core, started together; wrk (c=4) on the first core loads one at a time in "
              f"{seconds:g} s bursts, {sets} sets, the order turned in each set; then new servers, {generations} times "
-             "(the generations are parted by / in the table).", "",
+             f"(the generations are parted by / in the table). The database log holds {prefill:,} records of the "
+             "model when its server starts (a full log, at the default row limit).", "",
              "| POST /review | req/s per burst | median | server CPU ms per request, per burst | median |",
              "| --- | --- | --- | --- | --- |"]
     for name, title in (("off", "prediction log off"), ("database", "log on, in the database (SQLite)"),
@@ -294,6 +346,8 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=6, help="--pinned: times new servers are started")
     parser.add_argument("--sets", type=int, default=4, help="--pinned: sets of bursts per generation")
     parser.add_argument("--records", type=int, default=10_000)
+    parser.add_argument("--prefill", type=int, default=PREFILL_ROWS,
+                        help="--pinned: records in the database log when its server starts")
     parser.add_argument("--out", default=None)
     parser.add_argument("--instructions", action="store_true", help="also count instructions per request (valgrind)")
     parser.add_argument("--pinned", action="store_true",
@@ -301,7 +355,7 @@ def main() -> None:
                              "core, wrk on the other")
     args = parser.parse_args()
     if args.pinned:
-        lines = pinned_lines(args.generations, args.sets, args.seconds or 5)
+        lines = pinned_lines(args.generations, args.sets, args.seconds or 5, args.prefill) + writer_lines(args.prefill)
     else:
         lines = rounds_lines(args.rounds, args.seconds or 15)
     whole, alone = drift_seconds(args.records)

@@ -106,7 +106,7 @@ def test_monitoring_pinned_harness_compares_three_servers(tmp_path):
     """One generation of the log's cost benchmark: the three servers answer and every ratio is worked out."""
     out = tmp_path / "monitoring.md"
     done = run_script("benchmarks/monitoring.py", "--pinned", "--generations", "1", "--sets", "2", "--seconds", "1",
-                      "--records", "300", "--out", str(out))
+                      "--records", "300", "--prefill", "2000", "--out", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     text = out.read_text()
     for title in ("prediction log off", "log on, in the database (SQLite)", "log on, as Parquet files"):
