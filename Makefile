@@ -23,11 +23,14 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-batch.txt
 serve: .venv-serve/.installed  ## the server on 127.0.0.1:$$PORT (default 8000; HOST=0.0.0.0 to listen on every interface), serving requirements only
 	HOST=$${HOST:-127.0.0.1} .venv-serve/bin/gunicorn -c gunicorn.conf.py main:app
 
+# pytest-xdist worker processes, handed tests one by one (worksteal: schemathesis' operations share one test id,
+# which the by-file schedulers would run once).
+TEST_WORKERS ?= 2
 test: $(VENV)/.installed .venv-serve/.installed .venv-flink/.installed system-deps  ## run the whole test suite
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 test-fast: $(VENV)/.installed  ## the inner loop: no live servers, browser, PostgreSQL, Spark, training or benchmarks
-	$(VENV)/bin/python -m pytest -q -m "not live and not browser and not postgres and not slow"
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not live and not browser and not postgres and not slow"
 
 # The browser tests drive Debian's Chromium, the benchmark smoke tests drive wrk, the
 # slow-client test runs the shipped nginx configuration and the batch tests run Spark (Java 17);

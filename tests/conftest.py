@@ -1,6 +1,7 @@
 """Shared fixtures: app, client, runner, the real data folder, a private model folder."""
 from __future__ import annotations
 
+import collections
 import csv
 import gzip
 import io
@@ -217,7 +218,43 @@ def live_server(tmp_path_factory):
         yield base
 
 
-POSTGRES_URL = os.environ.get("MODELSERVE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+SERVER_POSTGRES_URL = os.environ.get("MODELSERVE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def worker_database(url: str) -> str:
+    """The test database of this pytest-xdist worker (``test_gw0``, ``test_gw1``, ... on the same server), since the
+    database_url fixture empties tables a test on another worker may be using; without workers, ``url`` itself."""
+    import sqlalchemy as sa
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return url
+    parsed = sa.engine.make_url(url)
+    return parsed.set(database=f"{parsed.database}_{worker}").render_as_string(hide_password=False)
+
+
+POSTGRES_URL = worker_database(SERVER_POSTGRES_URL)
+
+
+def create_worker_database() -> None:
+    """Create this worker's database when the server answers and it is missing (a server that does not answer is
+    reported by postgres_url_or_fail, in the tests that need it)."""
+    if POSTGRES_URL == SERVER_POSTGRES_URL:
+        return
+    import sqlalchemy as sa
+
+    from app.database import make_engine
+
+    engine = make_engine(SERVER_POSTGRES_URL)
+    name = sa.engine.make_url(POSTGRES_URL).database
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            if conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}).first() is None:
+                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError:
+        pass
+    finally:
+        engine.dispose()
 
 
 def postgres_url_or_fail() -> str:
@@ -277,9 +314,10 @@ MARKERS = {
 
 
 def pytest_configure(config):
-    """Register the markers."""
+    """Register the markers; give this worker its database (test modules build apps on it as they are collected)."""
     for name, meaning in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {meaning}")
+    create_worker_database()
 
 
 def pytest_collection_modifyitems(config, items):
@@ -294,6 +332,18 @@ def pytest_collection_modifyitems(config, items):
         callspec = getattr(item, "callspec", None)
         if (callspec and callspec.params.get("database_url") == "postgresql") or "postgres" in item.name:
             item.add_marker("postgres")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids):
+    """Refuse a pytest-xdist schedule that would run one test of several sharing an id (schemathesis' operations do):
+    the by-scope schedulers keep one of each."""
+    dist = node.config.option.dist
+    repeated = [nodeid for nodeid, count in collections.Counter(ids).items() if count > 1]
+    if dist in ("loadscope", "loadfile", "loadgroup") and repeated:
+        raise pytest.UsageError(f"--dist {dist} would run one test of each id, and {repeated[0]} names several: "
+                                "use --dist worksteal (as `make test` does) or load")
+
 
 SLOW_TESTS = {"test_held_out_accuracy_through_the_endpoint", "test_feedback_that_lowers_accuracy_is_not_promoted",
               "test_fuzz_preprocessing_for_a_bounded_time"}
