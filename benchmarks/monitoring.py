@@ -1,6 +1,6 @@
 """The prediction log's cost and the drift computation's speed, in one run.
 
-Usage: python benchmarks/monitoring.py [--instructions | --pinned] [--out FILE]
+Usage: python benchmarks/monitoring.py [--instructions | --pinned | --together] [--out FILE]
 
 1. Default: throughput of POST /review (gunicorn as `make serve` runs it, wrk c=8, one real review) with the
    log on (every request, MONITOR_SAMPLE_RATE 1.0) and off (MODELSERVE_MONITOR=false), in whole rounds that
@@ -13,14 +13,19 @@ Usage: python benchmarks/monitoring.py [--instructions | --pinned] [--out FILE]
    seconds apart cancel the machine's drift, and new processes the lasting speed differences between two
    processes of the same code, which whole rounds minutes apart, or one set of servers, leave in. The database
    log starts full (`--prefill`, 100,000 records: the default row limit), as a server's that has run a while.
-3. --instructions: the CPU instructions per request, log on and off, counted by valgrind's callgrind,
+3. --together: the same three servers loaded at once by three wrk for 20 s, new servers each of `--rounds`.
+   Loaded together, they share every change of the machine's speed, even within seconds, and each one's CPU per
+   request is its cost, whatever share of the core it got: the log's cost is the ratio of CPU per request on / off
+   (with a bootstrap interval over rounds), and the throughput it leaves a server whose core is its limit, the
+   inverse.
+4. --instructions: the CPU instructions per request, log on and off, counted by valgrind's callgrind,
    (a) in a gunicorn server as the deploys run it (one worker; master, worker and the log's writer counted)
    answering POST /review one after another, and (b) for the same requests in one process (Flask's test
    client, without HTTP), each as the difference of a long and a short run so that start and stop cancel
    out. The periodic retention and gauge refresh, which valgrind's slowness would run many times more
    often per request than a server does, are left out. Counted, not timed, these figures do not drift with
    the machine's load.
-4. Always: seconds to compute drift (every feature and the predictions, PSI against review_sentiment's
+5. Always: seconds to compute drift (every feature and the predictions, PSI against review_sentiment's
    reference) for a window of 10,000 logged records, read from the database, and for the records alone.
 """
 from __future__ import annotations
@@ -33,7 +38,8 @@ import statistics
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -42,6 +48,7 @@ from app.monitoring.log import GATHER_SECONDS  # noqa: E402
 from benchmarks.serverctl import ROOT, gunicorn_server  # noqa: E402
 
 REVIEW = "A thoughtful, well acted film with a script that never talks down to its audience. Loved it!"
+BODY, FORM = ("review=" + REVIEW.replace(" ", "+")).encode(), "application/x-www-form-urlencoded"
 
 
 def server_cpu_seconds(pid: int) -> float:
@@ -56,12 +63,11 @@ def throughput(monitor: bool, seconds: float) -> tuple[float, float]:
     """(successful req/s of /review, the server's CPU milliseconds per request) with the log on or off, gunicorn as
     `make serve` runs it and wrk sharing the cores; with it on, the writer's work on the records queued during the
     run is counted too."""
-    body = ("review=" + REVIEW.replace(" ", "+")).encode()
     with gunicorn_server({"MODELSERVE_MONITOR": "true" if monitor else "false"}) as (base, pid, _):
-        wrk(base + "/review", CONNECTIONS, 2, "POST", body, "application/x-www-form-urlencoded")  # warm-up
+        wrk(base + "/review", CONNECTIONS, 2, "POST", BODY, FORM)  # warm-up
         time.sleep(1.0)
         cpu = server_cpu_seconds(pid)
-        run = wrk(base + "/review", CONNECTIONS, seconds, "POST", body, "application/x-www-form-urlencoded")
+        run = wrk(base + "/review", CONNECTIONS, seconds, "POST", BODY, FORM)
         time.sleep(1.0)  # the writer's last batches
         return run["ok_rps"], (server_cpu_seconds(pid) - cpu) * 1000 / run["requests"]
 
@@ -72,6 +78,12 @@ PINNED_CONNECTIONS = 4  # for one pinned worker
 LOGS = {"off": {"MODELSERVE_MONITOR": "false"},
         "database": {"MODELSERVE_MONITOR": "true", "DATABASE_URL": "sqlite:///{work}/log.db"},
         "parquet": {"MODELSERVE_MONITOR": "true", "MODELSERVE_MONITOR_PARQUET": "{work}/predictions"}}
+# The command of each mode's result of record.
+COMMANDS = {"rounds": "--instructions --out benchmarks/results/monitoring.md",
+            "pinned": "--pinned --out benchmarks/results/monitoring-pinned.md",
+            "together": "--together --rounds 12 --out benchmarks/results/monitoring-together.md"}
+TITLES = {"off": "prediction log off", "database": "log on, in the database (SQLite)",
+          "parquet": "log on, as Parquet files"}
 # Rows the database log holds when a generation starts: MONITOR_MAX_ROWS_PER_MODEL's default, where the log of a
 # server that has run a while stays (each write then adds to a full index, and the retention deletes as much).
 PREFILL_ROWS = 100_000
@@ -115,49 +127,79 @@ def writer_lines(prefill: int, records: int = 10_000, batch: int = 500) -> list[
     return lines + [""]
 
 
+@contextmanager
+def prefilled_log(rows: int):
+    """The path of a SQLite file whose log holds ``rows`` records (fill_log), made once for every server to copy."""
+    with tempfile.TemporaryDirectory() as made:
+        fill_log(os.path.join(made, "prefilled.db"), rows)
+        yield os.path.join(made, "prefilled.db")
+
+
+@contextmanager
+def pinned_servers(names: list[str], prefilled: str):
+    """{name: (base URL, pid)}: new servers of the logs named, one worker each on the last core, started together, the
+    database log a copy of ``prefilled``, warmed up; meanwhile this process (and the wrk it starts) runs on the
+    first core."""
+    with tempfile.TemporaryDirectory() as work, ExitStack() as stack:
+        shutil.copy(prefilled, os.path.join(work, "log.db"))
+        try:
+            os.sched_setaffinity(0, {os.cpu_count() - 1})  # the servers started from here inherit it
+            servers = {name: stack.enter_context(gunicorn_server(
+                {**{key: value.format(work=work) for key, value in LOGS[name].items()}, "WEB_CONCURRENCY": "1"}))[:2]
+                for name in names}
+            os.sched_setaffinity(0, {0})
+            for base, _ in servers.values():
+                wrk(base + "/review", PINNED_CONNECTIONS, 2, "POST", BODY, FORM)
+            time.sleep(GATHER_SECONDS + 0.5)
+            yield servers
+        finally:
+            os.sched_setaffinity(0, range(os.cpu_count()))
+
+
 def pinned_bursts(generations: int, sets: int, seconds: float,
                   prefill: int = PREFILL_ROWS) -> dict[str, list[list[tuple[float, float]]]]:
-    """(req/s, server CPU ms per request) of each burst, by log and generation: one server per log, each one worker on
-    the last core, started together; wrk, on the first core, loads one at a time in short bursts, the order turned in
-    each set, with a pause after each burst for the writer's last batch. Bursts of a set are seconds apart, so the
-    machine's drift, which moves whole rounds minutes apart, mostly cancels in their ratios; and each generation
-    starts new servers, because one process can be faster than another of the same code for as long as it lives
-    (where its memory landed), which no number of bursts against the same processes would average out."""
-    body = ("review=" + REVIEW.replace(" ", "+")).encode()
+    """(req/s, server CPU ms per request) of each burst, by log and generation: wrk, on the first core, loads the
+    pinned servers one at a time in short bursts, the order turned in each set, with a pause after each burst for
+    the writer's last batch. Bursts of a set are seconds apart, so the machine's drift, which moves whole rounds
+    minutes apart, mostly cancels in their ratios; and each generation starts new servers, because one process can
+    be faster than another of the same code for as long as it lives (where its memory landed), which no number of
+    bursts against the same processes would average out."""
     bursts: dict[str, list[list[tuple[float, float]]]] = {name: [] for name in LOGS}
-    made = tempfile.mkdtemp()
-    prefilled = os.path.join(made, "prefilled.db")
-    fill_log(prefilled, prefill)
-    for generation in range(generations):
-        names = list(LOGS)[generation % len(LOGS):] + list(LOGS)[:generation % len(LOGS)]
-        for name in names:
-            bursts[name].append([])
-        with tempfile.TemporaryDirectory() as work, ExitStack() as stack:
-            shutil.copy(prefilled, os.path.join(work, "log.db"))
-            os.sched_setaffinity(0, {os.cpu_count() - 1})  # the servers started from here inherit it
-            try:
-                servers = {name: stack.enter_context(gunicorn_server(
-                    {**{key: value.format(work=work) for key, value in LOGS[name].items()}, "WEB_CONCURRENCY": "1"}))[:2]
-                    for name in names}
-            finally:
-                os.sched_setaffinity(0, {0})  # and wrk, started from here, this one
-            try:
-                for base, _ in servers.values():
-                    wrk(base + "/review", PINNED_CONNECTIONS, 2, "POST", body, "application/x-www-form-urlencoded")
-                time.sleep(1.0)
+    with prefilled_log(prefill) as prefilled:
+        for generation in range(generations):
+            names = list(LOGS)[generation % len(LOGS):] + list(LOGS)[:generation % len(LOGS)]
+            with pinned_servers(names, prefilled) as servers:
+                for name in names:
+                    bursts[name].append([])
                 for turn in range(sets):
                     for name in names[turn % len(names):] + names[:turn % len(names)]:
                         base, pid = servers[name]
                         cpu = server_cpu_seconds(pid)
-                        run = wrk(base + "/review", PINNED_CONNECTIONS, seconds, "POST", body,
-                                  "application/x-www-form-urlencoded")
+                        run = wrk(base + "/review", PINNED_CONNECTIONS, seconds, "POST", BODY, FORM)
                         # The writer's last batch, counted in this burst's CPU, not in the next one's.
                         time.sleep(GATHER_SECONDS + 0.5)
                         bursts[name][-1].append((run["ok_rps"], (server_cpu_seconds(pid) - cpu) * 1000 / run["requests"]))
-            finally:
-                os.sched_setaffinity(0, range(os.cpu_count()))
-    shutil.rmtree(made)
     return bursts
+
+
+def together_runs(rounds: int, seconds: float, prefill: int = PREFILL_ROWS) -> dict[str, list[tuple[float, float]]]:
+    """(req/s, server CPU ms per request) of each pinned server in each round, all three loaded at once by three wrk
+    (new servers each round). Loaded together, the servers share every change of the machine's speed, also those
+    within seconds that bursts one after another leave in; a server's CPU per request is its cost whatever share of
+    the core the scheduler gave it, and for a server whose core is its limit, throughput is its inverse."""
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in LOGS}
+    with prefilled_log(prefill) as prefilled:
+        for _ in range(rounds):
+            with pinned_servers(list(LOGS), prefilled) as servers, ThreadPoolExecutor(len(LOGS)) as pool:
+                cpu = {name: server_cpu_seconds(pid) for name, (_, pid) in servers.items()}
+                loads = {name: pool.submit(wrk, base + "/review", PINNED_CONNECTIONS, seconds, "POST", BODY, FORM)
+                         for name, (base, _) in servers.items()}
+                done = {name: load.result() for name, load in loads.items()}
+                time.sleep(GATHER_SECONDS + 0.5)  # the writers' last batches
+                for name, (_, pid) in servers.items():
+                    runs[name].append((done[name]["ok_rps"],
+                                       (server_cpu_seconds(pid) - cpu[name]) * 1000 / done[name]["requests"]))
+    return runs
 
 
 def ratio_interval(on: list[list[float]], off: list[list[float]], draws: int = 10_000) -> tuple[float, float, float]:
@@ -241,7 +283,6 @@ def served_instructions(monitor: bool, requests: int) -> tuple[int, float]:
 
     from benchmarks.serverctl import free_port, running_server
 
-    body = ("review=" + REVIEW.replace(" ", "+")).encode()
     with tempfile.TemporaryDirectory() as work, tempfile.TemporaryFile() as output:
         Path(work, "gunicorn.conf.py").write_text(SERVED_CONFIG)
         port = free_port()
@@ -255,7 +296,7 @@ def served_instructions(monitor: bool, requests: int) -> tuple[int, float]:
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
             started = time.monotonic()
             for _ in range(requests):
-                connection.request("POST", "/review", body, {"Content-Type": "application/x-www-form-urlencoded"})
+                connection.request("POST", "/review", BODY, {"Content-Type": FORM})
                 response = connection.getresponse()
                 if response.read() is None or response.status != 200:
                     raise RuntimeError(f"POST /review answered {response.status}")
@@ -323,8 +364,7 @@ def pinned_lines(generations: int, sets: int, seconds: float, prefill: int) -> l
              "model when its server starts (a full log, at the default row limit).", "",
              "| POST /review | req/s per burst | median | server CPU ms per request, per burst | median |",
              "| --- | --- | --- | --- | --- |"]
-    for name, title in (("off", "prediction log off"), ("database", "log on, in the database (SQLite)"),
-                        ("parquet", "log on, as Parquet files")):
+    for name, title in TITLES.items():
         rps = [[r for r, _ in generation] for generation in bursts[name]]
         cpu = [[c for _, c in generation] for generation in bursts[name]]
         lines.append(f"| {title} | {' / '.join(', '.join(f'{v:.0f}' for v in g) for g in rps)} | "
@@ -339,10 +379,33 @@ def pinned_lines(generations: int, sets: int, seconds: float, prefill: int) -> l
     return lines + [""]
 
 
+def together_lines(rounds: int, seconds: float, prefill: int) -> list[str]:
+    """The servers loaded together: each round's figures and each log's cost against none."""
+    runs = together_runs(rounds, seconds, prefill)
+    lines = [f"One run on this machine ({os.cpu_count()} cores), {dt.date.today()}: three gunicorn servers (the log off, "
+             "in the database, as Parquet files), each one worker, all on the last core, loaded at once for "
+             f"{seconds:g} s by three wrk (c=4 each) on the first core; new servers each round, {rounds} rounds. The "
+             f"database log holds {prefill:,} records of the model when its server starts (a full log, at the default "
+             "row limit).", "",
+             "| POST /review, loaded together | req/s per round | server CPU ms per request, per round | median |",
+             "| --- | --- | --- | --- |"]
+    for name, title in TITLES.items():
+        lines.append(f"| {title} | {', '.join(f'{r:.0f}' for r, _ in runs[name])} | "
+                     f"{', '.join(f'{c:.3f}' for _, c in runs[name])} | {statistics.median(c for _, c in runs[name]):.3f} |")
+    lines += ["", "| log on / off, per round | CPU per request: median (95 % interval) | the throughput it leaves: "
+              "off / on CPU | req/s on / off (the core's share the scheduler gave) |", "| --- | --- | --- | --- |"]
+    for name in ("database", "parquet"):
+        cpu, low, high = ratio_interval([[c] for _, c in runs[name]], [[c] for _, c in runs["off"]])
+        rps = ratio_interval([[r] for r, _ in runs[name]], [[r] for r, _ in runs["off"]])
+        lines.append(f"| {name} | {cpu:.3f} ({low:.3f}-{high:.3f}) | {1 / cpu:.3f} ({1 / high:.3f}-{1 / low:.3f}) | "
+                     f"{rps[0]:.3f} ({rps[1]:.3f}-{rps[2]:.3f}) |")
+    return lines + [""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=None, help="seconds per round (15) or per burst (5)")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds of each (without --pinned)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of each (default mode), or of all three (--together)")
     parser.add_argument("--generations", type=int, default=6, help="--pinned: times new servers are started")
     parser.add_argument("--sets", type=int, default=4, help="--pinned: sets of bursts per generation")
     parser.add_argument("--records", type=int, default=10_000)
@@ -350,11 +413,16 @@ def main() -> None:
                         help="--pinned: records in the database log when its server starts")
     parser.add_argument("--out", default=None)
     parser.add_argument("--instructions", action="store_true", help="also count instructions per request (valgrind)")
+    parser.add_argument("--together", action="store_true",
+                        help="the three pinned servers loaded at once, new ones each round (--rounds, --seconds 20)")
     parser.add_argument("--pinned", action="store_true",
                         help="short bursts against three servers (log off, database, Parquet), one worker each on one "
                              "core, wrk on the other")
     args = parser.parse_args()
-    if args.pinned:
+    mode = "together" if args.together else "pinned" if args.pinned else "rounds"
+    if args.together:
+        lines = together_lines(args.rounds, args.seconds or 20, args.prefill) + writer_lines(args.prefill)
+    elif args.pinned:
         lines = pinned_lines(args.generations, args.sets, args.seconds or 5, args.prefill) + writer_lines(args.prefill)
     else:
         lines = rounds_lines(args.rounds, args.seconds or 15)
@@ -365,9 +433,7 @@ def main() -> None:
              f"| drift over {args.records:,} logged records | seconds |", "| --- | --- |",
              f"| the whole report (read from the database, drift, latency, live accuracy) | {whole:.3f} |",
              f"| drift alone (every feature and the predictions) | {alone:.3f} |", "",
-             "Command: `python benchmarks/monitoring.py " + ("--pinned --out benchmarks/results/monitoring-pinned.md`"
-                                                             if args.pinned else
-                                                             "--instructions --out benchmarks/results/monitoring.md`")]
+             f"Command: `python benchmarks/monitoring.py {COMMANDS[mode]}`"]
     publish(lines, args.out)
 
 

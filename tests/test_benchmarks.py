@@ -116,3 +116,19 @@ def test_monitoring_pinned_harness_compares_three_servers(tmp_path):
         throughput, cpu = table_rows(text, sink)[0][1:3]
         assert re.fullmatch(r"[\d.]+ \([\d.]+-[\d.]+\)", throughput) and re.fullmatch(r"[\d.]+ \([\d.]+-[\d.]+\)", cpu)
     assert re.search(r"drift alone \(every feature and the predictions\) \| [\d.]+ \|", text), text
+
+
+def test_monitoring_together_harness_loads_three_servers_at_once(tmp_path):
+    """One round of the servers loaded together: each answers, and both logs' cost ratios are worked out."""
+    out = tmp_path / "together.md"
+    done = run_script("benchmarks/monitoring.py", "--together", "--rounds", "1", "--seconds", "2", "--records", "300",
+                      "--prefill", "2000", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = out.read_text()
+    for title in ("prediction log off", "log on, in the database (SQLite)", "log on, as Parquet files"):
+        rates, cpu = table_rows(text, title)[0][1:3]
+        assert float(rates) > 0 and float(cpu) > 0, text
+    for sink in ("database", "parquet"):
+        figures = table_rows(text, sink)[0][1:4]
+        assert all(re.fullmatch(r"[\d.]+ \([\d.]+-[\d.]+\)", figure) for figure in figures), text
+    assert "| the server's, in time order |" in text and "--together --rounds 12" in text
