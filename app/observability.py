@@ -61,7 +61,7 @@ def new_request_id() -> str:
     """32 hex digits (the form of uuid4().hex) that sort in time order: the milliseconds since 1970 in 12, then 80
     random bits, as UUIDv7 (RFC 9562) lays them out. The prediction log indexes answers by request id; ids that
     grow with time are added at the end of that index, where random ones land on any of its pages, and a log
-    holding its full retention then costs the writer several times more per row (benchmarks/results/monitoring-pinned.md)."""
+    holding its full retention then costs the writer several times more per row (benchmarks/results/monitoring-together.md)."""
     return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
