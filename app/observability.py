@@ -6,7 +6,6 @@ import atexit
 import contextlib
 import json
 import logging
-import os
 import platform
 import queue
 import re
@@ -17,6 +16,7 @@ from flask import Flask, Response, current_app, g, has_request_context, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pythonjsonlogger.json import JsonFormatter
 
+from app.ids import time_ordered_id
 from app.metrics import (
     BUILD_INFO, ERRORS, KNOWN_METHODS, REQUEST_SECONDS, REQUESTS, JobQueueCollector, all_workers_registry, child,
 )
@@ -55,14 +55,6 @@ def request_facts() -> tuple[str | None, str | None]:
     if not has_request_context():
         return None, None
     return g.get("request_id"), g.get("client")
-
-
-def new_request_id() -> str:
-    """32 hex digits (the form of uuid4().hex) that sort in time order: the milliseconds since 1970 in 12, then 80
-    random bits, as UUIDv7 (RFC 9562) lays them out. The prediction log indexes answers by request id; ids that
-    grow with time are added at the end of that index, where random ones land on any of its pages, and a log
-    holding its full retention then costs the writer several times more per row (benchmarks/results/monitoring-together.md)."""
-    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
 ACCESS_FIELDS = ("request_id", "method", "path", "route", "status", "duration_ms")
@@ -249,13 +241,13 @@ def init_app(app: Flask) -> None:
     @app.before_request
     def start_request():
         incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if _REQUEST_ID.match(incoming) else new_request_id()
+        g.request_id = incoming if _REQUEST_ID.match(incoming) else time_ordered_id()
         g.started = time.perf_counter()
 
     @app.after_request
     def finish_request(response: Response):
         current, context = request._get_current_object(), g._get_current_object()
-        request_id = getattr(context, "request_id", None) or new_request_id()
+        request_id = getattr(context, "request_id", None) or time_ordered_id()
         response.headers["X-Request-ID"] = request_id
         route = current.url_rule.rule if current.url_rule else "(unmatched)"
         elapsed = time.perf_counter() - getattr(context, "started", time.perf_counter())

@@ -94,12 +94,12 @@ def fill_log(path: str, rows: int, ids=None, batch: int = 2000) -> list[float]:
     one insert per ``batch``), request ids made by ``ids`` (the server's own by default); the CPU seconds of each
     batch."""
     from app import create_app
-    from app.observability import new_request_id
+    from app.ids import time_ordered_id
 
     app = create_app({"DATABASE_URL": f"sqlite:///{path}", "MODELS": "review_sentiment"})
     registry = app.extensions["model_registry"]
     registry.load_all()
-    model, log, ids = registry.get("review_sentiment"), app.extensions["prediction_log"], ids or new_request_id
+    model, log, ids = registry.get("review_sentiment"), app.extensions["prediction_log"], ids or time_ordered_id
     inputs = model.decode({"review": [REVIEW]})
     outputs, seconds = model.predict(inputs), []
     for start in range(0, rows, batch):

@@ -1,6 +1,9 @@
 """The job store on SQLite and PostgreSQL: leasing, expiry, retries, idempotent results, retention."""
 import datetime as dt
+import re
 import threading
+import time
+import uuid
 
 import pytest
 
@@ -91,6 +94,19 @@ def test_oldest_first_and_model_filter(store):
     store.submit("b", b"2", "text/plain")
     assert store.lease("w", ["b"]).job["model"] == "b"
     assert store.lease("w", ["a", "b"]).job["id"] == first["id"]
+
+
+def test_job_ids_sort_in_time_order_and_leases_stay_random(store):
+    """Job ids grow with time (the jobs table's key then grows at its end); a lease id, which a worker echoes back,
+    stays all random."""
+    ids = []
+    for payload in (b"1", b"2", b"3"):
+        ids.append(store.submit("m", payload, "text/plain")["id"])
+        time.sleep(0.002)
+    assert ids == sorted(ids) and all(re.fullmatch(r"[0-9a-f]{32}", job_id) for job_id in ids)
+    assert abs(int(ids[-1][:12], 16) / 1000 - time.time()) < 5
+    leases = [store.lease("w").lease_id for _ in ids]
+    assert all(uuid.UUID(lease).version == 4 for lease in leases)
 
 
 def test_concurrent_leasers_never_share_a_job(store):

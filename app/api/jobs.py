@@ -19,7 +19,7 @@ from app.endpoints import for_workers, uses_database
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 
-JOB_ID = re.compile(r"[0-9a-f]{32}")  # job and lease ids: uuid4().hex
+JOB_ID = re.compile(r"[0-9a-f]{32}")  # job ids (app/ids.py) and lease ids (uuid4().hex)
 
 
 def store():

@@ -20,6 +20,7 @@ from typing import Callable
 import sqlalchemy as sa
 
 from app.database import aware, insert_once, jobs, utcnow
+from app.ids import time_ordered_id
 from app.metrics import JOB_LEASE_EXPIRIES, JOB_LEASES_UNACKNOWLEDGED, JOB_SECONDS
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED, EXPIRED = "queued", "running", "succeeded", "failed", "canceled", "expired"
@@ -106,7 +107,7 @@ class JobStore:
         """
         digest = hashlib.sha256(b"\0".join([model.encode(), content_type.encode(), payload])).hexdigest()
         now = self.clock()
-        row = {"id": uuid.uuid4().hex, "model": model, "status": QUEUED, "payload": payload,
+        row = {"id": time_ordered_id(), "model": model, "status": QUEUED, "payload": payload,
                "content_type": content_type, "attempts": 0, "max_attempts": self.max_attempts,
                "source": source, "client": client, "idempotency_key": idempotency_key,
                "request_hash": digest if idempotency_key else None, "created_at": now, "updated_at": now}
@@ -201,7 +202,7 @@ class JobStore:
     def _lease_once(self, worker: str, models: list[str] | None, started: bool) -> Lease | None:
         """One atomic attempt: requeue expired leases, then claim the oldest queued job."""
         now = self.clock()
-        lease_id = uuid.uuid4().hex
+        lease_id = uuid.uuid4().hex  # a token the worker echoes back: all random, nothing indexes it
         expires = now + dt.timedelta(seconds=self.lease_seconds if started else min(self.ack_seconds, self.lease_seconds))
         with self.engine.begin() as conn:
             self._requeue_expired(conn, now)
