@@ -59,16 +59,21 @@ def server_cpu_seconds(pid: int) -> float:
     return sum(sum(p.cpu_times()[:2]) for p in processes)
 
 
+def settle() -> None:
+    """Wait for the writer's last batch of a load, so that it counts in that load's CPU, not in the next one's."""
+    time.sleep(GATHER_SECONDS + 0.5)
+
+
 def throughput(monitor: bool, seconds: float) -> tuple[float, float]:
     """(successful req/s of /review, the server's CPU milliseconds per request) with the log on or off, gunicorn as
     `make serve` runs it and wrk sharing the cores; with it on, the writer's work on the records queued during the
     run is counted too."""
     with gunicorn_server({"MODELSERVE_MONITOR": "true" if monitor else "false"}) as (base, pid, _):
         wrk(base + "/review", CONNECTIONS, 2, "POST", BODY, FORM)  # warm-up
-        time.sleep(1.0)
+        settle()
         cpu = server_cpu_seconds(pid)
         run = wrk(base + "/review", CONNECTIONS, seconds, "POST", BODY, FORM)
-        time.sleep(1.0)  # the writer's last batches
+        settle()
         return run["ok_rps"], (server_cpu_seconds(pid) - cpu) * 1000 / run["requests"]
 
 
@@ -121,7 +126,8 @@ def writer_lines(prefill: int, records: int = 10_000, batch: int = 500) -> list[
         cells = []
         for held in (0, prefill):
             with tempfile.TemporaryDirectory() as work:
-                fill_log(f"{work}/log.db", held, ids)
+                if held:
+                    fill_log(f"{work}/log.db", held, ids)
                 cells.append(statistics.median(fill_log(f"{work}/log.db", records, ids, batch)) / batch * 1e6)
         lines.append(f"| {title} | " + " | ".join(f"{cell:.1f} µs" for cell in cells) + " |")
     return lines + [""]
@@ -150,7 +156,7 @@ def pinned_servers(names: list[str], prefilled: str):
             os.sched_setaffinity(0, {0})
             for base, _ in servers.values():
                 wrk(base + "/review", PINNED_CONNECTIONS, 2, "POST", BODY, FORM)
-            time.sleep(GATHER_SECONDS + 0.5)
+            settle()
             yield servers
         finally:
             os.sched_setaffinity(0, range(os.cpu_count()))
@@ -176,8 +182,7 @@ def pinned_bursts(generations: int, sets: int, seconds: float,
                         base, pid = servers[name]
                         cpu = server_cpu_seconds(pid)
                         run = wrk(base + "/review", PINNED_CONNECTIONS, seconds, "POST", BODY, FORM)
-                        # The writer's last batch, counted in this burst's CPU, not in the next one's.
-                        time.sleep(GATHER_SECONDS + 0.5)
+                        settle()
                         bursts[name][-1].append((run["ok_rps"], (server_cpu_seconds(pid) - cpu) * 1000 / run["requests"]))
     return bursts
 
@@ -195,7 +200,7 @@ def together_runs(rounds: int, seconds: float, prefill: int = PREFILL_ROWS) -> d
                 loads = {name: pool.submit(wrk, base + "/review", PINNED_CONNECTIONS, seconds, "POST", BODY, FORM)
                          for name, (base, _) in servers.items()}
                 done = {name: load.result() for name, load in loads.items()}
-                time.sleep(GATHER_SECONDS + 0.5)  # the writers' last batches
+                settle()
                 for name, (_, pid) in servers.items():
                     runs[name].append((done[name]["ok_rps"],
                                        (server_cpu_seconds(pid) - cpu[name]) * 1000 / done[name]["requests"]))
@@ -404,13 +409,13 @@ def together_lines(rounds: int, seconds: float, prefill: int) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=None, help="seconds per round (15) or per burst (5)")
+    parser.add_argument("--seconds", type=float, default=None, help="seconds per round (15), per burst (5, --pinned) or per load (20, --together)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of each (default mode), or of all three (--together)")
     parser.add_argument("--generations", type=int, default=6, help="--pinned: times new servers are started")
     parser.add_argument("--sets", type=int, default=4, help="--pinned: sets of bursts per generation")
     parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--prefill", type=int, default=PREFILL_ROWS,
-                        help="--pinned: records in the database log when its server starts")
+                        help="--pinned, --together: records in the database log when its server starts")
     parser.add_argument("--out", default=None)
     parser.add_argument("--instructions", action="store_true", help="also count instructions per request (valgrind)")
     parser.add_argument("--together", action="store_true",
